@@ -1,0 +1,312 @@
+"""One validated configuration for a session.
+
+A config file has separate sections for the rig's wiring (``rig``: cameras by name, trigger,
+calibration, serial port) and the experiment (``experiment``: task parameters), plus the
+processing ``pipeline``, the optional ``simulation`` (synthetic mouse) and ``session`` output.
+``rig`` may be given inline or as a path to a separate rig file, so one wiring file serves many
+experiments.
+
+Everything is validated before any process starts. Unknown keys are refused; an error names the
+file, the key path and what was expected, e.g.::
+
+    configs/x.yaml: pipeline.detector.runer: unknown key (did you mean 'runner'?)
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rig.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "sim-reaching.yaml"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------- rig wiring
+class TriggerConfig(Strict):
+    """Where camera triggers come from: the host clock (simulation only) or the Arduino."""
+
+    source: Literal["internal", "firmware"] = "internal"
+    rate_hz: float = Field(124.0, gt=0, le=1000)
+
+
+class CameraConfig(Strict):
+    backend: Literal["synthetic", "replay", "spinnaker", "genicam", "aravis", "basler", "opencv"]
+    serial: str | None = None
+    width: int = Field(448, gt=0, le=8192)
+    height: int = Field(460, gt=0, le=8192)
+    pixel_format: Literal["Mono8"] = "Mono8"
+    exposure_us: float = Field(2000.0, gt=0)
+    gain_db: float = Field(0.0, ge=0)
+    hardware_trigger: bool = True
+    ring_slots: int = Field(64, ge=4, le=4096)
+    grab_timeout_ms: float = Field(1000.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RigConfig(Strict):
+    name: str = "rig"
+    cameras: dict[str, CameraConfig]
+    calibration: str = Field(
+        description="calibration file (path relative to the config file) or 'builtin:synthetic'"
+    )
+    trigger: TriggerConfig = TriggerConfig()
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, cams: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        if not cams:
+            raise ValueError("at least one camera is needed")
+        for name in cams:
+            if not _NAME.match(name):
+                raise ValueError(f"camera name {name!r} must be lower-case letters, digits and '_'")
+        return cams
+
+
+# ----------------------------------------------------------------------------- experiment
+class ExperimentConfig(Strict):
+    task: Literal["reaching"] = "reaching"
+    subject: str = "sim-mouse-01"
+    n_trials: int | None = Field(10, ge=1)
+    max_duration_s: float = Field(600.0, gt=0)
+    notes: str = ""
+
+
+# ----------------------------------------------------------------------------- pipeline
+class DetectorConfig(Strict):
+    enabled: bool = True
+    runner: Literal["oracle", "onnxruntime", "tensorrt", "ultralytics"] = "oracle"
+    model: str | None = None
+    confidence: float = Field(0.25, ge=0, le=1)
+    oracle_noise_px: float = Field(0.5, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> DetectorConfig:
+        if self.runner != "oracle" and not self.model:
+            raise ValueError(f"runner {self.runner!r} needs a 'model' file")
+        return self
+
+
+class TriangulatorConfig(Strict):
+    enabled: bool = True
+    point_name: str = "paw"
+    pair_timeout_ms: float = Field(100.0, gt=0)
+    min_confidence: float = Field(0.25, ge=0, le=1)
+    max_reproj_error_px: float = Field(8.0, gt=0)
+    filter: Literal["none", "kalman"] = "kalman"
+    process_noise_mm: float = Field(2000.0, gt=0, description="acceleration noise, mm/s^2")
+    measurement_noise_mm: float = Field(0.5, gt=0)
+    predict_ms: float = Field(0.0, ge=0)
+
+
+class RecorderConfig(Strict):
+    enabled: bool = True
+    codec: Literal["libx264", "ffv1", "h264_nvenc"] = "libx264"
+    lossless: bool = True
+    crf: int = Field(12, ge=0, le=51, description="libx264 quality when lossless is false")
+    preset: str = "ultrafast"
+    threads: int = Field(1, ge=0, le=16)
+    record_truth: bool = True
+
+
+class BridgeConfig(Strict):
+    enabled: bool = False
+    bind: str = "tcp://127.0.0.1:0"
+    downscale: int = Field(1, ge=1, le=8)
+
+
+class DisplayConfig(Strict):
+    enabled: bool = False
+
+
+class PipelineConfig(Strict):
+    detector: DetectorConfig = DetectorConfig()
+    triangulator: TriangulatorConfig = TriangulatorConfig()
+    recorder: RecorderConfig = RecorderConfig()
+    bridge: BridgeConfig = BridgeConfig()
+    display: DisplayConfig = DisplayConfig()
+    stats_period_s: float = Field(1.0, gt=0)
+
+
+# ----------------------------------------------------------------------------- simulation
+class SimulationConfig(Strict):
+    """The synthetic mouse and scene (used by the synthetic camera backend)."""
+
+    seed: int = 1
+    success_prob: float = Field(0.6, ge=0, le=1)
+    miss_prob: float = Field(0.15, ge=0, le=1)
+    reaches_per_trial_max: int = Field(3, ge=1)
+    reach_latency_s: tuple[float, float] = (0.3, 1.2)
+    reach_duration_s: tuple[float, float] = (0.18, 0.32)
+    noise_sigma: float = Field(3.0, ge=0)
+    trial_period_s: float = Field(3.0, gt=0, description="free-running trial period with no task")
+
+
+class SessionConfig(Strict):
+    output_dir: str = "sessions"
+    name: str = "{subject}_{date}_{time}"
+
+
+class Config(Strict):
+    rig: RigConfig
+    experiment: ExperimentConfig = ExperimentConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    simulation: SimulationConfig | None = None
+    session: SessionConfig = SessionConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        rate = self.rig.trigger.rate_hz
+        for name, cam in self.rig.cameras.items():
+            if cam.hardware_trigger and cam.exposure_us >= 1e6 / rate:
+                raise ValueError(
+                    f"rig.cameras.{name}.exposure_us={cam.exposure_us:g} is not shorter than the "
+                    f"trigger period {1e6 / rate:.0f} us at rig.trigger.rate_hz={rate:g}"
+                )
+        uses_synthetic = any(c.backend == "synthetic" for c in self.rig.cameras.values())
+        if uses_synthetic and self.simulation is None:
+            raise ValueError("synthetic cameras need a 'simulation' section")
+        if self.pipeline.detector.runner == "oracle" and not uses_synthetic:
+            raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
+        return self
+
+
+class LoadedConfig(BaseModel):
+    """A validated config plus where it came from (paths resolve against ``base_dir``)."""
+
+    model_config = ConfigDict(frozen=True)
+    config: Config
+    source: str
+    base_dir: Path
+    raw: dict[str, Any]
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
+# ----------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (for 'did you mean' hints)."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            field = model.model_fields.get(str(part))
+            if field is None:
+                return None
+            ann = field.annotation
+            args = getattr(ann, "__args__", ())
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                model = ann
+            elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+                model = args[-1]  # dict[str, Model] -> Model (next loc part is the key)
+            elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+                model = args[0]  # Model | None
+            else:
+                return None
+        # dict keys (camera names) leave the model unchanged
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _format_errors(exc: ValidationError, files: dict[str, str]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        source = files["rig"] if loc[:1] == ("rig",) and "rig" in files else files[""]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            model = _model_at(loc)
+            known = sorted(model.model_fields) if model else []
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            if known:
+                msg += f"; expected one of: {', '.join(known)}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("model_type", "dict_type"):
+                msg += f" (got {err['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    """Read, merge and validate a config file (default: the embedded simulated rig)."""
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+    raw = _read_yaml(cfg_path)
+    files = {"": str(cfg_path)}
+    if isinstance(raw.get("rig"), str):
+        rig_path = (cfg_path.parent / raw["rig"]).resolve()
+        raw["rig"] = _read_yaml(rig_path)
+        files["rig"] = str(rig_path)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, files)) from None
+    return LoadedConfig(config=config, source=str(cfg_path), base_dir=cfg_path.parent.resolve(), raw=raw)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``a.b.c=value`` (value parsed as YAML) -> nested dict; used by ``--set``."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY.PATH=VALUE")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {text!r}: empty key")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    out: dict[str, Any] = {parts[-1]: parsed}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out

@@ -1,0 +1,50 @@
+"""The error hierarchy. Every user-facing error names the file, field, port or byte at fault.
+
+`UserError` subclasses are mistakes a user can fix (a bad config key, a missing calibration, an
+unreadable video, a full disk): the CLI prints their message on one line and exits non-zero,
+without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RigError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class UserError(RigError):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config file is missing, unreadable, or fails validation."""
+
+
+class CalibrationError(UserError):
+    """A calibration file is missing, malformed, or lacks a camera the config names."""
+
+
+class StorageError(UserError):
+    """The output directory is not writable or the disk is full."""
+
+
+class InputError(UserError):
+    """An input file (video, keypoints, session folder) cannot be read."""
+
+
+class DeviceError(RigError):
+    """Hardware misbehaved: a camera, the Arduino, a GPU."""
+
+
+class AcquisitionTimeout(DeviceError):
+    """No frame (or trigger) arrived within the timeout."""
+
+
+class ProtocolError(RigError):
+    """A message on a wire (serial or bus) broke the protocol."""
+
+
+class SchemaMismatch(ProtocolError, UserError):
+    """A bus peer speaks a different message schema version."""

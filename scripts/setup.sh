@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for DeepBehavior on Debian 12 / Ubuntu 22.04+.
+#  1. Debian packages (AVR toolchain + simavr for the firmware simulator, Xvfb + xcb for Qt,
+#     Aravis for GigE/USB3 Vision cameras, build deps for PyGObject), installed only when missing.
+#  2. A Python virtual environment (reused when its requirements have not changed).
+#  3. The firmware ELF and the simulator harness, built from source.
+# Environment: DEEPBEHAVIOR_VENV (default ~/.local/share/deepbehavior/venv),
+#              DEEPBEHAVIOR_SKIP_APT=1 to skip step 1 (you then install the packages yourself).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${DEEPBEHAVIOR_VENV:-$HOME/.local/share/deepbehavior/venv}"
+PY="${DEEPBEHAVIOR_PYTHON:-python3}"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+APT_PACKAGES=(
+  python3-venv python3-dev build-essential pkg-config make
+  gcc-avr avr-libc arduino-core-avr simavr libsimavr-dev libelf-dev
+  xvfb xauth libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
+  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 libfontconfig1 libdbus-1-3
+  fonts-dejavu-core
+  gir1.2-aravis-0.8 aravis-tools libgirepository1.0-dev libcairo2-dev gobject-introspection
+)
+
+install_apt() {
+  if [[ "${DEEPBEHAVIOR_SKIP_APT:-0}" == 1 ]]; then log "skipping Debian packages (DEEPBEHAVIOR_SKIP_APT=1)"; return; fi
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && { log "Debian packages present"; return; }
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { log "need root or sudo to install: ${missing[*]}"; exit 1; }
+    sudo="sudo"
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_python() {
+  local stamp_src stamp
+  stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/scripts/setup.sh"; "$PY" --version)"
+  stamp="$(printf '%s' "$stamp_src" | sha256sum | cut -d' ' -f1)"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating virtual environment $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    "$PY" -m venv "$VENV"
+  fi
+  local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+  if [[ "$(cat "$VENV/.deepbehavior-stamp" 2>/dev/null)" != "$stamp" ]]; then
+    log "installing Python packages into $VENV (first run: a few minutes)"
+    "${pip[@]}" install -U pip wheel setuptools
+    # torch first, pinned, so nothing later swaps in a CUDA build.
+    "${pip[@]}" install -c "$ROOT/constraints.txt" torch==2.13.0
+    "${pip[@]}" install -c "$ROOT/constraints.txt" -e "$ROOT[all,dev]"
+    # mediapipe 0.10.14 is the last release whose models ship inside the wheel (offline use);
+    # its declared deps would pull a protobuf that breaks onnx, hence --no-deps.
+    "${pip[@]}" install -c "$ROOT/constraints.txt" --no-deps "mediapipe==0.10.14"
+    "${pip[@]}" install -c "$ROOT/constraints.txt" absl-py attrs flatbuffers "sounddevice>=0.4"
+    echo "$stamp" > "$VENV/.deepbehavior-stamp"
+  else
+    log "Python packages up to date in $VENV"
+  fi
+  # The venv may be shared by several clones: point the editable install at this one.
+  if ! grep -rqs -- "$ROOT" "$VENV"/lib/python3*/site-packages/__editable__*deepbehavior* 2>/dev/null; then
+    log "pointing the editable install at $ROOT"
+    "${pip[@]}" install --no-deps --no-build-isolation -e "$ROOT"
+  fi
+}
+
+build_firmware() {
+  if [[ -f "$ROOT/firmware/Makefile" ]]; then
+    log "building firmware and simulator harness"
+    make -s -C "$ROOT/firmware" all >&2
+  fi
+}
+
+install_apt
+install_python
+build_firmware
+log "ready: $VENV"
+echo "$VENV"
