@@ -116,8 +116,12 @@ class TriangulatorConfig(Strict):
 class RecorderConfig(Strict):
     enabled: bool = True
     codec: Literal["libx264", "ffv1", "h264_nvenc"] = "libx264"
-    lossless: bool = True
-    crf: int = Field(12, ge=0, le=51, description="libx264 quality when lossless is false")
+    lossless: bool = Field(
+        False, description="bit-exact video (libx264 qp 0 / ffv1); costs ~2x the CPU of the default"
+    )
+    crf: int = Field(
+        12, ge=0, le=51, description="libx264 quality when not lossless (12: error < sensor noise)"
+    )
     preset: str = "ultrafast"
     threads: int = Field(1, ge=0, le=16)
     record_truth: bool = True

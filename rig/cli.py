@@ -1,0 +1,190 @@
+"""``deepbehavior``: the one command line. The only module that knows rig, detection and analysis.
+
+User errors (bad config, missing calibration, unreadable input, full disk) print one line
+``deepbehavior: error: ...`` and exit 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rig.config import DEFAULT_CONFIG, deep_merge, load_config, parse_override
+from rig.errors import UserError
+
+# Modules that add their own subcommands with register(subparsers); missing ones are skipped.
+PLUGIN_MODULES = (
+    "rig.cameras.commands",
+    "rig.firmware_commands",
+    "detection.commands",
+    "analysis.commands",
+    "rig.display.commands",
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for item in args.set or []:
+        over = deep_merge(over, parse_override(item))
+    if getattr(args, "trials", None) is not None:
+        over = deep_merge(over, {"experiment": {"n_trials": args.trials}})
+    if getattr(args, "duration", None) is not None:
+        over = deep_merge(over, {"experiment": {"max_duration_s": args.duration}})
+    if getattr(args, "output", None) is not None:
+        over = deep_merge(over, {"session": {"output_dir": str(Path(args.output).resolve())}})
+    return over
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rig.supervisor import Supervisor
+
+    over = _overrides(args)
+    if args.command == "record":
+        over = deep_merge(
+            over, {"pipeline": {"detector": {"enabled": False}, "triangulator": {"enabled": False}}}
+        )
+    loaded = load_config(args.config, over)
+    cfg = loaded.config
+    print(
+        f"deepbehavior {args.command}: config {loaded.source}\n"
+        f"  rig {cfg.rig.name}: cameras {', '.join(f'{n} ({c.backend} {c.width}x{c.height})' for n, c in cfg.rig.cameras.items())}"
+        f" @ {cfg.rig.trigger.rate_hz:g} Hz ({cfg.rig.trigger.source} trigger)\n"
+        f"  experiment: {cfg.experiment.task}, subject {cfg.experiment.subject}, "
+        f"{cfg.experiment.n_trials or 'unlimited'} trials, max {cfg.experiment.max_duration_s:g} s",
+        flush=True,
+    )
+    sup = Supervisor(
+        loaded,
+        over,
+        progress=not args.quiet,
+        session_name=args.name,
+        console_level=logging.INFO if args.verbose else logging.WARNING,
+    )
+    res = sup.run()
+    print(_summary_text(res.path, res.status, res.reason, res.summary), flush=True)
+    return 0 if res.status in ("complete", "stopped") else 1
+
+
+def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> str:
+    lines = [f"\nsession {status}" + (f" ({reason})" if reason else "")]
+    if "trials" in s:
+        rate = s.get("success_rate")
+        lines.append(
+            f"  trials: {s['trials']}  outcomes: {s.get('outcomes', {})}"
+            + (f"  success rate: {rate:.0%}" if rate is not None else "")
+        )
+    for cam, f in s.get("frames", {}).items():
+        lines.append(f"  {cam}: {f['frames']} frames, {f['recorded']} recorded, {f['dropped']} dropped")
+    p = s.get("points3d")
+    if p:
+        lines.append(
+            f"  3-D points: {p['n']} ({p['valid']} valid); frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
+            f" p99 {p['latency_ms_p99']:.2f} ms"
+        )
+    for r in s.get("restarts", []):
+        lines.append(f"  restart: {r}")
+    lines.append(f"  session folder: {path}")
+    return "\n".join(lines)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from rig.session import resolve_calibration
+
+    loaded = load_config(args.config, _overrides(args))
+    resolve_calibration(loaded)
+    print(f"{loaded.source}: OK")
+    if args.show:
+        import yaml
+
+        print(yaml.safe_dump(loaded.config.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def cmd_session_info(args: argparse.Namespace) -> int:
+    from rig.session import load_session
+
+    s = load_session(args.session)
+    print(
+        json.dumps(
+            {
+                "path": str(s.path),
+                **{k: s.meta.get(k) for k in ("status", "reason", "subject", "started", "ended")},
+                "summary": s.meta.get("summary"),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepbehavior", description="DeepBehavior rig: acquisition, closed loop, analysis."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show every node's INFO log on the console")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, helptext in (
+        ("run", "run a session: cameras, detection, 3-D, task, recording (default: the simulated rig)"),
+        ("record", "record only: cameras, task and recording, no detection or 3-D"),
+    ):
+        r = sub.add_parser(name, help=helptext, description=helptext)
+        r.add_argument(
+            "config",
+            nargs="?",
+            default=str(DEFAULT_CONFIG),
+            help=f"config file (default: {DEFAULT_CONFIG.name})",
+        )
+        r.add_argument(
+            "--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value (repeatable)"
+        )
+        r.add_argument("--trials", type=int, help="override experiment.n_trials")
+        r.add_argument("--duration", type=float, help="override experiment.max_duration_s (seconds)")
+        r.add_argument("--output", help="override session.output_dir")
+        r.add_argument("--name", help="session folder name (default from session.name)")
+        r.add_argument("--quiet", action="store_true", help="no progress line")
+        r.set_defaults(func=cmd_run)
+    c = sub.add_parser("config", help="validate a config file and its calibration")
+    c.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
+    c.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
+    c.add_argument("--show", action="store_true", help="print the resolved config")
+    c.set_defaults(func=cmd_config_check)
+    s = sub.add_parser("session", help="print a recorded session's status and summary")
+    s.add_argument("session", help="session folder")
+    s.set_defaults(func=cmd_session_info)
+    for mod_name in PLUGIN_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and mod_name.startswith(exc.name):
+                continue
+            raise
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.INFO if args.verbose else logging.WARNING
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(console)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"deepbehavior: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("deepbehavior: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""What every node (one process of the session graph) shares: bus sockets, logging, stats, lifecycle.
+
+A node is started by the supervisor with :func:`run_node` in a fresh (spawned) process. It binds its
+PUB socket, connects its SUB socket to the nodes it listens to, publishes ``node.<name>`` "ready",
+then loops until it is done. Logs go over the bus as ``log.<name>`` (the supervisor writes them to the
+console and the session log); stats go out once a second as ``stats.<name>``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rig import messages as m
+from rig.bus import Publisher, Subscriber
+from rig.config import Config, LoadedConfig, load_config
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """How to start one node: ``target`` is ``module:Class``; ``listens`` names the nodes it subscribes to."""
+
+    name: str
+    target: str
+    listens: tuple[str, ...] = ()
+    topics: tuple[str, ...] = ()
+    restartable: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Session-wide facts every node gets (passed once at process start, not over the bus)."""
+
+    session_dir: str
+    runtime_dir: str
+    session_id: str
+    config_path: str
+    overrides: dict[str, Any]
+    endpoints: dict[str, str]
+
+
+class BusLogHandler(logging.Handler):
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record) if record.exc_info else record.getMessage()
+            self.node.publish(
+                f"log.{self.node.name}",
+                m.LogRecord(
+                    node=self.node.name,
+                    level=record.levelno,
+                    logger=record.name,
+                    message=msg,
+                    t_wall=record.created,
+                ),
+            )
+        except Exception:
+            self.handleError(record)
+
+
+class LatencyWindow:
+    """Latencies (ms) over the last N samples, for p50/p99 in stats."""
+
+    def __init__(self, n: int = 2000):
+        self.values: deque[float] = deque(maxlen=n)
+
+    def add(self, ms: float) -> None:
+        self.values.append(ms)
+
+    def percentiles(self) -> tuple[float, float]:
+        if not self.values:
+            return float("nan"), float("nan")
+        a = np.fromiter(self.values, float)
+        return float(np.percentile(a, 50)), float(np.percentile(a, 99))
+
+
+class Node:
+    """Base class. Subclasses implement :meth:`setup`, :meth:`step` and optionally :meth:`teardown`."""
+
+    def __init__(self, spec: NodeSpec, rt: Runtime):
+        self.spec = spec
+        self.name = spec.name
+        self.rt = rt
+        self.params = spec.params
+        self.loaded: LoadedConfig = load_config(rt.config_path, rt.overrides)
+        self.cfg: Config = self.loaded.config
+        self.log = logging.getLogger(f"rig.node.{self.name}")
+        self.ctx = zmq.Context()
+        self._pub_lock = threading.Lock()
+        self.pub = Publisher(self.ctx, rt.endpoints[self.name])
+        self.sub: Subscriber | None = None
+        if spec.topics:
+            eps = [rt.endpoints[n] for n in spec.listens if n in rt.endpoints]
+            self.sub = Subscriber(self.ctx, eps, spec.topics)
+        self.done = False
+        self.stop_requested = False
+        self.processed = 0
+        self.drops = 0
+        self.latency = LatencyWindow()
+        self._stats_t = time.monotonic()
+        self._stats_n = 0
+        self.session_dir = Path(rt.session_dir)
+
+    # -- bus ---------------------------------------------------------------------------------
+    def publish(self, topic: str, msg: m.Msg) -> None:
+        with self._pub_lock:
+            self.pub.publish(topic, msg)
+
+    def status(self, status: str, detail: str = "") -> None:
+        self.publish(
+            f"node.{self.name}", m.NodeStatus(node=self.name, status=status, pid=os.getpid(), detail=detail)
+        )  # type: ignore[arg-type]
+
+    # -- stats -------------------------------------------------------------------------------
+    def queue_depth(self) -> int:
+        return 0
+
+    def extra_stats(self) -> dict[str, float]:
+        return {}
+
+    def maybe_publish_stats(self, force: bool = False) -> None:
+        now = time.monotonic()
+        dt = now - self._stats_t
+        if dt < self.cfg.pipeline.stats_period_s and not force:
+            return
+        p50, p99 = self.latency.percentiles()
+        fps = (self.processed - self._stats_n) / dt if dt > 0 else 0.0
+        self.publish(
+            f"stats.{self.name}",
+            m.Stats(
+                node=self.name,
+                t_host_ns=time.monotonic_ns(),
+                fps=fps,
+                processed=self.processed,
+                drops=self.drops,
+                queue_depth=self.queue_depth(),
+                latency_p50_ms=p50,
+                latency_p99_ms=p99,
+                extra=self.extra_stats(),
+            ),
+        )
+        self._stats_t = now
+        self._stats_n = self.processed
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Open devices and files. Called before 'ready' is announced."""
+
+    def step(self) -> None:
+        """One iteration of the main loop; set ``self.done`` when finished. Must not block long."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Close devices and files; leave hardware safe. Always called."""
+
+    def on_control(self, msg: m.Control) -> None:
+        if msg.command == "stop" and msg.detail in ("", self.name):
+            self.stop_requested = True
+
+    def run(self) -> int:
+        try:
+            self.setup()
+            self.status("ready")
+            self._stats_t = time.monotonic() - self.cfg.pipeline.stats_period_s + 0.1  # first stats soon
+            while not self.done:
+                self.step()
+                self.maybe_publish_stats()
+            self.maybe_publish_stats(force=True)
+            return 0
+        except Exception as exc:
+            self.log.error("node %s failed: %s\n%s", self.name, exc, traceback.format_exc())
+            self.status("failed", f"{type(exc).__name__}: {exc}")
+            return 1
+        finally:
+            try:
+                self.teardown()
+            finally:
+                self.status("exiting")
+                time.sleep(0.05)  # let the last messages leave
+                self.pub.close()
+                if self.sub is not None:
+                    self.sub.close()
+                self.ctx.term()
+
+
+def _term_handler(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_node(spec: NodeSpec, rt: Runtime) -> None:
+    """Process entry point used by the supervisor (spawn start method)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    signal.signal(signal.SIGTERM, _term_handler)
+    module_name, cls_name = spec.target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    root = logging.getLogger()
+    # every node appends to the session log itself (nothing is lost if the bus is not connected yet)
+    file_handler = logging.FileHandler(Path(rt.session_dir) / "session.log", mode="a")
+    file_handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)-7s [{spec.name}] %(name)s: %(message)s")
+    )
+    root.handlers[:] = [file_handler]
+    root.setLevel(logging.INFO)
+    try:
+        node: Node = cls(spec, rt)
+    except Exception:
+        logging.getLogger(f"rig.node.{spec.name}").exception("node %s could not start", spec.name)
+        raise SystemExit(1) from None
+    root.addHandler(BusLogHandler(node))  # and to the supervisor's console
+    raise SystemExit(node.run())

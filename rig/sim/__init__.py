@@ -1,0 +1,1 @@
+"""The simulated rig: scene geometry, synthetic mouse, renderer."""

@@ -1,0 +1,390 @@
+"""The supervisor: starts the session graph from one validated config, relays logs and stats, restarts
+what may restart, and stops everything cleanly.
+
+Stop order (so nothing in flight is lost): trigger source -> cameras (they publish end-of-stream) ->
+detector and triangulator (they drain and exit on end-of-stream) -> recorder (told to stop only after
+every producer has exited; it drains its queue, closes and fsyncs every file). Then ``session.json``
+gets its final status: ``complete`` (ran to its end), ``stopped`` (Ctrl-C or a stop request, all files
+closed) or ``failed`` (a fatal node crash or error, with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from rig import messages as m
+from rig.bus import Publisher, Subscriber, ipc_endpoint
+from rig.config import LoadedConfig
+from rig.errors import RigError
+from rig.frames import ring_path
+from rig.nodes.base import NodeSpec, Runtime, run_node
+from rig.session import create_session, finish_session, load_session, resolve_calibration, ring_name
+
+log = logging.getLogger("rig.supervisor")
+
+READY_TIMEOUT_S = 120.0
+MAX_RESTARTS = 3
+
+
+def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
+    """The nodes a config asks for, with who listens to whom."""
+    cfg = loaded.config
+    cams = list(cfg.rig.cameras)
+    cam_nodes = [f"cam-{c}" for c in cams]
+    synthetic = any(c.backend == "synthetic" for c in cfg.rig.cameras.values())
+    specs: list[NodeSpec] = []
+    if synthetic:
+        specs.append(NodeSpec("world", "rig.nodes.world:WorldNode", ("supervisor",), ("ctl",)))
+    for cam, node in zip(cams, cam_nodes):
+        specs.append(
+            NodeSpec(node, "rig.nodes.camera:CameraNode", ("supervisor",), ("ctl",), params={"camera": cam})
+        )
+    pipe = cfg.pipeline
+    if pipe.detector.enabled:
+        listens = (*cam_nodes, "supervisor", *(("world",) if synthetic else ()))
+        specs.append(
+            NodeSpec(
+                "detector",
+                "rig.nodes.detector:DetectorNode",
+                listens,
+                ("frame.", "sim.truth", "ctl"),
+                restartable=True,
+            )
+        )
+        if pipe.triangulator.enabled:
+            specs.append(
+                NodeSpec(
+                    "triangulator",
+                    "rig.nodes.triangulator:TriangulatorNode",
+                    ("detector", "supervisor"),
+                    ("det.", "ctl"),
+                )
+            )
+    if pipe.recorder.enabled:
+        everyone = tuple(s.name for s in specs) + ("supervisor",)
+        specs.append(
+            NodeSpec(
+                "recorder",
+                "rig.nodes.recorder:RecorderNode",
+                everyone,
+                ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl"),
+            )
+        )
+    return specs
+
+
+@dataclass
+class NodeProc:
+    spec: NodeSpec
+    proc: Any
+    restarts: int = 0
+    ready: bool = False
+    exited: bool = False
+    last_stats: m.Stats | None = None
+
+
+@dataclass
+class SessionResult:
+    path: Path
+    status: str
+    reason: str
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        overrides: dict[str, Any] | None = None,
+        progress: bool = True,
+        session_name: str | None = None,
+        progress_stream=None,
+        console_level: int = logging.WARNING,
+    ):
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.overrides = overrides or {}
+        self.progress = progress
+        self.console_level = console_level
+        self.out = progress_stream or sys.stdout
+        self.calib = resolve_calibration(loaded)  # before anything starts: a bad calibration stops here
+        self.session_name = session_name
+        self.nodes: dict[str, NodeProc] = {}
+        self.trials_done = 0
+        self.outcomes: dict[str, int] = {}
+        self.stop_reason = ""
+        self.status = "complete"
+        self.restarts: list[str] = []
+        self.mp = mp.get_context("spawn")
+
+    # ------------------------------------------------------------------------------ set-up
+    def _start_node(self, spec: NodeSpec) -> NodeProc:
+        proc = self.mp.Process(
+            target=run_node, args=(spec, self.rt), name=f"deepbehavior-{spec.name}", daemon=False
+        )
+        proc.start()
+        return NodeProc(spec, proc)
+
+    def run(self) -> SessionResult:
+        self.session_dir = create_session(self.loaded, self.calib, self.session_name)
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="deepbehavior-"))
+        self.session_id = uuid.uuid4().hex[:8]
+        file_handler = logging.FileHandler(self.session_dir / "session.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        file_handler.setLevel(logging.INFO)
+        root = logging.getLogger()
+        root.addHandler(file_handler)
+        self.stats_file = open(self.session_dir / "stats.jsonl", "w", buffering=1)  # noqa: SIM115
+        specs = build_graph(self.loaded)
+        endpoints = {s.name: ipc_endpoint(self.runtime_dir, s.name) for s in specs}
+        endpoints["supervisor"] = ipc_endpoint(self.runtime_dir, "supervisor")
+        self.rt = Runtime(
+            session_dir=str(self.session_dir),
+            runtime_dir=str(self.runtime_dir),
+            session_id=self.session_id,
+            config_path=self.loaded.source,
+            overrides=self.overrides,
+            endpoints=endpoints,
+        )
+        self.ctx = zmq.Context()
+        self.pub = Publisher(self.ctx, endpoints["supervisor"])
+        self.sub = Subscriber(
+            self.ctx, [endpoints[s.name] for s in specs], ("log.", "stats.", "node.", "task.event")
+        )
+        old_int = signal.getsignal(signal.SIGINT)
+        self._interrupts = 0
+        signal.signal(signal.SIGINT, self._on_sigint)
+        log.info("session %s: starting %d nodes", self.session_dir, len(specs))
+        try:
+            for s in specs:
+                self.nodes[s.name] = self._start_node(s)
+            self._wait_ready()
+            time.sleep(0.3)  # let every subscription reach its publisher
+            self.t_start = time.monotonic()
+            self.pub.publish("ctl", m.Control(command="start", t_host_ns=time.monotonic_ns()))
+            self._main_loop()
+        except RigError as exc:
+            self.status, self.stop_reason = "failed", str(exc)
+            log.error("%s", exc)
+        finally:
+            self._shutdown()
+            signal.signal(signal.SIGINT, old_int)
+            summary = self._summary()
+            finish_session(self.session_dir, self.status, summary, self.stop_reason)
+            log.info("session %s: %s %s", self.session_dir.name, self.status, self.stop_reason)
+            root.removeHandler(file_handler)
+            file_handler.close()
+            self.stats_file.close()
+            self.pub.close()
+            self.sub.close()
+            self.ctx.term()
+            for cam in self.cfg.rig.cameras:
+                ring_path(ring_name(self.session_id, cam)).unlink(missing_ok=True)
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        return SessionResult(self.session_dir, self.status, self.stop_reason, summary)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self.stop_reason = self.stop_reason or "stopped by user (Ctrl-C)"
+            if self.status == "complete":
+                self.status = "stopped"
+            print("\nstopping: closing every file (Ctrl-C again to force)", file=sys.stderr, flush=True)
+        else:
+            for n in self.nodes.values():
+                if n.proc.is_alive():
+                    n.proc.terminate()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(n.ready for n in self.nodes.values()):
+            self._pump(100)
+            for n in self.nodes.values():
+                if not n.ready and not n.proc.is_alive():
+                    raise RigError(
+                        f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}); see session.log"
+                    )
+            if self._interrupts:
+                raise RigError("interrupted during start-up")
+            if time.monotonic() > deadline:
+                late = [n.spec.name for n in self.nodes.values() if not n.ready]
+                raise RigError(f"nodes not ready after {READY_TIMEOUT_S:.0f} s: {', '.join(late)}")
+
+    # ------------------------------------------------------------------------------ running
+    def _pump(self, timeout_ms: float) -> None:
+        for _topic, msg in self.sub.recv_all(timeout_ms, limit=2000):
+            if isinstance(msg, m.LogRecord):
+                # nodes write the session log themselves; here they only reach the console
+                if msg.level >= self.console_level:
+                    print(
+                        f"{logging.getLevelName(msg.level)} [{msg.node}] {msg.message}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            elif isinstance(msg, m.Stats):
+                if msg.node in self.nodes:  # stats also say "alive and set up" (a lost 'ready' is harmless)
+                    self.nodes[msg.node].last_stats = msg
+                    self.nodes[msg.node].ready = True
+                self.stats_file.write(json.dumps(m.to_builtins(msg)) + "\n")
+            elif isinstance(msg, m.NodeStatus):
+                n = self.nodes.get(msg.node)
+                if n is not None and msg.status == "ready":
+                    n.ready = True
+                elif n is not None and msg.status == "failed":
+                    log.error("node %s failed: %s", msg.node, msg.detail)
+            elif isinstance(msg, m.TaskEvent):
+                if msg.kind == "trial_end":
+                    self.trials_done += 1
+                    self.outcomes[msg.outcome] = self.outcomes.get(msg.outcome, 0) + 1
+                elif msg.kind == "session_end" and not self.stop_reason:
+                    self.stop_reason = "task finished"
+
+    def _main_loop(self) -> None:
+        last_print = time.monotonic()
+        max_s = self.cfg.experiment.max_duration_s
+        while True:
+            self._pump(50)
+            if self.stop_reason:
+                return
+            if time.monotonic() - self.t_start > max_s:
+                self.stop_reason = f"max_duration_s={max_s:g} reached"
+                return
+            for name, n in list(self.nodes.items()):
+                if n.proc.is_alive():
+                    continue
+                code = n.proc.exitcode
+                if n.spec.restartable and n.restarts < MAX_RESTARTS:
+                    n.restarts += 1
+                    msg = f"node {name} died (exit code {code}); restarting ({n.restarts}/{MAX_RESTARTS})"
+                    log.warning(msg)
+                    self.restarts.append(msg)
+                    self.pub.publish(
+                        "task.event",
+                        m.TaskEvent(
+                            kind="node_restart",
+                            trial=self.trials_done,
+                            t_host_ns=time.monotonic_ns(),
+                            detail={"node": name, "exit_code": code},
+                        ),
+                    )
+                    new = self._start_node(n.spec)
+                    new.restarts = n.restarts
+                    self.nodes[name] = new
+                else:
+                    self.status = "failed"
+                    self.stop_reason = f"node {name} died (exit code {code}); see session.log"
+                    log.error(self.stop_reason)
+                    return
+            if self.progress and time.monotonic() - last_print >= 1.0:
+                last_print = time.monotonic()
+                print(self._progress_line(), file=self.out, flush=True)
+
+    def _progress_line(self) -> str:
+        el = time.monotonic() - self.t_start
+        n_trials = self.cfg.experiment.n_trials
+        parts = [f"[{el:6.1f} s] trials {self.trials_done}/{n_trials if n_trials else '-'}"]
+        fps = []
+        drops = 0
+        for name, n in self.nodes.items():
+            s = n.last_stats
+            if s is None:
+                continue
+            drops += s.drops
+            if name.startswith("cam-"):
+                fps.append(f"{name[4:]} {s.fps:5.1f}")
+        parts.append("fps " + " ".join(fps))
+        parts.append(f"drops {drops}")
+        tri = self.nodes.get("triangulator")
+        if tri is not None and tri.last_stats is not None:
+            parts.append(
+                f"frame->3D p50 {tri.last_stats.latency_p50_ms:.1f} ms p99 {tri.last_stats.latency_p99_ms:.1f} ms"
+            )
+        return " | ".join(parts)
+
+    # ------------------------------------------------------------------------------ stopping
+    def _wait_exit(self, names: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+            self.nodes[n].proc.is_alive() for n in names if n in self.nodes
+        ):
+            self._pump(50)
+        for n in names:
+            p = self.nodes.get(n)
+            if p is not None and p.proc.is_alive():
+                log.warning("node %s did not stop within %.0f s: terminating it", n, timeout_s)
+                p.proc.terminate()
+                p.proc.join(3)
+                if p.proc.is_alive():
+                    p.proc.kill()
+                    p.proc.join(2)
+
+    def _shutdown(self) -> None:
+        if not self.nodes:
+            return
+        now = time.monotonic_ns
+        names = list(self.nodes)
+        for stage in (["world"], [n for n in names if n.startswith("cam-")], ["detector"], ["triangulator"]):
+            stage = [n for n in stage if n in self.nodes]
+            for n in stage:
+                self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
+            self._wait_exit(stage, 15.0)
+        self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail="recorder"))
+        self._wait_exit(["recorder"], 60.0)
+        others = [
+            n
+            for n in names
+            if n not in ("world", "detector", "triangulator", "recorder") and not n.startswith("cam-")
+        ]
+        self._wait_exit(others, 10.0)
+        self._pump(100)
+        for n in self.nodes.values():
+            n.proc.join(1)
+            if n.spec.name == "recorder" and n.proc.exitcode not in (0, None) and self.status != "failed":
+                self.status = "failed"
+                self.stop_reason = f"recorder exited with code {n.proc.exitcode}; see session.log"
+
+    # ------------------------------------------------------------------------------ summary
+    def _summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "trials": self.trials_done,
+            "outcomes": self.outcomes,
+            "restarts": self.restarts,
+            "duration_s": round(time.monotonic() - getattr(self, "t_start", time.monotonic()), 2),
+        }
+        try:
+            s = load_session(self.session_dir)
+        except RigError as exc:
+            out["read_back_error"] = str(exc)
+            return out
+        frames = {}
+        for cam, t in s.frames.items():
+            n = len(t.get("seq", []))
+            dropped = int(np.sum(t["dropped"])) if n else 0
+            frames[cam] = {"frames": n, "recorded": n - dropped, "dropped": dropped}
+        out["frames"] = frames
+        p = s.points3d
+        if p and len(p.get("trigger_index", [])):
+            lat = (p["t_out_ns"] - p["t_frame_ns"]) / 1e6
+            out["points3d"] = {
+                "n": len(lat),
+                "valid": int(np.sum(p["valid"])),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
+                "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
+            }
+        succ = self.outcomes.get("success", 0)
+        out["success_rate"] = round(succ / self.trials_done, 3) if self.trials_done else None
+        return out
