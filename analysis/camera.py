@@ -185,7 +185,9 @@ def calibration_from_dict(data: Mapping[str, Any], source: str = "calibration") 
             raise CalibrationFileError(f"{source}: cameras.{name}: malformed value ({exc})") from None
     meta = dict(data.get("meta") or {})
     meta["source"] = source
-    return Calibration(cameras=cams, reference=data.get("reference"), units=data.get("units", "mm"), meta=meta)
+    return Calibration(
+        cameras=cams, reference=data.get("reference"), units=data.get("units", "mm"), meta=meta
+    )
 
 
 def load_calibration(path: str | Path) -> Calibration:

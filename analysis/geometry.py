@@ -1,4 +1,4 @@
-"""Triangulation and reprojection: pure, vectorized, shared by the online triangulator and offline analysis."""
+"""Triangulation and reprojection: pure, vectorized; the online triangulator and offline analysis share them."""
 
 from __future__ import annotations
 

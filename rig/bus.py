@@ -58,7 +58,7 @@ class Subscriber:
 
     def recv(self, timeout_ms: float) -> tuple[str, m.AnyMsg] | None:
         """One message, or None after ``timeout_ms``."""
-        if not self.poller.poll(timeout_ms):
+        if not self.poller.poll(round(timeout_ms)):
             return None
         topic, payload = self.sock.recv_multipart(copy=True)
         t = topic.decode()

@@ -50,9 +50,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     loaded = load_config(args.config, over)
     cfg = loaded.config
+    cams = ", ".join(f"{n} ({c.backend} {c.width}x{c.height})" for n, c in cfg.rig.cameras.items())
     print(
         f"deepbehavior {args.command}: config {loaded.source}\n"
-        f"  rig {cfg.rig.name}: cameras {', '.join(f'{n} ({c.backend} {c.width}x{c.height})' for n, c in cfg.rig.cameras.items())}"
+        f"  rig {cfg.rig.name}: cameras {cams}"
         f" @ {cfg.rig.trigger.rate_hz:g} Hz ({cfg.rig.trigger.source} trigger)\n"
         f"  experiment: {cfg.experiment.task}, subject {cfg.experiment.subject}, "
         f"{cfg.experiment.n_trials or 'unlimited'} trials, max {cfg.experiment.max_duration_s:g} s",
@@ -83,7 +84,8 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
     p = s.get("points3d")
     if p:
         lines.append(
-            f"  3-D points: {p['n']} ({p['valid']} valid); frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
+            f"  3-D points: {p['n']} ({p['valid']} valid); "
+            f"frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
             f" p99 {p['latency_ms_p99']:.2f} ms"
         )
     for r in s.get("restarts", []):

@@ -40,7 +40,7 @@ class Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type")
     schema: int = SCHEMA_VERSION
 
 
-class FrameHeader(Msg, tag="frame"):
+class FrameHeader(Msg, tag="frame", frozen=True):
     """One camera frame. The pixels sit in the camera's shared-memory ring at ``slot``.
 
     Times are nanoseconds: ``t_host_ns`` is host ``time.monotonic_ns()`` when the frame was
@@ -76,7 +76,7 @@ class Box(msgspec.Struct, frozen=True, array_like=True):
     class_id: int = 0
 
 
-class Detections(Msg, tag="det"):
+class Detections(Msg, tag="det", frozen=True):
     """Detector output for one frame; carries the frame's timestamps plus its own."""
 
     camera: str
@@ -92,7 +92,7 @@ class Detections(Msg, tag="det"):
     eos: bool = False
 
 
-class Point3D(Msg, tag="point3d"):
+class Point3D(Msg, tag="point3d", frozen=True):
     """A triangulated 3-D point in the calibration's world frame (millimetres).
 
     ``xyz`` is the raw triangulation (NaN when invalid), ``xyz_filtered`` the filter output
@@ -116,7 +116,7 @@ class Point3D(Msg, tag="point3d"):
     reason: str = ""
 
 
-class Truth(Msg, tag="truth"):
+class Truth(Msg, tag="truth", frozen=True):
     """Ground truth of the synthetic world for one trigger (never fed to the pipeline)."""
 
     trigger_index: int
@@ -130,7 +130,7 @@ class Truth(Msg, tag="truth"):
     phase: str
 
 
-class Trigger(Msg, tag="trigger"):
+class Trigger(Msg, tag="trigger", frozen=True):
     """One camera trigger pulse; ``t_fw_us`` is the firmware's clock when it comes from the Arduino."""
 
     index: int
@@ -138,7 +138,7 @@ class Trigger(Msg, tag="trigger"):
     t_fw_us: int = -1
 
 
-class TaskEvent(Msg, tag="task"):
+class TaskEvent(Msg, tag="task", frozen=True):
     """Something that happened in the task: a state change, a trial boundary, an outcome, a mark."""
 
     kind: str
@@ -149,7 +149,7 @@ class TaskEvent(Msg, tag="task"):
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class SerialEvent(Msg, tag="serial"):
+class SerialEvent(Msg, tag="serial", frozen=True):
     """One event from the Arduino, numbered by the firmware (``fw_seq``) so gaps are provable."""
 
     fw_seq: int
@@ -159,7 +159,7 @@ class SerialEvent(Msg, tag="serial"):
     values: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Command(Msg, tag="cmd"):
+class Command(Msg, tag="cmd", frozen=True):
     """A command for the Arduino, with the timestamps of the frame that caused it (if any)."""
 
     name: str
@@ -169,7 +169,7 @@ class Command(Msg, tag="cmd"):
     t_host_ns: int = 0
 
 
-class Stats(Msg, tag="stats"):
+class Stats(Msg, tag="stats", frozen=True):
     """Once a second from every node. Latencies are milliseconds; counters are since start."""
 
     node: str
@@ -183,7 +183,7 @@ class Stats(Msg, tag="stats"):
     extra: dict[str, float] = msgspec.field(default_factory=dict)
 
 
-class LogRecord(Msg, tag="log"):
+class LogRecord(Msg, tag="log", frozen=True):
     node: str
     level: int
     logger: str
@@ -191,14 +191,14 @@ class LogRecord(Msg, tag="log"):
     t_wall: float
 
 
-class NodeStatus(Msg, tag="node"):
+class NodeStatus(Msg, tag="node", frozen=True):
     node: str
     status: Literal["ready", "eos", "exiting", "failed"]
     pid: int
     detail: str = ""
 
 
-class Control(Msg, tag="ctl"):
+class Control(Msg, tag="ctl", frozen=True):
     command: Literal["start", "stop", "pause", "resume", "mark"]
     t_host_ns: int
     detail: str = ""

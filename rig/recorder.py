@@ -141,6 +141,13 @@ class JsonLines:
             self.f.close()
 
 
+def y_plane(frame: av.VideoFrame) -> np.ndarray:
+    """The luma plane of a decoded frame as (H, W) uint8, read directly (no colour conversion)."""
+    plane = frame.planes[0]
+    buf = memoryview(plane)  # type: ignore[arg-type]
+    return np.frombuffer(buf, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+
+
 def fsync_path(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

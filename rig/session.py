@@ -61,7 +61,8 @@ def resolve_calibration(loaded: LoadedConfig) -> Calibration:
             raise CalibrationError(f"{loaded.source}: rig.calibration: unknown built-in {spec!r}")
         if len(names) != 2:
             raise CalibrationError(
-                f"{loaded.source}: rig.calibration: builtin:synthetic is a two-camera rig, config has {len(names)}"
+                f"{loaded.source}: rig.calibration: builtin:synthetic is a two-camera rig, "
+                f"config has {len(names)}"
             )
         from rig.sim.scene import synthetic_calibration
 
@@ -106,7 +107,7 @@ def git_revision() -> str:
 
 
 def versions() -> dict[str, Any]:
-    pk = {}
+    pk: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             pk[name] = metadata.version(name)
@@ -236,6 +237,8 @@ class Session:
         """Yield (frame_table_row_index, image (H, W) uint8) for every recorded frame of ``camera``."""
         import av
 
+        from rig.recorder import y_plane
+
         table = self.frames[camera]
         rows = np.flatnonzero(table["video_index"] >= 0)
         try:
@@ -246,10 +249,7 @@ class Session:
             for k, frame in enumerate(container.decode(video=0)):
                 if k >= len(rows):
                     break
-                plane = frame.planes[0]
-                img = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[
-                    : frame.height, : frame.width
-                ]
+                img = y_plane(frame)
                 yield int(rows[k]), img.copy()
 
 

@@ -216,7 +216,8 @@ class Supervisor:
             for n in self.nodes.values():
                 if not n.ready and not n.proc.is_alive():
                     raise RigError(
-                        f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}); see session.log"
+                        f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}); "
+                        "see session.log"
                     )
             if self._interrupts:
                 raise RigError("interrupted during start-up")
@@ -311,7 +312,8 @@ class Supervisor:
         tri = self.nodes.get("triangulator")
         if tri is not None and tri.last_stats is not None:
             parts.append(
-                f"frame->3D p50 {tri.last_stats.latency_p50_ms:.1f} ms p99 {tri.last_stats.latency_p99_ms:.1f} ms"
+                f"frame->3D p50 {tri.last_stats.latency_p50_ms:.1f} ms "
+                f"p99 {tri.last_stats.latency_p99_ms:.1f} ms"
             )
         return " | ".join(parts)
 
@@ -351,11 +353,12 @@ class Supervisor:
         ]
         self._wait_exit(others, 10.0)
         self._pump(100)
-        for n in self.nodes.values():
-            n.proc.join(1)
-            if n.spec.name == "recorder" and n.proc.exitcode not in (0, None) and self.status != "failed":
+        for proc in self.nodes.values():
+            proc.proc.join(1)
+            code = proc.proc.exitcode
+            if proc.spec.name == "recorder" and code not in (0, None) and self.status != "failed":
                 self.status = "failed"
-                self.stop_reason = f"recorder exited with code {n.proc.exitcode}; see session.log"
+                self.stop_reason = f"recorder exited with code {code}; see session.log"
 
     # ------------------------------------------------------------------------------ summary
     def _summary(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zmq
@@ -122,10 +122,9 @@ class Node:
         with self._pub_lock:
             self.pub.publish(topic, msg)
 
-    def status(self, status: str, detail: str = "") -> None:
-        self.publish(
-            f"node.{self.name}", m.NodeStatus(node=self.name, status=status, pid=os.getpid(), detail=detail)
-        )  # type: ignore[arg-type]
+    def status(self, status: Literal["ready", "eos", "exiting", "failed"], detail: str = "") -> None:
+        msg = m.NodeStatus(node=self.name, status=status, pid=os.getpid(), detail=detail)
+        self.publish(f"node.{self.name}", msg)
 
     # -- stats -------------------------------------------------------------------------------
     def queue_depth(self) -> int:
@@ -175,6 +174,7 @@ class Node:
 
     def run(self) -> int:
         try:
+            self.log.info("node %s starting (pid %d)", self.name, os.getpid())
             self.setup()
             self.status("ready")
             self._stats_t = time.monotonic() - self.cfg.pipeline.stats_period_s + 0.1  # first stats soon

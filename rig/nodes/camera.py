@@ -28,6 +28,7 @@ class CameraNode(Node):
             "calibration": session_calibration(self.loaded, self.session_dir),
             "simulation": self.cfg.simulation,
             "session_dir": str(self.session_dir),
+            "config_dir": str(self.loaded.base_dir),
         }
         self.backend = make_backend(self.camera, self.ccfg, context)
         self.backend.open()
@@ -43,12 +44,18 @@ class CameraNode(Node):
         self.lost = 0
         self.timeouts = 0
         self.topic = f"frame.{self.camera}"
+        self.started = False
 
     def step(self) -> None:
         assert self.sub is not None
-        for _t, msg in self.sub.recv_all(0):
+        for _t, msg in self.sub.recv_all(0 if self.started else 50):
             if isinstance(msg, m.Control):
                 self.on_control(msg)
+                self.started = self.started or msg.command == "start"
+        if not self.started:  # grab nothing before every consumer is listening
+            if self.stop_requested:
+                self._end("stopped before start")
+            return
         try:
             fr = self.backend.grab(timeout_s=0.1 if self.stop_requested else 0.25)
         except StreamEnded:

@@ -197,7 +197,7 @@ class RecorderNode(Node):
             self.flush(fsync=True)  # a trial's data is on disk when the trial ends
 
     def flush(self, fsync: bool) -> None:
-        tables = [
+        tables: list[Table | JsonLines] = [
             *self.frame_tables.values(),
             self.det_table,
             self.point_table,

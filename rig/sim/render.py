@@ -56,8 +56,8 @@ def _paw_sprite(size: int = 96, seed: int = 7) -> np.ndarray:
     """A (size, size) float32 texture in [0, 1]: a paw-like blob with darker digit creases."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
-    tex = 0.85 + 0.15 * rng.normal(0, 1, (size, size))
-    tex = cv2.GaussianBlur(tex.astype(np.float32), (0, 0), 2.0)
+    noise = (0.85 + 0.15 * rng.normal(0, 1, (size, size))).astype(np.float32)
+    tex: np.ndarray = cv2.GaussianBlur(noise, (0, 0), 2.0)
     for k in (-0.45, -0.15, 0.15, 0.45):  # digit creases near the front of the paw
         crease = np.exp(-(((xx - k) / 0.05) ** 2)) * (yy < -0.1)
         tex -= 0.35 * crease.astype(np.float32)
