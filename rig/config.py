@@ -184,7 +184,8 @@ class Config(Strict):
         uses_synthetic = any(c.backend == "synthetic" for c in self.rig.cameras.values())
         if uses_synthetic and self.simulation is None:
             raise ValueError("synthetic cameras need a 'simulation' section")
-        if self.pipeline.detector.runner == "oracle" and not uses_synthetic:
+        det = self.pipeline.detector
+        if det.enabled and det.runner == "oracle" and not uses_synthetic:
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
         return self
 
@@ -264,7 +265,7 @@ def _format_errors(exc: ValidationError, files: dict[str, str]) -> str:
             msg = "required key is missing"
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            if "input" in err and err["type"] not in ("model_type", "dict_type"):
+            if "input" in err and not isinstance(err["input"], dict | list):
                 msg += f" (got {err['input']!r})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)

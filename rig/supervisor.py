@@ -82,6 +82,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.recorder:RecorderNode",
                 everyone,
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl"),
+                nice=5,
             )
         )
     return specs
@@ -265,9 +266,16 @@ class Supervisor:
                 self.stop_reason = f"max_duration_s={max_s:g} reached"
                 return
             for name, n in list(self.nodes.items()):
-                if n.proc.is_alive():
+                if n.proc.is_alive() or n.exited:
                     continue
                 code = n.proc.exitcode
+                if code == 0 and name.startswith("cam-"):
+                    # a camera whose source ended (a replayed file) closes normally
+                    n.exited = True
+                    if all(p.exited for k, p in self.nodes.items() if k.startswith("cam-")):
+                        self.stop_reason = "every camera's stream ended"
+                        return
+                    continue
                 if n.spec.restartable and n.restarts < MAX_RESTARTS:
                     n.restarts += 1
                     msg = f"node {name} died (exit code {code}); restarting ({n.restarts}/{MAX_RESTARTS})"

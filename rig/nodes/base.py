@@ -38,6 +38,7 @@ class NodeSpec:
     topics: tuple[str, ...] = ()
     restartable: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+    nice: int = 0  # > 0 yields the CPU to latency-critical nodes (the recorder buffers, so it can wait)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,8 @@ def run_node(spec: NodeSpec, rt: Runtime) -> None:
     """Process entry point used by the supervisor (spawn start method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, _term_handler)
+    if spec.nice:
+        os.nice(spec.nice)
     module_name, cls_name = spec.target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     root = logging.getLogger()
