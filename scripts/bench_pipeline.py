@@ -23,9 +23,9 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchlib import machine, pct, write_block  # noqa: E402
+from benchlib import machine, pct, write_block
 
-from rig.session import load_session  # noqa: E402
+from rig.session import load_session
 
 
 def sample_cpu(out: Path, stop: threading.Event, cpu: dict[str, list[float]]) -> None:

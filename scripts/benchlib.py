@@ -7,7 +7,7 @@ import platform
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ def machine() -> str:
     return (
         f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
         f"Python {sys.version.split()[0]}, git {rev or 'unknown'}, "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
     )
 
 
@@ -54,7 +54,8 @@ def write_block(name: str, text: str) -> None:
     doc = (
         BENCHMARKS.read_text()
         if BENCHMARKS.exists()
-        else "# Benchmarks\n\nMeasured numbers only: each block names the machine, the command and the git revision.\n"
+        else "# Benchmarks\n\nMeasured numbers only: each block names the machine, the command and the git "
+        "revision.\n"
     )
     block = f"{start}\n{text.rstrip()}\n{end}"
     if start in doc and end in doc:

@@ -3,9 +3,9 @@
 ``options``: ``path`` (a session folder or a video file; relative paths resolve against the config
 file's folder), ``realtime`` (true, the default: pace frames at their recorded timing; false: as fast
 as the camera node can write them — consumers slower than that lose frames, counted as drops; offline
-reanalysis reads the video directly instead), ``loop`` (start over at the end). From a session folder the frame table supplies
-each frame's original frame id, trigger index and timestamps; from a plain video file the frame
-number is the trigger index and the timing comes from the container's timestamps.
+reanalysis reads the video directly instead), ``loop`` (start over at the end). From a session
+folder the frame table supplies each frame's original frame id, trigger index and timestamps; from a
+plain video file the frame number is the trigger index and the timing comes from the container's timestamps.
 """
 
 from __future__ import annotations
