@@ -8,6 +8,7 @@ ffv1). The Y plane is stored and read back directly (no colour conversion).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import queue
@@ -96,13 +97,35 @@ class VideoWriter:
         fsync_path(self.path)
 
 
-class Table:
-    """An append-only CSV table with a header; rows buffered and flushed on :meth:`flush`."""
+class AppendFile:
+    """An append-only text file, flushed on :meth:`flush` and fsynced on request and at close."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open(path, "w", newline="", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+
+    def flush(self, fsync: bool = False) -> None:
+        self.f.flush()
+        if fsync:
+            os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close; the file is closed even when the flush fails (disk full)."""
+        if self.f.closed:
+            return
+        try:
+            self.flush(fsync=True)
+        finally:
+            with contextlib.suppress(OSError):
+                self.f.close()
+
+
+class Table(AppendFile):
+    """A CSV table with a header row."""
 
     def __init__(self, path: Path, columns: list[str]):
-        self.path = path
+        super().__init__(path)
         self.columns = columns
-        self.f = open(path, "w", newline="", buffering=1 << 16)  # noqa: SIM115 - closed in close()
         self.w = csv.writer(self.f)
         self.w.writerow(columns)
         self.rows = 0
@@ -111,34 +134,10 @@ class Table:
         self.w.writerow(row)
         self.rows += 1
 
-    def flush(self, fsync: bool = False) -> None:
-        self.f.flush()
-        if fsync:
-            os.fsync(self.f.fileno())
 
-    def close(self) -> None:
-        if not self.f.closed:
-            self.flush(fsync=True)
-            self.f.close()
-
-
-class JsonLines:
-    def __init__(self, path: Path):
-        self.path = path
-        self.f = open(path, "w", buffering=1 << 14)  # noqa: SIM115 - closed in close()
-
+class JsonLines(AppendFile):
     def write(self, line: str) -> None:
         self.f.write(line + "\n")
-
-    def flush(self, fsync: bool = False) -> None:
-        self.f.flush()
-        if fsync:
-            os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        if not self.f.closed:
-            self.flush(fsync=True)
-            self.f.close()
 
 
 def y_plane(frame: av.VideoFrame) -> np.ndarray:

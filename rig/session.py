@@ -167,6 +167,8 @@ def create_session(loaded: LoadedConfig, calib: Calibration, name: str | None = 
         )
         save_calibration(calib, path / "calibration.yaml")
         write_json_atomic(path / "versions.json", versions())
+        with open(path / RESERVE, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)
         write_json_atomic(
             path / "session.json",
             {
@@ -194,7 +196,13 @@ def storage_error(exc: OSError, path: Path) -> StorageError:
     return StorageError(f"{exc.filename or path}: {exc.strerror}")
 
 
+RESERVE = ".space-reserve"
+RESERVE_BYTES = 1 << 20
+
+
 def finish_session(path: Path, status: str, summary: dict[str, Any], reason: str = "") -> None:
+    # the reserve written at creation guarantees room for the final status even on a full disk
+    (path / RESERVE).unlink(missing_ok=True)
     meta = json.loads((path / "session.json").read_text())
     meta.update(
         status=status,

@@ -130,6 +130,7 @@ class Supervisor:
         self.stop_reason = ""
         self.status = "complete"
         self.restarts: list[str] = []
+        self.failures: dict[str, str] = {}
         self.mp = mp.get_context("spawn")
 
     # ------------------------------------------------------------------------------ set-up
@@ -248,6 +249,7 @@ class Supervisor:
                     n.ready = True
                 elif n is not None and msg.status == "failed":
                     log.error("node %s failed: %s", msg.node, msg.detail)
+                    self.failures[msg.node] = msg.detail
             elif isinstance(msg, m.TaskEvent):
                 if msg.kind == "trial_end":
                     self.trials_done += 1
@@ -294,8 +296,10 @@ class Supervisor:
                     new.restarts = n.restarts
                     self.nodes[name] = new
                 else:
+                    self._pump(200)  # collect the node's last words
                     self.status = "failed"
-                    self.stop_reason = f"node {name} died (exit code {code}); see session.log"
+                    why = self.failures.get(name, "see session.log")
+                    self.stop_reason = f"node {name} died (exit code {code}): {why}"
                     log.error(self.stop_reason)
                     return
             if self.progress and time.monotonic() - last_print >= 1.0:

@@ -38,6 +38,15 @@ install_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# pip's output goes to a log in the venv; on failure its tail is shown.
+pip_logged() {
+  if ! "$@" >>"$VENV/setup-pip.log" 2>&1; then
+    log "pip failed; the end of $VENV/setup-pip.log:"
+    tail -n 30 "$VENV/setup-pip.log" >&2
+    exit 1
+  fi
+}
+
 install_python() {
   local stamp_src stamp
   stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/scripts/setup.sh"; "$PY" --version)"
@@ -47,7 +56,7 @@ install_python() {
     mkdir -p "$(dirname "$VENV")"
     "$PY" -m venv "$VENV"
   fi
-  local pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+  local pip=(pip_logged "$VENV/bin/python" -m pip --disable-pip-version-check -q)
   if [[ "$(cat "$VENV/.deepbehavior-stamp" 2>/dev/null)" != "$stamp" ]]; then
     log "installing Python packages into $VENV (first run: a few minutes)"
     "${pip[@]}" install -U pip wheel setuptools

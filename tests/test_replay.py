@@ -67,8 +67,8 @@ def test_unreadable_video_is_named(tmp_path):
     bad = tmp_path / "front.mkv"
     bad.write_bytes(b"\x1a\x45\xdf\xa3 definitely not a video")
     (tmp_path / "side.mkv").write_bytes(bad.read_bytes())
-    from rig.sim.scene import synthetic_calibration
     from analysis.camera import save_calibration
+    from rig.sim.scene import synthetic_calibration
 
     save_calibration(synthetic_calibration(), tmp_path / "calibration.yaml")
     r = subprocess.run(

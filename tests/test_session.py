@@ -165,3 +165,23 @@ def test_unwritable_output_is_one_line_error(tmp_path):
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and str(blocker) in r.stderr
+
+
+def test_full_disk_fails_cleanly_and_keeps_what_was_written(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True)
+    if m.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {m.stderr.decode().strip()}")
+    try:
+        r, s = run_session(mnt, "--trials", "30")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "disk full" in r.stdout
+        assert s is not None
+        assert s.meta["status"] == "failed" and "disk full" in s.meta["reason"]
+        for cam in s.frames:
+            decodable = sum(1 for _ in s.read_frames(cam))
+            assert decodable > 50, cam  # what reached the disk stays readable
+        assert any(e.get("kind") == "trial_start" for e in s.events)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

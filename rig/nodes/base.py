@@ -26,6 +26,7 @@ import zmq
 from rig import messages as m
 from rig.bus import Publisher, Subscriber
 from rig.config import Config, LoadedConfig, load_config
+from rig.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class Node:
                 self.maybe_publish_stats()
             self.maybe_publish_stats(force=True)
             return 0
+        except UserError as exc:  # a problem the user can fix: one line, no traceback
+            self.log.error("node %s failed: %s", self.name, exc)
+            self.status("failed", f"{type(exc).__name__}: {exc}")
+            return 1
         except Exception as exc:
             self.log.error("node %s failed: %s\n%s", self.name, exc, traceback.format_exc())
             self.status("failed", f"{type(exc).__name__}: {exc}")

@@ -229,12 +229,18 @@ class RecorderNode(Node):
             v.close()
             if v.error is not None:
                 errors.append(f"{v.path}: {v.error}")
-        for t in [*getattr(self, "frame_tables", {}).values()]:
-            t.close()
-        for name in ("det_table", "point_table", "trial_table", "truth_table", "events"):
-            t = getattr(self, name, None)
-            if t is not None:
+        files = [*getattr(self, "frame_tables", {}).values()]
+        files += [
+            getattr(self, n, None)
+            for n in ("det_table", "point_table", "trial_table", "truth_table", "events")
+        ]
+        for t in files:
+            if t is None:
+                continue
+            try:
                 t.close()
+            except OSError as exc:  # e.g. disk full: the file holds everything flushed before
+                errors.append(f"{t.path}: {exc.strerror}")
         for r in getattr(self, "rings", {}).values():
             r.close()
         if errors:
