@@ -161,7 +161,9 @@ class SimulationConfig(Strict):
 
 
 class SessionConfig(Strict):
-    output_dir: str = "sessions"
+    output_dir: str = Field(
+        "sessions", description="where session folders go (relative: to the current directory)"
+    )
     name: str = "{subject}_{date}_{time}"
 
 

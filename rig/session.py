@@ -144,11 +144,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def create_session(loaded: LoadedConfig, calib: Calibration, name: str | None = None) -> Path:
     """Make the session folder and write config, calibration, versions and a 'running' session.json."""
     cfg = loaded.config
-    out = (
-        loaded.resolve(cfg.session.output_dir)
-        if not Path(cfg.session.output_dir).is_absolute()
-        else Path(cfg.session.output_dir)
-    )
+    out = Path(cfg.session.output_dir).expanduser().resolve()  # relative to the current directory
     now = dt.datetime.now()
     folder = name or cfg.session.name.format(
         subject=cfg.experiment.subject, date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S")
