@@ -124,6 +124,43 @@ def cmd_session_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reanalyze(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rig.reanalyze import run_batch
+
+    slurm = None
+    if args.slurm:
+        slurm = {"cores": 1, "processes": 1, "memory": args.slurm_memory, "walltime": args.slurm_walltime}
+        if args.slurm_queue:
+            slurm["queue"] = args.slurm_queue
+    bar = tqdm(total=len(args.sessions), unit="session", disable=args.quiet)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    results = run_batch(args.sessions, args.scheduler, args.workers, args.force, progress, slurm)
+    bar.close()
+    failed = 0
+    for path, r in results.items():
+        if "error" in r:
+            failed += 1
+            print(f"FAILED  {path}: {r['error']}")
+        elif r.get("skipped"):
+            print(f"skipped {path} (already reanalysed; --force to redo)")
+        else:
+            diff = r.get("max_abs_diff_vs_online_mm")
+            extra = f", max |offline - online| = {diff:.2e} mm" if diff is not None else ""
+            print(
+                f"done    {path}: {r['valid']}/{r['n_points']} valid 3-D points in {r['seconds']:.1f} s{extra}"
+            )
+    print(
+        f"{len(results) - failed} of {len(results)} sessions reanalysed"
+        + (f", {failed} failed" if failed else "")
+    )
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepbehavior", description="DeepBehavior rig: acquisition, closed loop, analysis."
@@ -158,6 +195,23 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("session", help="print a recorded session's status and summary")
     s.add_argument("session", help="session folder")
     s.set_defaults(func=cmd_session_info)
+    ra = sub.add_parser(
+        "reanalyze",
+        help="re-run 3-D reconstruction over recorded sessions on Dask (resumable)",
+        description="Re-run the online triangulation over recorded sessions (same code, same settings) on a "
+        "Dask cluster: local by default, a scheduler address, or SLURM through dask-jobqueue. Results go to "
+        "SESSION/reanalysis/; finished sessions are skipped unless --force.",
+    )
+    ra.add_argument("sessions", nargs="+", help="session folders")
+    ra.add_argument("--workers", type=int, default=2, help="local (or SLURM) workers (default 2)")
+    ra.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    ra.add_argument("--slurm", action="store_true", help="start workers as SLURM jobs (dask-jobqueue)")
+    ra.add_argument("--slurm-queue", help="SLURM partition")
+    ra.add_argument("--slurm-memory", default="4GB")
+    ra.add_argument("--slurm-walltime", default="01:00:00")
+    ra.add_argument("--force", action="store_true", help="redo sessions already reanalysed")
+    ra.add_argument("--quiet", action="store_true", help="no progress bar")
+    ra.set_defaults(func=cmd_reanalyze)
     for mod_name in PLUGIN_MODULES:
         try:
             mod = importlib.import_module(mod_name)

@@ -248,4 +248,4 @@ class RecorderNode(Node):
 
 
 def _f(v: float) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.10g}"

@@ -1,0 +1,104 @@
+"""One 3-D point per stereo set from per-camera detection boxes: the online triangulator's logic as a
+pure class, so offline reanalysis runs literally the same code and reproduces the online 3-D.
+
+Per set: keep each camera's boxes above ``min_confidence`` (at most 3, highest first), triangulate
+every combination (confidence-weighted DLT through :func:`analysis.geometry.triangulate`), keep the
+combination with the smallest worst-view reprojection error, refuse it above
+``max_reproj_error_px``, then filter with :class:`analysis.filters.KalmanCV` (time = trigger index /
+rate) and predict ``predict_s`` ahead.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.camera import CameraModel
+from analysis.filters import KalmanCV
+from analysis.geometry import reprojection_errors, triangulate
+
+MAX_CANDIDATES = 3
+
+
+@dataclass
+class PointResult:
+    xyz: np.ndarray  # (3,) raw triangulation, NaN when invalid
+    xyz_filtered: np.ndarray
+    xyz_predicted: np.ndarray
+    valid: bool
+    reproj_error_px: float
+    cameras: list[str] = field(default_factory=list)
+    reason: str = ""
+
+
+def best_point(
+    cameras: Sequence[CameraModel], boxes: Sequence[np.ndarray], min_confidence: float
+) -> tuple[np.ndarray, float, list[int]] | None:
+    """``boxes[c]`` is (K, 5) ``x1, y1, x2, y2, confidence`` for camera c (K may be 0).
+
+    Returns (xyz (3,), worst-view reprojection error px, indices of the cameras used) or None when
+    fewer than two cameras have a box above ``min_confidence``.
+    """
+    cands = []
+    for b in boxes:
+        b = np.asarray(b, dtype=np.float64).reshape(-1, 5)
+        b = b[b[:, 4] >= min_confidence]
+        cands.append(b[np.argsort(-b[:, 4], kind="stable")][:MAX_CANDIDATES])
+    views = [i for i, c in enumerate(cands) if len(c)]
+    if len(views) < 2:
+        return None
+    sub = [cameras[i] for i in views]
+    best: tuple[np.ndarray, float, list[int]] | None = None
+    for combo in itertools.product(*(cands[i] for i in views)):
+        arr = np.array(combo)
+        pts = np.stack([0.5 * (arr[:, 0] + arr[:, 2]), 0.5 * (arr[:, 1] + arr[:, 3])], axis=1)[:, None, :]
+        xyz = triangulate(sub, pts, arr[:, 4:5])
+        err = float(np.nanmax(reprojection_errors(sub, xyz, pts)))
+        if best is None or err < best[1]:
+            best = (xyz[0], err, views)
+    return best
+
+
+class PointTracker:
+    """Stateful per-session solver: call :meth:`solve` once per stereo set, in trigger order."""
+
+    def __init__(
+        self,
+        cameras: Sequence[CameraModel],
+        rate_hz: float,
+        min_confidence: float,
+        max_reproj_error_px: float,
+        kalman: tuple[float, float] | None = None,
+        predict_s: float = 0.0,
+    ):
+        self.cameras = list(cameras)
+        self.names = [c.name for c in cameras]
+        self.rate = rate_hz
+        self.min_conf = min_confidence
+        self.max_err = max_reproj_error_px
+        self.kalman = KalmanCV(*kalman) if kalman else None
+        self.predict_s = predict_s
+        self.last_index = -1
+
+    def solve(self, trigger_index: int, boxes: Sequence[np.ndarray]) -> PointResult:
+        res = best_point(self.cameras, boxes, self.min_conf)
+        nan3 = np.full(3, np.nan)
+        xyz, err, used, reason = nan3, float("nan"), [], ""
+        if res is None:
+            reason = "fewer than 2 views"
+        else:
+            xyz, err, views = res
+            used = [self.names[i] for i in views]
+            if err > self.max_err:
+                reason = f"reprojection error {err:.1f} px > {self.max_err:g}"
+                xyz = nan3
+        valid = bool(np.isfinite(xyz).all())
+        filt, pred = xyz, xyz
+        if self.kalman is not None and trigger_index > self.last_index:
+            filt = self.kalman.update(trigger_index / self.rate, xyz if valid else None)
+            pred = self.kalman.predict(self.predict_s)
+        self.last_index = max(self.last_index, trigger_index)
+        return PointResult(xyz, filt, pred, valid, err, used, reason)
