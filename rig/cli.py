@@ -152,7 +152,8 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
             diff = r.get("max_abs_diff_vs_online_mm")
             extra = f", max |offline - online| = {diff:.2e} mm" if diff is not None else ""
             print(
-                f"done    {path}: {r['valid']}/{r['n_points']} valid 3-D points in {r['seconds']:.1f} s{extra}"
+                f"done    {path}: {r['valid']}/{r['n_points']} valid 3-D points "
+                f"in {r['seconds']:.1f} s{extra}"
             )
     print(
         f"{len(results) - failed} of {len(results)} sessions reanalysed"
