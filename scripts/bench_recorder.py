@@ -74,6 +74,12 @@ def bench(cfg: RecorderConfig, imgs: list[np.ndarray], tmp: Path) -> dict[str, f
     }
 
 
+HEADER = (
+    "| codec | p50 ms/frame | p99 ms/frame | frames/s (1 thread) | cores needed at 2 x 124 Hz | kB/frame "
+    "| mean abs error (gray levels) |\n|---|---|---|---|---|---|---|"
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=600)
@@ -101,8 +107,7 @@ Command: `python scripts/bench_recorder.py {" ".join(sys.argv[1:])}`
 Machine: {machine()}
 One encoder thread; the recorder needs 248 frames/s for two cameras at 124 Hz ("cores needed" = 248 / fps).
 
-| codec | p50 ms/frame | p99 ms/frame | frames/s (1 thread) | cores needed at 2 x 124 Hz | kB/frame | mean abs error (gray levels) |
-|---|---|---|---|---|---|---|
+{HEADER}
 {chr(10).join(rows)}
 """
     print(text)
