@@ -185,3 +185,28 @@ def test_full_disk_fails_cleanly_and_keeps_what_was_written(tmp_path):
         assert any(e.get("kind") == "trial_start" for e in s.events)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_nodes_stop_and_close_files_when_the_supervisor_is_killed(tmp_path):
+    import time
+
+    import psutil
+
+    proc = start_session(tmp_path, "--trials", "50")
+    try:
+        wait_for_log(tmp_path, r"node recorder starting", 60)
+        time.sleep(3)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, [p.pid for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    from rig.session import load_session
+
+    s = load_session(next(tmp_path.glob("*")))
+    assert s.meta["status"] == "running"  # never marked complete: it did not finish
+    for cam in s.frames:
+        assert sum(1 for _ in s.read_frames(cam)) > 100, cam  # the recorder closed its files on SIGTERM

@@ -8,6 +8,7 @@ console and the session log); stats go out once a second as ``stats.<name>``.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import logging
@@ -214,10 +215,20 @@ def _term_handler(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor dies, so no node outlives it (teardown still runs)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_node(spec: NodeSpec, rt: Runtime) -> None:
     """Process entry point used by the supervisor (spawn start method)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     signal.signal(signal.SIGTERM, _term_handler)
+    _die_with_parent()
     if spec.nice:
         os.nice(spec.nice)
     module_name, cls_name = spec.target.split(":")
