@@ -14,7 +14,8 @@ from rig.frames import FrameRing
 from rig.nodes.base import Node
 from rig.session import ring_name, session_calibration
 
-BATCH_WAIT_S = 0.02  # how long a partial stereo set waits for its partner before running alone
+BATCH_WAIT_S = 0.02
+ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
 
 
 class DetectorNode(Node):
@@ -61,7 +62,10 @@ class DetectorNode(Node):
         ready = [
             k
             for k, v in self.pending.items()
-            if len(v) - 1 == len(self.cameras) or now - v["t"] > BATCH_WAIT_S or self.eos
+            if (len(v) - 1 == len(self.cameras) or now - v["t"] > BATCH_WAIT_S or self.eos)
+            # the oracle needs the world's truth for this trigger; it travels on another socket and
+            # may arrive after the frames on a loaded machine
+            and (self.oracle is None or k in self.truth or now - v["t"] > ORACLE_TRUTH_WAIT_S or self.eos)
         ]
         for k in sorted(ready):
             self.run_batch(k, self.pending.pop(k))
