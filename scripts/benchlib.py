@@ -35,10 +35,11 @@ def machine() -> str:
         text=True,
         check=False,
     ).stdout.strip()
+    load = f", load average {os.getloadavg()[0]:.1f} at start"
     return (
         f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
         f"Python {sys.version.split()[0]}, git {rev or 'unknown'}, "
-        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}{load}"
     )
 
 
