@@ -52,7 +52,7 @@ class CameraConfig(Strict):
     exposure_us: float = Field(2000.0, gt=0)
     gain_db: float = Field(0.0, ge=0)
     hardware_trigger: bool = True
-    ring_slots: int = Field(64, ge=4, le=4096)
+    ring_slots: int = Field(256, ge=4, le=4096, description="frames kept in shared memory (~2 s at 124 Hz)")
     grab_timeout_ms: float = Field(1000.0, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
 
