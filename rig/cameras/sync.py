@@ -1,0 +1,168 @@
+"""Map camera frame ids to the firmware's trigger count, and pair stereo frames by trigger index.
+
+Pure logic, no I/O: the camera node feeds each camera's frames to a :class:`TriggerMapper`, and the
+triangulator (or the node) asks a :class:`StereoPairer` for frame sets. Three faults are told apart:
+
+* **lost frame**: the camera exposed it (its frame id advanced) but the frame never reached the host;
+* **missed trigger**: a trigger pulse produced no exposure (the frame id did not advance, but the
+  camera's clock says a whole trigger period or more went by), e.g. a pulse during read-out;
+* **duplicated frame**: the same frame id arrives twice (a driver re-delivering a buffer); it must be
+  dropped, never paired.
+
+Frame ids from GigE Vision are 16-bit block ids that wrap (and skip 0); :class:`FrameIdUnwrapper` turns
+them into a monotonic count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rig.errors import DeviceError
+
+
+class SyncError(DeviceError):
+    """Frames that cannot be paired: their trigger indices differ, or a camera lost its place."""
+
+
+class FrameIdUnwrapper:
+    """Unwrap a camera's ``bits``-bit frame counter into a monotonic int (``bits=None``: no wrap).
+
+    ``skip_zero``: the counter goes ``2**bits - 1 -> 1`` (GigE Vision block ids).
+    """
+
+    def __init__(self, bits: int | None = None, skip_zero: bool = False):
+        self.modulus = None if bits is None else (1 << bits) - (1 if skip_zero else 0)
+        self.skip_zero = skip_zero
+        self.last_raw: int | None = None
+        self.value = 0
+
+    def update(self, raw: int) -> int:
+        if self.last_raw is None:
+            self.value = raw
+        elif self.modulus is None:
+            self.value += raw - self.last_raw
+        else:
+            a = self.last_raw - (1 if self.skip_zero else 0)
+            b = raw - (1 if self.skip_zero else 0)
+            delta = (b - a) % self.modulus
+            if delta > self.modulus // 2:  # a backwards step (duplicate or reorder), not a wrap
+                delta -= self.modulus
+            self.value += delta
+        self.last_raw = raw
+        return self.value
+
+
+@dataclass(frozen=True)
+class FrameSync:
+    """The mapping of one frame. ``trigger_index`` is -1 for a duplicate (drop it)."""
+
+    trigger_index: int
+    lost_before: int = 0  # frames exposed by the camera but never delivered, since the previous frame
+    missed_triggers: int = 0  # trigger pulses with no exposure, since the previous frame
+    duplicate: bool = False
+
+
+@dataclass
+class SyncCounts:
+    frames: int = 0
+    lost: int = 0
+    missed_triggers: int = 0
+    duplicates: int = 0
+
+
+class TriggerMapper:
+    """Per camera: frame id (+ device or host time) -> firmware trigger index.
+
+    The first frame after arming answers ``first_trigger_index`` (the firmware's count of the first
+    pulse after the camera was armed; 0 when the firmware starts counting with the session). After
+    that the index advances by the frame-id step, plus any whole trigger periods the camera's clock
+    says went by without a frame id step (missed triggers). ``period_ns`` is the trigger period;
+    ``t_ns`` the frame's device timestamp, or host arrival time when the camera has no clock (then
+    jitter must stay below half a period).
+    """
+
+    def __init__(self, camera: str, period_ns: int, first_trigger_index: int = 0):
+        if period_ns <= 0:
+            raise ValueError(f"camera {camera!r}: trigger period must be > 0 ns, got {period_ns}")
+        self.camera = camera
+        self.period_ns = period_ns
+        self.next_first = first_trigger_index
+        self.last_frame_id: int | None = None
+        self.last_t_ns = 0
+        self.last_index = -1
+        self.counts = SyncCounts()
+
+    def map(self, frame_id: int, t_ns: int) -> FrameSync:
+        if self.last_frame_id is None:
+            self.last_frame_id, self.last_t_ns, self.last_index = frame_id, t_ns, self.next_first
+            self.counts.frames += 1
+            return FrameSync(self.last_index)
+        step = frame_id - self.last_frame_id
+        if step <= 0:
+            self.counts.duplicates += 1
+            return FrameSync(-1, duplicate=True)
+        periods = round((t_ns - self.last_t_ns) / self.period_ns) if t_ns >= 0 else step
+        missed = max(0, periods - step)
+        index = self.last_index + step + missed
+        self.last_frame_id, self.last_t_ns, self.last_index = frame_id, t_ns, index
+        self.counts.frames += 1
+        self.counts.lost += step - 1
+        self.counts.missed_triggers += missed
+        return FrameSync(index, lost_before=step - 1, missed_triggers=missed)
+
+    def check_firmware_count(self, triggers_fired: int) -> None:
+        """At the end: every pulse the firmware fired after arming is a frame, a loss or a miss.
+        Raises SyncError when the camera claims a trigger index the firmware never fired."""
+        if self.last_index >= triggers_fired:
+            raise SyncError(
+                f"camera {self.camera!r}: frame mapped to trigger {self.last_index} but the firmware "
+                f"fired only {triggers_fired} pulses (a frame without a trigger: free-running camera?)"
+            )
+
+    def unaccounted(self, triggers_fired: int) -> int:
+        """Pulses after the camera's last frame (trailing misses or frames still in flight)."""
+        return max(0, triggers_fired - 1 - self.last_index)
+
+
+def require_same_trigger(frames: dict[str, int]) -> int:
+    """Return the common trigger index of a would-be pair; raise SyncError naming the cameras if
+    their indices differ (``frames`` maps camera name -> trigger index)."""
+    values = set(frames.values())
+    if len(values) != 1 or -1 in values:
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(frames.items()))
+        raise SyncError(f"refusing to pair frames from different triggers: {detail}")
+    return values.pop()
+
+
+@dataclass
+class StereoPairer:
+    """Collect frames per camera by trigger index; emit a set once every camera has that index.
+
+    ``push`` returns the completed trigger index or None. A set that another camera can no longer
+    complete (a newer complete set exists) is dropped and counted in ``incomplete_sets``.
+    """
+
+    cameras: tuple[str, ...]
+    max_pending: int = 64
+    pending: dict[int, dict[str, object]] = field(default_factory=dict)
+    incomplete_sets: int = 0
+
+    def push(self, camera: str, trigger_index: int, item: object) -> tuple[int, dict[str, object]] | None:
+        if camera not in self.cameras:
+            raise SyncError(f"unknown camera {camera!r} (pairing {', '.join(self.cameras)})")
+        if trigger_index < 0:
+            return None
+        slot = self.pending.setdefault(trigger_index, {})
+        if camera in slot:
+            raise SyncError(f"camera {camera!r}: two frames for trigger {trigger_index}")
+        slot[camera] = item
+        if len(slot) < len(self.cameras):
+            while len(self.pending) > self.max_pending:
+                del self.pending[min(self.pending)]
+                self.incomplete_sets += 1
+            return None
+        done = self.pending.pop(trigger_index)
+        for k in [k for k in self.pending if k < trigger_index]:
+            del self.pending[k]
+            self.incomplete_sets += 1
+        return trigger_index, done
