@@ -2,9 +2,11 @@
 
 Config: ``backend: aravis``, ``serial`` (Aravis' serial number; or ``options.device_id``, e.g.
 ``Aravis-Fake-PAW01``). ``options.fake_interface: true`` also enables Aravis' in-process "Fake"
-interface (test only). Features go through :mod:`rig.cameras.genicam_features`; frame ids are the
-GVSP block ids (16-bit, wrapping, unwrapped here), device timestamps the buffer timestamps, and lost
-packets/frames come from the stream's statistics. ``trigger_source: Software`` with
+interface (test only), whose Line0 trigger is simulated as pulses at ``options.fake_line_hz`` (Aravis'
+default 25 Hz); both are for tests and demos only. Features go through
+:mod:`rig.cameras.genicam_features`; frame ids are the GVSP block ids (16-bit, wrapping, unwrapped
+here), device timestamps the buffer timestamps, and lost packets/frames come from the stream's
+statistics. ``trigger_source: Software`` with
 :meth:`AravisCamera.software_trigger` drives a camera without trigger hardware.
 """
 
@@ -164,6 +166,14 @@ class AravisCamera(CameraBackend):
         self.applied = apply_camera_config(
             self.features, self.config, trigger_rate_hz=self.context.get("trigger_rate_hz")
         )
+        line_hz = self.config.options.get("fake_line_hz")
+        if line_hz is not None:
+            if not hasattr(self.dev, "get_fake_camera"):
+                raise ConfigError(
+                    f"rig.cameras.{self.name}.options.fake_line_hz: only Aravis' in-process Fake camera "
+                    "simulates trigger pulses"
+                )
+            self.dev.get_fake_camera().set_trigger_frequency(float(line_hz))
 
     def start(self) -> None:
         self.cam.set_acquisition_mode(self.arv.AcquisitionMode.CONTINUOUS)

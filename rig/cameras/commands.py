@@ -166,12 +166,13 @@ def run_check(cameras: dict[str, CameraConfig], trigger_hz: float, seconds: floa
 
     names = sorted(checks)
     skew_ms: dict[str, tuple[float, float]] = {}
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            common = checks[a].by_trigger.keys() & checks[b].by_trigger.keys()
+    for i, na in enumerate(names):
+        for nb in names[i + 1 :]:
+            ta, tb = checks[na].by_trigger, checks[nb].by_trigger
+            common = ta.keys() & tb.keys()
             if common:
-                d = np.array([abs(checks[a].by_trigger[k] - checks[b].by_trigger[k]) for k in common]) / 1e6
-                skew_ms[f"{a}-{b}"] = (float(np.median(d)), float(d.max()))
+                d = np.array([abs(ta[k] - tb[k]) for k in common]) / 1e6
+                skew_ms[f"{na}-{nb}"] = (float(np.median(d)), float(d.max()))
     for name in names:
         c = checks[name]
         if c.error:

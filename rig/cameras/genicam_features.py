@@ -15,7 +15,8 @@ Options read from ``CameraConfig.options`` (all optional):
 rate, used to refuse an exposure longer than the trigger period), ``fps`` (free-run frame rate when
 ``hardware_trigger`` is false), ``offset_x``/``offset_y`` (ROI origin, px), ``chunk_data`` (bool: turn on
 chunk FrameID/Timestamp), ``ignore_missing`` (list of feature names the model lacks and the user accepts
-to leave unset, e.g. ``[ExposureTime, Gain]`` for a virtual camera).
+to leave unset, e.g. ``[ExposureTime, Gain]`` for a virtual camera), ``features`` (a mapping of
+further GenICam feature names to values, set last and in order, e.g. ``{GevSCPSPacketSize: 9000}``).
 """
 
 from __future__ import annotations
@@ -329,6 +330,12 @@ def apply_camera_config(
                     acc.set("ChunkEnable", True)
             out.chunk_frame_id = fid
             out.chunk_timestamp = ts is not None
+    extra = cfg.options.get("features", {})
+    if not isinstance(extra, dict):
+        raise CameraFeatureError(f"rig.cameras.{cam}.options.features: must be a mapping of feature: value")
+    for name, value in extra.items():
+        acc.set(str(name), value)
+        out.set[str(name)] = value
     log.info("camera %s configured: %s; skipped: %s", cam, out.set, out.skipped)
     return out
 
