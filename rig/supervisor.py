@@ -37,6 +37,7 @@ from rig.session import create_session, finish_session, load_session, resolve_ca
 log = logging.getLogger("rig.supervisor")
 
 READY_TIMEOUT_S = 120.0
+UI_CONTROL_TOPIC = "ui.control"  # requests from a display: stop / pause / resume (only the supervisor acts)
 MAX_RESTARTS = 3
 
 
@@ -74,6 +75,40 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                     ("det.", "ctl"),
                 )
             )
+    # bridge and display come before the recorder, which listens to them (user marks); they listen to all
+    watched = (*(s.name for s in specs), *(("recorder",) if pipe.recorder.enabled else ()), "supervisor")
+    if pipe.bridge.enabled:
+        specs.append(
+            NodeSpec(
+                "bridge",
+                "rig.bridge:BridgeNode",
+                watched,
+                (
+                    "frame.",
+                    "det.",
+                    "point3d.",
+                    "sim.truth",
+                    "task.",
+                    "stats.",
+                    "node.",
+                    "log.",
+                    "ctl",
+                    "serial.",
+                    "cmd.",
+                    "ui.",
+                ),
+            )
+        )
+    if pipe.display.enabled:
+        specs.append(
+            NodeSpec(
+                "display",
+                "rig.display.node:DisplayNode",
+                (*watched, *(("bridge",) if pipe.bridge.enabled else ())),
+                ("frame.", "det.", "point3d.", "sim.truth", "task.", "stats.", "node.", "ctl"),
+                restartable=True,
+            )
+        )
     if pipe.recorder.enabled:
         everyone = tuple(s.name for s in specs) + ("supervisor",)
         specs.append(
@@ -165,7 +200,9 @@ class Supervisor:
         self.ctx = zmq.Context()
         self.pub = Publisher(self.ctx, endpoints["supervisor"])
         self.sub = Subscriber(
-            self.ctx, [endpoints[s.name] for s in specs], ("log.", "stats.", "node.", "task.event")
+            self.ctx,
+            [endpoints[s.name] for s in specs],
+            ("log.", "stats.", "node.", "task.event", UI_CONTROL_TOPIC),
         )
         old_int = signal.getsignal(signal.SIGINT)
         self._interrupts = 0
@@ -229,7 +266,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------ running
     def _pump(self, timeout_ms: float) -> None:
-        for _topic, msg in self.sub.recv_all(timeout_ms, limit=2000):
+        for topic, msg in self.sub.recv_all(timeout_ms, limit=2000):
             if isinstance(msg, m.LogRecord):
                 # nodes write the session log themselves; here they only reach the console
                 if msg.level >= self.console_level:
@@ -250,12 +287,31 @@ class Supervisor:
                 elif n is not None and msg.status == "failed":
                     log.error("node %s failed: %s", msg.node, msg.detail)
                     self.failures[msg.node] = msg.detail
+            elif isinstance(msg, m.Control) and topic == UI_CONTROL_TOPIC:
+                self._user_request(msg)
             elif isinstance(msg, m.TaskEvent):
                 if msg.kind == "trial_end":
                     self.trials_done += 1
                     self.outcomes[msg.outcome] = self.outcomes.get(msg.outcome, 0) + 1
                 elif msg.kind == "session_end" and not self.stop_reason:
                     self.stop_reason = "task finished"
+
+    def _user_request(self, msg: m.Control) -> None:
+        """A user's request from a display (topic ``ui.control``): stop the session, pause/resume the task."""
+        now = time.monotonic_ns()
+        self.pub.publish(
+            "task.event",
+            m.TaskEvent(
+                kind=f"user_{msg.command}", trial=self.trials_done, t_host_ns=now, detail={"from": msg.detail}
+            ),
+        )
+        if msg.command == "stop" and not self.stop_reason:
+            log.warning("stop requested from %s", msg.detail or "the display")
+            self.stop_reason = f"stopped by the user from {msg.detail or 'the display'}"
+            if self.status == "complete":
+                self.status = "stopped"
+        elif msg.command in ("pause", "resume"):
+            self.pub.publish("ctl", m.Control(command=msg.command, t_host_ns=now, detail=""))
 
     def _main_loop(self) -> None:
         last_print = time.monotonic()

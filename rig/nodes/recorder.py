@@ -99,7 +99,7 @@ class RecorderNode(Node):
             elif isinstance(msg, m.Control):
                 if msg.command == "mark":
                     self.events.write(json.dumps({"topic": topic, **m.to_builtins(msg)}))
-                elif msg.command == "stop" and msg.detail in ("", self.name):
+                elif msg.command == "stop" and topic == "ctl" and msg.detail in ("", self.name):
                     self.drain_deadline = time.monotonic() + 2.0
         except OSError as exc:
             raise storage_error(exc, self.session_dir) from None
