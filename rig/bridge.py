@@ -3,7 +3,7 @@
 The bridge node subscribes to every node of the session and republishes on one TCP PUB socket:
 
 * every bus message (``det.``, ``point3d.``, ``task.``, ``stats.``, ``node.``, ``log.``, ``ctl``,
-  ``sim.truth``, ``serial.``, ``cmd.``, ``ui.``) as the same two-part ``[topic, payload]`` message, forwarded verbatim;
+  ``sim.truth``, ``serial.``, ``cmd.``, ``ui.``) as the same ``[topic, payload]``, forwarded verbatim;
 * every frame as a three-part ``[b"frame.<camera>", header, pixels]`` message: ``header`` is the camera's
   :class:`~rig.messages.FrameHeader` with ``width``/``height`` set to the size of the pixels sent (the
   frame is downscaled by ``pipeline.bridge.downscale``), ``pixels`` the (height, width) uint8 image, sent
