@@ -233,7 +233,8 @@ class SpinnakerCamera(CameraBackend):
         try:
             image = self.cam.GetNextImage(max(1, int(timeout_s * 1000)))
         except ps.SpinnakerException as exc:
-            if getattr(exc, "errorcode", None) == ps.SPINNAKER_ERR_TIMEOUT and self.cam.IsValid():
+            timeout_code = getattr(ps, "SPINNAKER_ERR_TIMEOUT", -1011)
+            if getattr(exc, "errorcode", None) == timeout_code and self.cam.IsValid():
                 src = self.applied.set.get("TriggerSource")
                 what = f"no trigger pulse on {src}" if self.config.hardware_trigger else "no frame"
                 raise AcquisitionTimeout(f"camera {self.name!r}: {what} within {timeout_s:.3f} s") from None
