@@ -174,7 +174,7 @@ class BridgeNode(Node):
                 return
             img = downscale_image(img, self.downscale)
             out = msgspec.structs.replace(hdr, width=img.shape[1], height=img.shape[0])
-            self.tcp.send_multipart([topic, m.encode(out), img], copy=False)
+            self.tcp.send_multipart([topic, m.encode(out), img.data], copy=False)
             self.bytes_sent += img.nbytes
             self.processed += 1
             return
@@ -278,7 +278,7 @@ class BridgeClient:
     def __init__(self, endpoint: str, topics: tuple[str, ...] = ("",), rcv_hwm: int = 256):
         self.host, self.port = parse_endpoint(endpoint)
         self.endpoint = f"tcp://{self.host}:{self.port}"
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self.topics = topics
         self.rcv_hwm = rcv_hwm
         self.sock: zmq.Socket | None = None

@@ -97,6 +97,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                     "cmd.",
                     "ui.",
                 ),
+                nice=10,  # a remote consumer's needs come after the pipeline's
             )
         )
     if pipe.display.enabled:
@@ -107,6 +108,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 (*watched, *(("bridge",) if pipe.bridge.enabled else ())),
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "stats.", "node.", "ctl"),
                 restartable=True,
+                nice=10,  # drawing yields the CPU to the pipeline; the display samples, it can wait
             )
         )
     if pipe.recorder.enabled:

@@ -1,0 +1,1 @@
+"""The live display (a session node, or attached through the TCP bridge) and the review viewer."""

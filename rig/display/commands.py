@@ -1,0 +1,113 @@
+"""``deepbehavior display --connect HOST:PORT`` and ``deepbehavior review SESSION``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from rig.errors import InputError, RigError
+
+log = logging.getLogger(__name__)
+
+
+def _need_screen() -> None:
+    if not (
+        os.environ.get("QT_QPA_PLATFORM") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise InputError("no screen: DISPLAY is not set (use QT_QPA_PLATFORM=offscreen with --screenshot)")
+
+
+def cmd_display(args: argparse.Namespace) -> int:
+    from rig.bridge import BridgeClient, read_bridge_file
+    from rig.display.model import LiveState
+    from rig.display.sources import BridgeSource
+    from rig.display.window import LiveWindow, qt_app, run_qt
+
+    _need_screen()
+    endpoint = args.connect or read_bridge_file(args.session)
+    app = qt_app()
+    client = BridgeClient(endpoint)
+    try:
+        info = client.connect(timeout_s=args.timeout)
+    except RigError as exc:
+        # the window shows the reason too, then the command exits with it
+        win = LiveWindow(LiveState([]), None, title=f"DeepBehavior live: {endpoint}")
+        win.show_error(f"cannot attach to {endpoint}: {exc}")
+        run_qt(win, seconds=args.error_linger)
+        if args.screenshot:
+            win.screenshot(args.screenshot)
+        win.close()
+        raise
+    cams = list(info.cameras)
+    state = LiveState(cams, info.calibration)
+    for c, size in info.cameras.items():
+        state.views[c].full_size = size
+    win = LiveWindow(state, BridgeSource(client), rate_hz=args.rate, title=f"DeepBehavior live: {endpoint}")
+    print(
+        f"attached to {endpoint}: session {info.session_id}, cameras {', '.join(cams)}, "
+        f"downscale {info.downscale}",
+        flush=True,
+    )
+    run_qt(win, seconds=args.seconds)
+    if args.screenshot:
+        win.screenshot(args.screenshot)
+    drops = ", ".join(f"{c} {n}" for c, n in client.drops.items()) or "none"
+    print(f"frames received {sum(client.frames.values())}, lost by this display: {drops}", flush=True)
+    if state.error:
+        print(f"deepbehavior: error: {state.error}", file=sys.stderr)
+    win.close()
+    client.close()
+    del app
+    return 1 if state.error else 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from rig.display.review import ReviewWindow
+    from rig.display.window import qt_app, run_qt
+    from rig.session import load_session
+
+    _need_screen()
+    session = load_session(args.session)
+    app = qt_app()
+    win = ReviewWindow(session)
+    if args.trial is not None:
+        win.select_trial(args.trial)
+    if args.frame is not None:
+        win.slider.setValue(args.frame)
+    run_qt(win, seconds=args.seconds)
+    if args.screenshot:
+        win.screenshot(args.screenshot)
+    win.close()
+    del app
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = subparsers.add_parser(
+        "display",
+        help="live display of a running session, through its TCP bridge (possibly from another machine)",
+        description="Attach the live display to a running session's bridge (pipeline.bridge.enabled).",
+    )
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--connect", metavar="HOST:PORT", help="the bridge endpoint (see <session>/bridge.json)"
+    )
+    where.add_argument("--session", metavar="DIR", help="a running session's folder on this machine")
+    d.add_argument("--rate", type=float, default=40.0, help="display refresh rate, Hz (default 40)")
+    d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the bridge (default 5)")
+    d.add_argument("--seconds", type=float, help="close after this many seconds (default: when closed)")
+    d.add_argument("--screenshot", metavar="PNG", help="save the window to PNG when it closes")
+    d.add_argument("--error-linger", type=float, default=3.0, help=argparse.SUPPRESS)
+    d.set_defaults(func=cmd_display)
+    r = subparsers.add_parser(
+        "review",
+        help="review a recorded session: frames with recorded detections and 3-D, frame slider, trial list",
+    )
+    r.add_argument("session", help="session folder")
+    r.add_argument("--trial", type=int, help="open at this trial")
+    r.add_argument("--frame", type=int, help="open at this frame index")
+    r.add_argument("--seconds", type=float, help="close after this many seconds (default: when closed)")
+    r.add_argument("--screenshot", metavar="PNG", help="save the window to PNG when it closes")
+    r.set_defaults(func=cmd_review)

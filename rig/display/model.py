@@ -1,0 +1,213 @@
+"""What the display shows, as plain state (no Qt): fed bus messages, read by the window 30 times a second.
+
+:class:`LiveState` keeps only what is drawn: the newest frame per camera (never a queue of them), the
+detections of recent frames (to draw the boxes of the frame on screen), the current 3-D point and the
+current trial's 3-D trace (last ``trail_s`` seconds), the pellet, the task state and outcomes, and the
+health of every node from its 1 Hz stats, with warnings when drops grow or a node restarts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.camera import Calibration
+from rig import messages as m
+
+DET_KEEP = 64  # detections kept per camera to match the frame on screen (0.5 s at 124 Hz)
+
+
+@dataclass
+class NodeHealth:
+    """One node's last stats and status, plus what the display derived from them."""
+
+    name: str
+    stats: m.Stats | None = None
+    status: str = ""
+    restarts: int = 0
+    drops_seen: int = 0  # drops in the stats when the display first saw the node
+    t_seen: float = 0.0  # display's monotonic time of the last stats
+
+    @property
+    def drops(self) -> int:
+        return self.stats.drops if self.stats is not None else 0
+
+
+@dataclass
+class CameraView:
+    """The newest frame of one camera and the frame size in full-resolution pixels."""
+
+    header: m.FrameHeader | None = None
+    image: np.ndarray | None = None
+    full_size: tuple[int, int] = (0, 0)  # (width, height) of the camera's frames before any downscale
+    shown: int = 0  # frames drawn
+    skipped: int = 0  # frames that arrived but were never drawn (the display samples the newest)
+
+
+@dataclass
+class LiveState:
+    cameras: list[str]
+    calibration: Calibration | None = None
+    trail_s: float = 5.0
+    views: dict[str, CameraView] = field(default_factory=dict)
+    detections: dict[str, OrderedDict[int, m.Detections]] = field(default_factory=dict)
+    point: m.Point3D | None = None
+    trail: deque[tuple[int, tuple[float, float, float]]] = field(default_factory=lambda: deque(maxlen=4096))
+    pellet: tuple[float, float, float] | None = None
+    state: str = ""
+    trial: int = 0
+    trials_done: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    paused: bool = False
+    t0_ns: int | None = None
+    t_last_ns: int = 0
+    health: dict[str, NodeHealth] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    marks: int = 0
+    ended: bool = False
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        for cam in self.cameras:
+            self.views.setdefault(cam, CameraView())
+            self.detections.setdefault(cam, OrderedDict())
+
+    # ------------------------------------------------------------------------- ingest
+    def ingest(self, topic: str, msg: m.AnyMsg) -> None:
+        """Take one bus message into the state (frames go through :meth:`set_frame`)."""
+        if isinstance(msg, m.Detections):
+            if not msg.eos:
+                d = self.detections.setdefault(msg.camera, OrderedDict())
+                d[msg.seq] = msg
+                while len(d) > DET_KEEP:
+                    d.popitem(last=False)
+        elif isinstance(msg, m.Point3D):
+            self._clock(msg.t_out_ns)
+            self.point = msg
+            xyz = msg.xyz_filtered if msg.valid else None
+            if xyz is not None and all(math.isfinite(v) for v in xyz):
+                self.trail.append((msg.t_frame_ns, xyz))
+            horizon = msg.t_frame_ns - int(self.trail_s * 1e9)
+            while self.trail and self.trail[0][0] < horizon:
+                self.trail.popleft()
+        elif isinstance(msg, m.Truth):
+            self.pellet = msg.pellet_xyz if msg.pellet_present else None
+            if not self.state:
+                self.state = msg.phase
+        elif isinstance(msg, m.TaskEvent):
+            self._task(msg)
+        elif isinstance(msg, m.Stats):
+            self._clock(msg.t_host_ns)
+            h = self.health.setdefault(msg.node, NodeHealth(msg.node, drops_seen=msg.drops))
+            if h.stats is not None and msg.drops > h.stats.drops:
+                self.warn(f"{msg.node}: {msg.drops - h.stats.drops} frames dropped (total {msg.drops})")
+            h.stats = msg
+            h.t_seen = time.monotonic()
+        elif isinstance(msg, m.NodeStatus):
+            h = self.health.setdefault(msg.node, NodeHealth(msg.node))
+            h.status = msg.status
+            if msg.status == "failed":
+                self.warn(f"{msg.node} failed: {msg.detail}")
+        elif isinstance(msg, m.Control):
+            self._clock(msg.t_host_ns)
+            if msg.command == "start" and self.t0_ns is None:
+                self.t0_ns = msg.t_host_ns
+            elif msg.command in ("pause", "resume"):
+                self.paused = msg.command == "pause"
+            elif msg.command == "mark":
+                self.marks += 1
+
+    def _clock(self, t_ns: int) -> None:
+        if t_ns > 0:
+            if self.t0_ns is None:
+                self.t0_ns = t_ns
+            self.t_last_ns = max(self.t_last_ns, t_ns)
+
+    def _task(self, e: m.TaskEvent) -> None:
+        self._clock(e.t_host_ns)
+        if e.state:
+            self.state = e.state
+        if e.kind == "trial_start":
+            self.trial = e.trial
+            self.trail.clear()  # the trace is the current trial's
+            self.state = e.state or "trial"
+        elif e.kind == "trial_end":
+            self.trials_done += 1
+            self.outcomes[e.outcome] = self.outcomes.get(e.outcome, 0) + 1
+            self.state = e.state or "inter-trial"
+        elif e.kind == "session_end":
+            self.state = "session end"
+        elif e.kind == "node_restart":
+            node = str(e.detail.get("node", "?"))
+            self.health.setdefault(node, NodeHealth(node)).restarts += 1
+            self.warn(f"{node} restarted (exit code {e.detail.get('exit_code')})")
+        elif e.kind in ("user_pause", "user_resume"):
+            self.paused = e.kind == "user_pause"
+
+    def set_frame(self, header: m.FrameHeader, image: np.ndarray, skipped: int = 0) -> None:
+        """The newest frame of a camera; ``skipped`` frames arrived since the last one and were not drawn."""
+        v = self.views.setdefault(header.camera, CameraView())
+        v.header, v.image = header, image
+        v.skipped += skipped
+        if v.full_size == (0, 0):
+            v.full_size = (header.width, header.height)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        del self.warnings[:-20]
+
+    # ------------------------------------------------------------------------- read
+    @property
+    def elapsed_s(self) -> float:
+        return (self.t_last_ns - self.t0_ns) / 1e9 if self.t0_ns is not None else 0.0
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.outcomes.get("success", 0) / self.trials_done if self.trials_done else None
+
+    @property
+    def total_drops(self) -> int:
+        return sum(h.drops for h in self.health.values() if h.name != "display")
+
+    @property
+    def total_restarts(self) -> int:
+        return sum(h.restarts for h in self.health.values())
+
+    def boxes(self, camera: str) -> list[m.Box]:
+        """Boxes of the frame on screen (or of the newest detections if that frame has none yet)."""
+        d = self.detections.get(camera)
+        if not d:
+            return []
+        v = self.views.get(camera)
+        if v is not None and v.header is not None and v.header.seq in d:
+            return list(d[v.header.seq].boxes)
+        return list(next(reversed(d.values())).boxes)
+
+    def reprojection(self, camera: str) -> np.ndarray | None:
+        """(2,) full-frame pixel position of the current 3-D point in ``camera``, or None."""
+        p = self.point
+        if p is None or not p.valid or self.calibration is None or camera not in self.calibration.cameras:
+            return None
+        xyz = np.asarray(p.xyz_filtered, float)
+        if not np.all(np.isfinite(xyz)):
+            return None
+        return self.calibration[camera].project(xyz[None])[0]
+
+    def trail_n3(self) -> np.ndarray:
+        """(N, 3) mm: the current trial's 3-D trace (last ``trail_s`` seconds)."""
+        if not self.trail:
+            return np.zeros((0, 3))
+        return np.array([xyz for _t, xyz in self.trail], float)
+
+    def recording(self) -> tuple[bool, dict[str, float]]:
+        """(recording on?, MB per camera file) from the recorder's stats."""
+        h = self.health.get("recorder")
+        if h is None or h.stats is None:
+            return False, {}
+        sizes = {k[:-3]: v for k, v in h.stats.extra.items() if k.endswith(".mb")}
+        on = h.status not in ("exiting", "failed") and time.monotonic() - h.t_seen < 3.0
+        return on, sizes
