@@ -27,6 +27,7 @@ from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
+FAKE_DEFAULT_LINE_HZ = 25.0  # Aravis' Fake camera's simulated trigger rate
 
 
 def import_aravis() -> Any:
@@ -109,6 +110,11 @@ class AravisAccess(FeatureAccess):
         return float(lo), float(hi), 1
 
 
+def _drop(refs: list[Any]) -> None:
+    refs.clear()
+    gc.collect()
+
+
 def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
     arv = import_aravis()
     with _lock:
@@ -132,6 +138,7 @@ class AravisCamera(CameraBackend):
 
     cam: Any = None
     stream: Any = None
+    _dead = False  # the device stopped answering: close() must not wait on it
 
     def open(self) -> None:
         arv = self.arv = import_aravis()
@@ -174,6 +181,7 @@ class AravisCamera(CameraBackend):
                     "simulates trigger pulses"
                 )
             self.dev.get_fake_camera().set_trigger_frequency(float(line_hz))
+            self._fake_line_set = True
 
     def start(self) -> None:
         self.cam.set_acquisition_mode(self.arv.AcquisitionMode.CONTINUOUS)
@@ -194,6 +202,7 @@ class AravisCamera(CameraBackend):
         except Exception:  # GError when the device does not answer
             alive = False
         if not alive:
+            self._dead = True
             raise DeviceError(f"camera {self.name!r} ({self._info.extra['id']}): control lost (unplugged?)")
 
     def grab(self, timeout_s: float) -> GrabbedFrame:
@@ -227,7 +236,7 @@ class AravisCamera(CameraBackend):
         return GrabbedFrame(image, fid, t_host, t_device_ns=t_dev, lost_before=lost, incomplete=not ok)
 
     def stop(self) -> None:
-        if self.cam is not None:
+        if self.cam is not None and not self._dead:
             try:
                 self.cam.stop_acquisition()
             except Exception as exc:
@@ -236,13 +245,21 @@ class AravisCamera(CameraBackend):
     def close(self) -> None:
         if self.cam is None:
             return
+        if self._dead:
+            log.warning("camera %s: device lost; released without stopping it", self.name)
         self.stop()
-        disarm(self.features)
-        self.stream = None
-        self.features = None  # type: ignore[assignment]
-        self.dev = None
-        self.cam = None
-        gc.collect()  # release the GigE control channel now, not at interpreter exit
+        if not self._dead:
+            disarm(self.features)
+        if getattr(self, "_fake_line_set", False):
+            self.dev.get_fake_camera().set_trigger_frequency(FAKE_DEFAULT_LINE_HZ)  # process-wide object
+        refs = [self.stream, self.features, self.dev, self.cam]
+        self.stream = self.features = self.dev = self.cam = None  # type: ignore[assignment]
+        if self._dead:
+            # Releasing a vanished GigE device waits on control-channel timeouts (~10 s): do it off the
+            # caller's thread so the node can stop and close its files at once.
+            threading.Thread(target=_drop, args=(refs,), name=f"arv-release-{self.name}", daemon=True).start()
+        else:
+            _drop(refs)  # release the GigE control channel now, not at interpreter exit
 
     def info(self) -> CameraInfo:
         return self._info
