@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm
-from rig.cameras.sync import FrameIdUnwrapper
+from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -164,10 +164,7 @@ class AravisCamera(CameraBackend):
         self.dev.connect("control-lost", lambda *_: self._lost_control.set())
         self.features = AravisAccess(self.name, self.dev, arv)
         gv = self._info.interface.startswith("GigEVision")
-        self.unwrap = FrameIdUnwrapper(bits=16, skip_zero=True) if gv else FrameIdUnwrapper(bits=64)
-        self._last_id: int | None = None
-        self._lost = 0
-        self._incomplete = 0
+        self.counter = FrameCounter(bits=16, skip_zero=True) if gv else FrameCounter(bits=64)
 
     def configure(self) -> None:
         self.applied = apply_camera_config(
@@ -212,9 +209,7 @@ class AravisCamera(CameraBackend):
         t_host = now_ns()
         if buf is None:
             self._check_alive()
-            src = self.applied.set.get("TriggerSource")
-            what = f"no trigger pulse on {src}" if self.config.hardware_trigger else "no frame"
-            raise AcquisitionTimeout(f"camera {self.name!r}: {what} within {timeout_s:.3f} s")
+            raise AcquisitionTimeout(timeout_message(self.name, self.config, self.applied, timeout_s))
         try:
             ok = buf.get_status() == self.arv.BufferStatus.SUCCESS
             raw_id = int(buf.get_frame_id())
@@ -228,11 +223,7 @@ class AravisCamera(CameraBackend):
                 image = np.zeros((h, w), np.uint8)
         finally:
             self.stream.push_buffer(buf)
-        fid = self.unwrap.update(raw_id)
-        lost = 0 if self._last_id is None else max(0, fid - self._last_id - 1)
-        self._last_id = fid
-        self._lost += lost
-        self._incomplete += int(not ok)
+        fid, lost = self.counter.update(raw_id, not ok)
         return GrabbedFrame(image, fid, t_host, t_device_ns=t_dev, lost_before=lost, incomplete=not ok)
 
     def stop(self) -> None:
@@ -265,7 +256,7 @@ class AravisCamera(CameraBackend):
         return self._info
 
     def stream_stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"lost_frames": self._lost, "incomplete_frames": self._incomplete}
+        out = self.counter.stats()
         if self.stream is not None:
             for i in range(self.stream.get_n_infos()):
                 name = self.stream.get_info_name(i)

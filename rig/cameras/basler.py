@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm
-from rig.cameras.sync import FrameIdUnwrapper
+from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ class BaslerCamera(CameraBackend):
                 f"camera {self.name!r}: cannot open Basler {d.GetSerialNumber()}: {exc}"
             ) from exc
         self.features = GenApiAccess(self.name, self.cam.GetNodeMap(), genicam, pylon_style=True)
-        self.unwrap = FrameIdUnwrapper(bits=64)
-        self._last_id: int | None = None
-        self._lost = 0
-        self._incomplete = 0
+        self.counter = FrameCounter(bits=64)
 
     def configure(self) -> None:
         self.applied = apply_camera_config(
@@ -102,9 +99,7 @@ class BaslerCamera(CameraBackend):
                 raise DeviceError(
                     f"camera {self.name!r} (Basler {self._info.serial}): device removed (unplugged?)"
                 )
-            src = self.applied.set.get("TriggerSource")
-            what = f"no trigger pulse on {src}" if self.config.hardware_trigger else "no frame"
-            raise AcquisitionTimeout(f"camera {self.name!r}: {what} within {timeout_s:.3f} s")
+            raise AcquisitionTimeout(timeout_message(self.name, self.config, self.applied, timeout_s))
         try:
             ok = bool(res.GrabSucceeded())
             h, w = self.config.height, self.config.width
@@ -116,11 +111,7 @@ class BaslerCamera(CameraBackend):
             t_dev = int(res.GetTimeStamp()) or -1  # the emulator reports 0: no clock
         finally:
             res.Release()
-        fid = self.unwrap.update(raw_id)
-        lost = 0 if self._last_id is None else max(0, fid - self._last_id - 1)
-        self._last_id = fid
-        self._lost += lost
-        self._incomplete += int(not ok)
+        fid, lost = self.counter.update(raw_id, not ok)
         return GrabbedFrame(image, fid, t_host, t_device_ns=t_dev, lost_before=lost, incomplete=not ok)
 
     def stop(self) -> None:
@@ -142,7 +133,7 @@ class BaslerCamera(CameraBackend):
         return self._info
 
     def stream_stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"lost_frames": self._lost, "incomplete_frames": self._incomplete}
+        out = self.counter.stats()
         if self.cam is not None:
             nm = self.cam.GetStreamGrabberNodeMap()
             for name in (

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm
-from rig.cameras.sync import FrameIdUnwrapper
+from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,8 @@ class GenicamCamera(CameraBackend):
         from genicam import genapi
 
         self.features = GenApiAccess(self.name, self.ia.remote_device.node_map, genapi, pylon_style=False)
-        self.unwrap = FrameIdUnwrapper(bits=64)
-        self._last_id: int | None = None
+        self.counter = FrameCounter(bits=64)
         self._has_ts = True
-        self._lost_total = 0
-        self._incomplete_total = 0
 
     def configure(self) -> None:
         rate = self.context.get("trigger_rate_hz")
@@ -140,12 +137,7 @@ class GenicamCamera(CameraBackend):
             raise DeviceError(f"camera {self.name!r}: GenTL fetch failed (unplugged?): {exc}") from exc
         t_host = now_ns()
         if buf is None:
-            what = (
-                f"no trigger pulse on {self.applied.set.get('TriggerSource')}"
-                if self.config.hardware_trigger
-                else "no frame"
-            )
-            raise AcquisitionTimeout(f"camera {self.name!r}: {what} within {timeout_s:.3f} s")
+            raise AcquisitionTimeout(timeout_message(self.name, self.config, self.applied, timeout_s))
         try:
             comp = buf.payload.components[0]
             h, w = int(comp.height), int(comp.width)
@@ -169,11 +161,7 @@ class GenicamCamera(CameraBackend):
                     self._has_ts = False
         finally:
             buf.queue()
-        fid = self.unwrap.update(raw_id)
-        lost = 0 if self._last_id is None else max(0, fid - self._last_id - 1)
-        self._last_id = fid
-        self._lost_total += lost
-        self._incomplete_total += int(incomplete)
+        fid, lost = self.counter.update(raw_id, incomplete)
         return GrabbedFrame(image, fid, t_host, t_device_ns=t_dev, lost_before=lost, incomplete=incomplete)
 
     def stop(self) -> None:
@@ -198,7 +186,7 @@ class GenicamCamera(CameraBackend):
         return CameraInfo("genicam", f"{d.vendor} {d.model}", d.serial_number, f"GenTL {d.tl_type}")
 
     def stream_stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"lost_frames": self._lost_total, "incomplete_frames": self._incomplete_total}
+        out = self.counter.stats()
         try:
             mod = self.ia.data_streams[0].module
             out["num_delivered"] = mod.num_delivered

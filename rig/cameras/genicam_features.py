@@ -340,6 +340,12 @@ def apply_camera_config(
     return out
 
 
+def timeout_message(camera: str, cfg: CameraConfig, applied: AppliedSettings, timeout_s: float) -> str:
+    """The AcquisitionTimeout text: which trigger line gave no pulse (or no free-run frame)."""
+    what = f"no trigger pulse on {applied.set.get('TriggerSource')}" if cfg.hardware_trigger else "no frame"
+    return f"camera {camera!r}: {what} within {timeout_s:.3f} s"
+
+
 def disarm(acc: FeatureAccess) -> None:
     """Leave the camera un-triggered (TriggerMode Off); never raises (used from close())."""
     try:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm
-from rig.cameras.sync import FrameIdUnwrapper
+from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -201,10 +201,7 @@ class SpinnakerCamera(CameraBackend):
             raise DeviceError(f"camera {self.name!r}: FLIR {serial} Init() failed: {exc}") from exc
         self.features = SpinAccess(self.name, self.cam.GetNodeMap(), ps)
         self.stream = SpinAccess(self.name, self.cam.GetTLStreamNodeMap(), ps)
-        self.unwrap = FrameIdUnwrapper(bits=64)
-        self._last_id: int | None = None
-        self._lost = 0
-        self._incomplete = 0
+        self.counter = FrameCounter(bits=64)
 
     def configure(self) -> None:
         self.applied = apply_camera_config(
@@ -235,9 +232,9 @@ class SpinnakerCamera(CameraBackend):
         except ps.SpinnakerException as exc:
             timeout_code = getattr(ps, "SPINNAKER_ERR_TIMEOUT", -1011)
             if getattr(exc, "errorcode", None) == timeout_code and self.cam.IsValid():
-                src = self.applied.set.get("TriggerSource")
-                what = f"no trigger pulse on {src}" if self.config.hardware_trigger else "no frame"
-                raise AcquisitionTimeout(f"camera {self.name!r}: {what} within {timeout_s:.3f} s") from None
+                raise AcquisitionTimeout(
+                    timeout_message(self.name, self.config, self.applied, timeout_s)
+                ) from None
             raise DeviceError(
                 f"camera {self.name!r} (FLIR {self._info.serial}): acquisition failed (unplugged?): {exc}"
             ) from exc
@@ -257,11 +254,7 @@ class SpinnakerCamera(CameraBackend):
                 t_dev = int(image.GetTimeStamp())
         finally:
             image.Release()
-        fid = self.unwrap.update(raw_id)
-        lost = 0 if self._last_id is None else max(0, fid - self._last_id - 1)
-        self._last_id = fid
-        self._lost += lost
-        self._incomplete += int(incomplete)
+        fid, lost = self.counter.update(raw_id, incomplete)
         return GrabbedFrame(pixels, fid, t_host, t_device_ns=t_dev, lost_before=lost, incomplete=incomplete)
 
     def stop(self) -> None:
@@ -286,7 +279,7 @@ class SpinnakerCamera(CameraBackend):
         return self._info
 
     def stream_stats(self) -> dict[str, float]:
-        out: dict[str, float] = {"lost_frames": self._lost, "incomplete_frames": self._incomplete}
+        out = self.counter.stats()
         if self.cam is not None:
             for name in STREAM_COUNTERS:
                 value = self.stream.get_or(name)

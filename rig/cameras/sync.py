@@ -52,6 +52,30 @@ class FrameIdUnwrapper:
         return self.value
 
 
+class FrameCounter:
+    """Per camera: unwrap raw frame ids, and count id gaps (lost frames) and incomplete frames.
+
+    ``update(raw_id, incomplete)`` returns ``(frame_id, lost_before)``; totals are in ``lost`` and
+    ``incomplete`` (what backends report in ``stream_stats``)."""
+
+    def __init__(self, bits: int | None = 64, skip_zero: bool = False):
+        self.unwrap = FrameIdUnwrapper(bits, skip_zero)
+        self.last_id: int | None = None
+        self.lost = 0
+        self.incomplete = 0
+
+    def update(self, raw_id: int, incomplete: bool = False) -> tuple[int, int]:
+        fid = self.unwrap.update(raw_id)
+        lost = 0 if self.last_id is None else max(0, fid - self.last_id - 1)
+        self.last_id = fid
+        self.lost += lost
+        self.incomplete += int(incomplete)
+        return fid, lost
+
+    def stats(self) -> dict[str, float]:
+        return {"lost_frames": float(self.lost), "incomplete_frames": float(self.incomplete)}
+
+
 @dataclass(frozen=True)
 class FrameSync:
     """The mapping of one frame. ``trigger_index`` is -1 for a duplicate (drop it)."""
