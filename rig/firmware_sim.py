@@ -87,6 +87,9 @@ def pulses(edges: list[PinEdge]) -> list[Pulse]:
 class FirmwareSim:
     """The simavr harness as a child process (own process group, killed on :meth:`stop`).
 
+    ``link_path``: also make a symlink there pointing at the pty, replaced on each start, so a
+    driver can reopen "the same port" after the simulator was killed and restarted.
+
     ``realtime=True`` locks the AVR to wall-clock time; ``False`` runs it flat out (5-7x real time
     on an idle core). The simulation starts paused: call :meth:`release` once the serial port is open.
     """
@@ -98,11 +101,13 @@ class FirmwareSim:
         realtime: bool = True,
         start_timeout_s: float = 10.0,
         keep_edges: int = 200_000,
+        link_path: Path | str | None = None,
     ) -> None:
         self.elf = Path(elf)
         self.harness = Path(harness)
         self.realtime = realtime
         self.keep_edges = keep_edges
+        self.link_path = Path(link_path) if link_path is not None else None
         for p, what in ((self.elf, "firmware ELF"), (self.harness, "simulator harness")):
             if not p.exists():
                 raise DeviceError(f"{what} {p} is missing: run `make -C firmware all`")
@@ -143,6 +148,12 @@ class FirmwareSim:
         if not ready or not self.pty_path:
             self.stop()
             raise DeviceError(f"simulator {self.harness} did not start (no PTY/READY within {timeout_s} s)")
+        if self.link_path is not None:
+            # A stable name for the port across restarts (like /dev/serial/by-id for a real board).
+            tmp = self.link_path.with_name(self.link_path.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(self.pty_path)
+            tmp.replace(self.link_path)
         self._reader = threading.Thread(target=self._read_stdout, name="rig-sim-stdout", daemon=True)
         self._reader.start()
         log.info("firmware simulator pid %d on %s (%s)", self._proc.pid, self.pty_path, self.elf.name)

@@ -44,6 +44,7 @@ static Config cfg;
 
 // ------------------------------------------------------------------ transmit
 static uint16_t tx_seq = 0;
+static void ttl_update(uint32_t now);
 
 static void send_msg(uint8_t type, uint32_t t_us, const uint8_t* body, uint8_t len) {
   uint8_t payload[DB_MAX_PAYLOAD];
@@ -53,7 +54,11 @@ static void send_msg(uint8_t type, uint32_t t_us, const uint8_t* body, uint8_t l
   db_put_u32(payload + 3, t_us);
   for (uint8_t i = 0; i < len; i++) payload[7 + i] = body[i];
   size_t n = db_frame_build(payload, 7 + len, wire, sizeof(wire));
-  Serial.write(wire, n);
+  for (size_t i = 0; i < n; i++) {
+    // Serial.write blocks while the TX buffer is full: keep ending TTL pulses on time meanwhile.
+    if (Serial.availableForWrite() == 0) ttl_update(micros());
+    Serial.write(wire[i]);
+  }
 }
 
 static void send_event(uint8_t type, uint32_t t_us, const uint8_t* body, uint8_t len) {

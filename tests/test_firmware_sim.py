@@ -1,0 +1,269 @@
+"""The REAL firmware ELF in simavr, driven over its pty by rig.serial_link; pins observed as edges."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rig.firmware_sim import (
+    PIN_SERVO,
+    PIN_STEP,
+    PIN_SYNC,
+    PIN_TRIGGER,
+    PIN_TTL,
+    FirmwareSim,
+    pulses,
+)
+from rig.errors import DeviceError
+from rig.messages import SerialEvent
+from rig.protocol import PROTOCOL_VERSION, Cmd, encode_command, encode_raw_command
+from rig.serial_link import FirmwareVersionError, SerialLink
+
+pytestmark = pytest.mark.firmware
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = dict(
+    servo_up_us=1000,
+    servo_down_us=2000,
+    servo_speed_us_per_s=0,
+    steps_per_pellet=40,
+    step_rate_hz=2000,
+    ttl_width_us=500,
+    sync_div=0,
+    debounce_ms=2,
+    redelivery_delay_ms=10,
+)
+
+
+def build() -> None:
+    import subprocess
+
+    subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), "all"], check=True)
+
+
+def start(sim: FirmwareSim, port: str | Path | None = None, **kw: object) -> SerialLink:
+    link = SerialLink(port or sim.pty_path, **kw)  # type: ignore[arg-type]
+    threading.Timer(0.2, sim.release).start()  # release once the port is open
+    link.open()
+    return link
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[tuple[FirmwareSim, SerialLink]]:
+    build()
+    sim = FirmwareSim(realtime=False)
+    link = start(sim, watchdog_ms=0)
+    link.configure(**CONFIG)
+    yield sim, link
+    link.close()
+    sim.stop()
+
+
+class Collector:
+    def __init__(self, link: SerialLink) -> None:
+        self.link = link
+        self.events: list[SerialEvent] = []
+
+    def until(self, pred, timeout_s: float = 10.0) -> list[SerialEvent]:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.events += self.link.poll()
+            if pred(self.events):
+                return self.events
+        raise AssertionError(f"timed out; got {[e.kind for e in self.events][-20:]}")
+
+    def kinds(self, kind: str) -> list[SerialEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+
+def test_trigger_rate_and_count(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    for rate, n in ((124.0, 200), (170.0, 100)):
+        since = sim.now_cycle()
+        ack = link.command(Cmd.TRIGGER_START, rate_uhz=int(rate * 1e6), max_pulses=n, report_every=1)
+        achieved = ack.values["achieved_uhz"] / 1e6
+        assert abs(achieved - rate) / rate < 100e-6
+        col = Collector(link)
+        col.until(lambda ev: any(e.kind == "trigger_stopped" for e in ev), timeout_s=30)
+        assert col.kinds("trigger_stopped")[0].values["count"] == n
+        idx = [e.values["index"] for e in col.kinds("trigger")]
+        assert idx == list(range(n))
+        assert not col.kinds("gap")
+        assert link.stats.gaps == 0 and link.stats.lost == 0
+        seqs = [e.fw_seq for e in col.kinds("trigger")]
+        assert all(b > a for a, b in zip(seqs, seqs[1:]))
+        p = pulses(sim.wait_edges(PIN_TRIGGER, 2 * n, 5.0, since))
+        assert len(p) == n
+        rises = np.array([x.rise_cycle for x in p], dtype=np.float64)
+        measured = 16e6 / np.mean(np.diff(rises))
+        assert abs(measured - rate) / rate < 100e-6, measured
+        assert abs(measured - achieved) / rate < 5e-6
+        widths = np.array([x.width_us for x in p])
+        assert np.all(np.abs(widths - 0.5e6 / rate) < 5)
+        # firmware timestamps track the pin: constant offset from the cycle clock within micros() resolution
+        t_fw = np.array([e.t_fw_us for e in col.kinds("trigger")], dtype=np.float64)
+        off = t_fw - rises / 16
+        assert np.ptp(off) < 12
+
+
+def test_servo_pulse_widths(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    for up, width in ((1, 1000), (0, 2000)):
+        since = sim.now_cycle()
+        col = Collector(link)
+        link.send(Cmd.PLATFORM, up=up)
+        ev = col.until(lambda ev: any(e.kind == "servo_done" for e in ev))
+        assert [e.values["position_us"] for e in ev if e.kind == "servo_done"] == [width]
+        p = pulses(sim.wait_edges(PIN_SERVO, 10, 5.0, since))[-3:]
+        assert len(p) == 3 and all(abs(x.width_us - width) < 3 for x in p), p
+        frames = np.diff([x.rise_cycle for x in p]) / 16
+        assert np.all(np.abs(frames - 20000) < 20)
+
+
+def test_stepper_pulse_count(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    since = sim.now_cycle()
+    col = Collector(link)
+    link.command(Cmd.DISPENSE, pellets=2)
+    col.until(lambda ev: any(e.kind == "dispense_done" for e in ev))
+    assert col.kinds("dispense_done")[0].values["steps"] == 80
+    steps = pulses(sim.wait_edges(PIN_STEP, 160, 2.0, since))
+    assert len(steps) == 80
+    period_us = np.median(np.diff([s.rise_cycle for s in steps])) / 16
+    assert abs(period_us - 500) < 10  # 2000 steps/s
+
+
+def test_ir_events_with_sequence_numbers(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    col = Collector(link)
+    for i, level in enumerate((True, False, True, False)):
+        sim.set_ir(level)
+        col.until(lambda ev, n=i + 1: sum(e.kind == "ir" for e in ev) >= n)
+    ir = col.kinds("ir")
+    assert [e.values["pellet_present"] for e in ir] == [1, 0, 1, 0]
+    assert all(b.fw_seq > a.fw_seq for a, b in zip(ir, ir[1:]))
+    assert not col.kinds("gap")
+    assert link.pellet_present is False
+
+
+def test_ttl_pulse_and_latency_fields(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    since = sim.now_cycle()
+    col = Collector(link)
+    seq = link.send(Cmd.TTL_PULSE, width_us=300)
+    col.until(lambda ev: any(e.kind == "ttl_fired" for e in ev))
+    fired = col.kinds("ttl_fired")[0]
+    assert fired.values["cmd_seq"] == seq and fired.values["width_us"] == 300
+    p = pulses(sim.wait_edges(PIN_TTL, 2, 2.0, since))
+    # The rising edge is immediate; the end is loop()-timed and lags behind the serial replies
+    # (known limitation, see firmware/PROTOCOL.md): at least the width, never more than 1 ms.
+    assert len(p) == 1 and 296 <= p[0].width_us < 1000
+
+
+def test_sync_level_and_mark(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    since = sim.now_cycle()
+    link.command(Cmd.SYNC_LEVEL, level=1)
+    link.command(Cmd.SYNC_LEVEL, level=0)
+    link.command(Cmd.SYNC_PULSE, width_us=200)
+    p = pulses(sim.wait_edges(PIN_SYNC, 4, 2.0, since))
+    assert len(p) == 2 and 196 <= p[1].width_us < 1000
+
+
+def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    _, link = rig
+    before = link.status()
+    assert link._ser is not None
+    bad = bytearray(encode_command(Cmd.TTL_PULSE, 999, width_us=100))
+    bad[2] ^= 0x40  # corrupt: must be ignored, no pulse, no reply
+    link._ser.write(bytes(bad) + b"\x01\x02\x03\x00" + encode_raw_command(0x7F, 1000))
+    col = Collector(link)
+    col.until(lambda ev: any(e.kind == "nak" for e in ev))
+    nak = col.kinds("nak")[0]
+    assert nak.values["cmd"] == 0x7F and nak.values["cmd_seq"] == 1000 and nak.values["reason"] == "unknown"
+    assert not col.kinds("ttl_fired") and not [e for e in col.events if e.values.get("cmd_seq") == 999]
+    after = link.status()
+    assert after["rx_errors"] >= before["rx_errors"] + 2
+    with pytest.raises(DeviceError, match="refused PLATFORM .*: value"):
+        link.command("platform", up=5)
+    with pytest.raises(DeviceError, match="value"):
+        link.command("servo_us", target_us=3000)
+
+
+def test_redelivery_cycle(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    link.command(Cmd.PLATFORM, up=1)
+    sim.set_ir(True)
+    col = Collector(link)
+    col.until(lambda ev: any(e.kind == "servo_done" for e in ev) and any(e.kind == "ir" for e in ev))
+    since = sim.now_cycle()
+    link.command(Cmd.REDELIVERY, enable=1)
+    sim.set_ir(False)  # pellet taken -> lower, dispense, raise
+    col = Collector(link)
+    col.until(lambda ev: any(e.kind == "redelivery" and e.values["phase"] == 4 for e in ev), timeout_s=20)
+    assert [e.values["phase"] for e in col.kinds("redelivery")] == [1, 2, 3, 4]
+    assert [e.values["position_us"] for e in col.kinds("servo_done")] == [2000, 1000]
+    assert len(pulses(sim.edges(PIN_STEP, since))) == CONFIG["steps_per_pellet"]
+    link.command(Cmd.REDELIVERY, enable=0)
+
+
+def test_wrong_version_refused(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    link.close()
+    other = SerialLink(sim.pty_path, expected_version=PROTOCOL_VERSION + 1, watchdog_ms=0)
+    with pytest.raises(FirmwareVersionError) as exc:
+        other.open()
+    msg = str(exc.value)
+    assert sim.pty_path in msg and f"version {PROTOCOL_VERSION}" in msg and str(PROTOCOL_VERSION + 1) in msg
+    link.open()
+
+
+def test_watchdog_safe_state() -> None:
+    build()
+    with FirmwareSim(realtime=False) as sim:
+        link = start(sim, watchdog_ms=100, ping_interval_s=0.01)
+        link.configure(**CONFIG)
+        link.command(Cmd.PLATFORM, up=1)
+        link.command(Cmd.TRIGGER_START, rate_uhz=124_000_000, max_pulses=0, report_every=0)
+        time.sleep(0.3)  # the host goes silent
+        col = Collector(link)
+        col.until(lambda ev: any(e.kind == "watchdog" for e in ev))
+        wd = col.kinds("watchdog")[0].fw_seq
+        col.until(lambda ev: any(e.kind == "servo_done" and e.fw_seq > wd for e in ev))
+        assert col.kinds("trigger_stopped")
+        t_wd = sim.now_cycle()
+        assert [e.values["position_us"] for e in col.kinds("servo_done") if e.fw_seq > wd] == [2000]
+        time.sleep(0.2)
+        assert not sim.edges(PIN_TRIGGER, t_wd)  # trigger stays off
+        st = link.status()
+        assert st["flags"] & 1 == 0 and st["servo_us"] == 2000
+        link.close()
+
+
+def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
+    build()
+    port = tmp_path / "arduino"
+    sim = FirmwareSim(realtime=False, link_path=port)
+    try:
+        link = start(sim, port, watchdog_ms=0, reconnect_interval_s=0.05, handshake_timeout_s=2.0)
+        col = Collector(link)
+        sim.set_ir(True)
+        col.until(lambda ev: any(e.kind == "ir" for e in ev))
+        sim.stop()  # the board goes away
+        col.until(lambda ev: any(e.kind == "disconnected" for e in ev), timeout_s=5)
+        sim = FirmwareSim(realtime=False, link_path=port)
+        threading.Timer(0.5, sim.release).start()
+        col.until(lambda ev: any(e.kind == "reconnected" for e in ev), timeout_s=10)
+        sim.set_ir(True)
+        col.until(lambda ev: sum(e.kind == "ir" for e in ev) >= 2)
+        kinds = [e.kind for e in col.events if e.kind in ("ir", "disconnected", "reconnected", "reboot", "boot")]
+        assert kinds == ["boot", "ir", "disconnected", "reconnected", "boot", "ir"]
+        assert not col.kinds("gap")
+        link.close()
+    finally:
+        sim.stop()
