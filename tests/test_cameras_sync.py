@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rig.cameras.sync import FrameIdUnwrapper, StereoPairer, SyncError, TriggerMapper, require_same_trigger
+from rig.cameras.sync import (
+    FrameCounter,
+    FrameIdUnwrapper,
+    StereoPairer,
+    SyncError,
+    TriggerMapper,
+    require_same_trigger,
+)
 
 P = 8_064_516  # 124 Hz period, ns
 
@@ -78,3 +85,10 @@ def test_pairer_emits_complete_sets_and_drops_stale_ones() -> None:
         p.push("side", 3, "b")
     with pytest.raises(SyncError, match="unknown camera"):
         p.push("top", 3, "x")
+
+
+def test_frame_counter_counts_gaps_and_incomplete_across_wrap() -> None:
+    c = FrameCounter(bits=16, skip_zero=True)
+    out = [c.update(r, inc) for r, inc in ((65534, False), (65535, True), (2, False), (3, False))]
+    assert out == [(65534, 0), (65535, 0), (65537, 1), (65538, 0)]
+    assert c.stats() == {"lost_frames": 1.0, "incomplete_frames": 1.0}
