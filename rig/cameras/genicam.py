@@ -66,7 +66,7 @@ def make_harvester(paths: list[Path]) -> Any:
 def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
     paths = cti_paths(options or {})
     if not paths:
-        return []
+        raise ConfigError("no GenTL producer named (--cti PATH or GENICAM_GENTL64_PATH)")
     h = make_harvester(paths)
     try:
         return [
