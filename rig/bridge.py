@@ -4,21 +4,27 @@ The bridge node subscribes to every node of the session and republishes on one T
 
 * every bus message (``det.``, ``point3d.``, ``task.``, ``stats.``, ``node.``, ``log.``, ``ctl``,
   ``sim.truth``, ``serial.``, ``cmd.``, ``ui.``) as the same ``[topic, payload]``, forwarded verbatim;
-* every frame as a three-part ``[b"frame.<camera>", header, pixels]`` message: ``header`` is the camera's
+* on a second TCP PUB socket (port in ``bridge.info``), frames (at most ``max_fps`` per camera; every
+  frame with 0) as four-part ``[b"frame.<camera>", header, pixels, n]`` messages: ``header`` is the camera's
   :class:`~rig.messages.FrameHeader` with ``width``/``height`` set to the size of the pixels sent (the
   frame is downscaled by ``pipeline.bridge.downscale``), ``pixels`` the (height, width) uint8 image, sent
-  with ``copy=False`` (ZeroMQ owns the one copy taken out of the shared-memory ring);
+  with ``copy=False`` (ZeroMQ owns the one copy taken out of the shared-memory ring), ``n`` the u64 count
+  of frames the bridge sent for that camera before (a gap is a frame the consumer lost);
 * twice a second a ``bridge.info`` message, JSON: schema version, session id, cameras and their full
-  sizes, downscale, the calibration, and the port of the control socket.
+  sizes, downscale, the calibration, and the ports of the frame and control sockets.
+
+Bus messages and frames go on separate sockets so that a slow consumer loses frames (small high-water
+mark) but never a task event or a stats message (large high-water mark). Frames are copied out of the
+rings only while someone subscribes to them (the frame socket is an XPUB that sees subscriptions).
 
 A remote consumer sends user requests (:class:`~rig.messages.Control` ``mark`` / ``pause`` / ``resume`` /
 ``stop``) to the bridge's PULL control socket; the bridge republishes ``mark`` on ``ctl`` (the recorder
 writes it to ``events.jsonl``) and the others on ``ui.control`` (the supervisor acts on them).
 
-The bridge never slows the pipeline: it is an ordinary subscriber (PUB sockets never block), its TCP PUB
-socket has a small high-water mark, and a remote consumer that cannot keep up loses frames at its own
-end only. It counts them itself from gaps in ``seq`` (:attr:`BridgeClient.drops`). Frames the bridge
-itself could not copy out of the ring in time are its ``drops`` in ``stats.bridge``.
+The bridge never slows the pipeline: it is an ordinary subscriber (PUB sockets never block) running at
+a low CPU priority, its frame socket has a small high-water mark, and a remote consumer that cannot keep
+up loses frames at its own end only. It counts them itself from gaps in ``n`` (:attr:`BridgeClient.drops`).
+Frames the bridge itself could not copy out of the ring in time are its ``drops`` in ``stats.bridge``.
 
 The bound endpoints go to ``<session>/bridge.json`` so a client can find them.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +56,10 @@ log = logging.getLogger(__name__)
 INFO_TOPIC = "bridge.info"
 REQUEST_TOPIC = "ui.control"  # user requests for the supervisor (pause / resume / stop)
 BRIDGE_FILE = "bridge.json"
-FRAME_HWM = 64  # messages queued per remote subscriber before it loses frames (its own drops)
+FRAME_HWM = 16  # frames queued per remote subscriber before it loses frames (its own drops)
+BUS_HWM = 100_000
+DEFAULT_MAX_FPS = 60.0
+_U64 = struct.Struct("<Q")
 BUS_TOPICS = ("frame.", "det.", "point3d.", "sim.truth", "task.", "stats.", "node.", "log.", "ctl", "serial.")
 BUS_TOPICS_ALL = (*BUS_TOPICS, "cmd.", "ui.")
 
@@ -78,8 +88,15 @@ class BridgeNode(Node):
     def setup(self) -> None:
         bcfg = self.cfg.pipeline.bridge
         self.downscale = int(bcfg.downscale)
+        # frames per second per camera sent on (0: every frame); a display needs ~30, and every frame
+        # sent costs a copy and a TCP send on a machine whose cores belong to the pipeline first
+        self.max_fps = float(self.params.get("max_fps", getattr(bcfg, "max_fps", DEFAULT_MAX_FPS)))
+        self.min_gap_ns = int(1e9 / self.max_fps) if self.max_fps > 0 else 0
+        self.last_sent_ns: dict[str, int] = {}
+        self.thinned = 0
+        self.sent_count: dict[str, int] = {}  # frames sent per camera: the 4th part, so clients count gaps
         self.tcp = self.ctx.socket(zmq.PUB)
-        self.tcp.setsockopt(zmq.SNDHWM, FRAME_HWM)
+        self.tcp.setsockopt(zmq.SNDHWM, BUS_HWM)
         self.tcp.setsockopt(zmq.LINGER, 0)
         try:
             self.tcp.bind(bcfg.bind)
@@ -87,6 +104,12 @@ class BridgeNode(Node):
             raise InputError(f"pipeline.bridge.bind: cannot bind {bcfg.bind!r}: {exc}") from None
         self.endpoint = self.tcp.getsockopt_string(zmq.LAST_ENDPOINT)
         host = self.endpoint.rsplit(":", 1)[0]
+        self.frames_sock = self.ctx.socket(zmq.XPUB)
+        self.frames_sock.setsockopt(zmq.SNDHWM, FRAME_HWM)
+        self.frames_sock.setsockopt(zmq.LINGER, 0)
+        self.frames_sock.bind(f"{host}:0")
+        self.frame_endpoint = self.frames_sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.frame_subs: set[bytes] = set()
         self.control = self.ctx.socket(zmq.PULL)
         self.control.setsockopt(zmq.LINGER, 0)
         self.control.setsockopt(zmq.RCVHWM, 100)
@@ -108,11 +131,16 @@ class BridgeNode(Node):
             "endpoint": self.endpoint,
             "control_endpoint": self.control_endpoint,
             "control_port": int(self.control_endpoint.rsplit(":", 1)[1]),
+            "frame_endpoint": self.frame_endpoint,
+            "frame_port": int(self.frame_endpoint.rsplit(":", 1)[1]),
             "cameras": {n: {"width": c.width, "height": c.height} for n, c in cams.items()},
             "rate_hz": self.cfg.rig.trigger.rate_hz,
             "downscale": self.downscale,
+            "max_fps": self.max_fps,
             "calibration": calib,
             "ended": False,
+            "t_start_ns": -1,
+            "task": {"trial": 0, "done": 0, "outcomes": {}},  # so a consumer that joins late starts right
         }
         write_json_atomic(
             self.session_dir / BRIDGE_FILE, {k: v for k, v in self.info.items() if k != "calibration"}
@@ -127,6 +155,8 @@ class BridgeNode(Node):
         assert self.sub is not None
         self.poller.register(self.sub.sock, zmq.POLLIN)
         self.poller.register(self.control, zmq.POLLIN)
+        self.poller.register(self.frames_sock, zmq.POLLIN)
+        self._send_info()
 
     def _ring(self, cam: str) -> FrameRing | None:
         ring = self.rings.get(cam)
@@ -153,20 +183,44 @@ class BridgeNode(Node):
                 self._forward(parts)
         if self.control in events:
             self._requests()
+        if self.frames_sock in events:
+            self._subscriptions()
         now = time.monotonic()
         if now - self.last_info > 0.5:
             self._send_info()
         if self.end_deadline is not None and now > self.end_deadline:
             self.done = True
 
+    def _subscriptions(self) -> None:
+        """XPUB: b"\\x01prefix" subscribes, b"\\x00prefix" unsubscribes (the last subscriber of it)."""
+        for _ in range(100):
+            try:
+                ev = self.frames_sock.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if ev[:1] == b"\x01":
+                self.frame_subs.add(ev[1:])
+            elif ev[:1] == b"\x00":
+                self.frame_subs.discard(ev[1:])
+            self.log.info("bridge: frame subscriptions now %s", sorted(s.decode() for s in self.frame_subs))
+
+    def _wanted(self, topic: bytes) -> bool:
+        return any(topic.startswith(s) for s in self.frame_subs)
+
     def _forward(self, parts: list[zmq.Frame]) -> None:
         topic = parts[0].bytes
         if topic.startswith(b"frame."):
+            if not self._wanted(topic):
+                return  # nobody watches frames: no copy out of the ring
             hdr = m.decode(parts[1].buffer, topic.decode())
             assert isinstance(hdr, m.FrameHeader)
             if hdr.eos:
-                self.tcp.send_multipart([topic, parts[1].bytes, b""])
+                self.frames_sock.send_multipart([topic, parts[1].bytes, b""])
                 return
+            if self.min_gap_ns and hdr.t_host_ns - self.last_sent_ns.get(hdr.camera, 0) < self.min_gap_ns:
+                self.thinned += 1  # by design (max_fps), not a drop
+                return
+            self.last_sent_ns[hdr.camera] = hdr.t_host_ns
             ring = self._ring(hdr.camera)
             img = ring.read(hdr.slot, hdr.seq) if ring is not None else None
             if img is None:
@@ -174,7 +228,9 @@ class BridgeNode(Node):
                 return
             img = downscale_image(img, self.downscale)
             out = msgspec.structs.replace(hdr, width=img.shape[1], height=img.shape[0])
-            self.tcp.send_multipart([topic, m.encode(out), img.data], copy=False)
+            n = self.sent_count.get(hdr.camera, 0)
+            self.sent_count[hdr.camera] = n + 1
+            self.frames_sock.send_multipart([topic, m.encode(out), img.data, _U64.pack(n)], copy=False)
             self.bytes_sent += img.nbytes
             self.processed += 1
             return
@@ -182,6 +238,17 @@ class BridgeNode(Node):
         if topic == b"ctl" or topic.startswith(b"node."):
             msg = m.decode(parts[1].buffer, topic.decode())
             self._watch_end(msg)
+            if isinstance(msg, m.Control) and msg.command == "start":
+                self.info["t_start_ns"] = msg.t_host_ns
+        elif topic == b"task.event":
+            ev = m.decode(parts[1].buffer, "task.event")
+            if isinstance(ev, m.TaskEvent):
+                task = self.info["task"]
+                if ev.kind == "trial_start":
+                    task["trial"] = ev.trial
+                elif ev.kind == "trial_end":
+                    task["done"] += 1
+                    task["outcomes"][ev.outcome] = task["outcomes"].get(ev.outcome, 0) + 1
 
     def _watch_end(self, msg: m.AnyMsg) -> None:
         """Stop after the recorder (the last node the supervisor stops) has exited, or when told to."""
@@ -220,12 +287,17 @@ class BridgeNode(Node):
                 pass
             time.sleep(0.05)
             self.tcp.close(linger=200)
+            self.frames_sock.close(linger=0)
             self.control.close()
         for r in getattr(self, "rings", {}).values():
             r.close()
 
     def extra_stats(self) -> dict[str, float]:
-        return {"mb_sent": self.bytes_sent / 1e6, "requests": float(self.requests)}
+        return {
+            "mb_sent": self.bytes_sent / 1e6,
+            "requests": float(self.requests),
+            "thinned": float(self.thinned),
+        }
 
 
 # ----------------------------------------------------------------------------- the client
@@ -239,6 +311,7 @@ class BridgeInfo:
     downscale: int
     rate_hz: float
     control_port: int
+    frame_port: int
     calibration: Calibration | None
     ended: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
@@ -272,17 +345,23 @@ class BridgeClient:
     ``bridge.info`` arrives within ``timeout_s``, and with :class:`~rig.errors.SchemaMismatch` when the
     session speaks another message schema. :meth:`poll` returns ``(topic, msg, image)`` items (``image``
     is the (H, W) uint8 frame for ``frame.*`` topics, else None). ``drops[camera]`` counts frames this
-    client lost (gaps in ``seq``; a slow client loses frames at its own end only).
+    client lost (gaps in ``seq``; a slow client loses frames at its own end only, never bus messages).
+    ``topics`` are the bus topic prefixes wanted; ``frames=False`` asks for no frames at all.
     """
 
-    def __init__(self, endpoint: str, topics: tuple[str, ...] = ("",), rcv_hwm: int = 256):
+    def __init__(
+        self, endpoint: str, topics: tuple[str, ...] = ("",), frames: bool = True, frame_hwm: int = 8
+    ):
         self.host, self.port = parse_endpoint(endpoint)
         self.endpoint = f"tcp://{self.host}:{self.port}"
         self.ctx: zmq.Context = zmq.Context.instance()
         self.topics = topics
-        self.rcv_hwm = rcv_hwm
+        self.want_frames = frames
+        self.frame_hwm = frame_hwm
         self.sock: zmq.Socket | None = None
+        self.fsock: zmq.Socket | None = None
         self.push: zmq.Socket | None = None
+        self.poller = zmq.Poller()
         self.info: BridgeInfo | None = None
         self.drops: dict[str, int] = {}
         self.frames: dict[str, int] = {}
@@ -298,26 +377,32 @@ class BridgeClient:
                 "is the session running with pipeline.bridge.enabled, and is this its bridge port?"
             ) from None
         self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, self.rcv_hwm)
+        self.sock.setsockopt(zmq.RCVHWM, BUS_HWM)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SUBSCRIBE, INFO_TOPIC.encode())
-        for t in self.topics:
-            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self.sock.connect(self.endpoint)
         deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
+        while self.info is None and (left := deadline - time.monotonic()) > 0:
             if not self.sock.poll(round(left * 1000)):
                 break
             parts = self.sock.recv_multipart()
             if parts[0] == INFO_TOPIC.encode():
                 self._on_info(parts[1])
-                break
-            self._decode(parts)  # a schema mismatch shows on the first message
         if self.info is None:
             self.close()
             raise BridgeUnavailable(
                 f"{self.host}:{self.port}: no DeepBehavior bridge there (nothing received in {timeout_s:g} s)"
             )
+        for t in self.topics:
+            self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.poller.register(self.sock, zmq.POLLIN)
+        if self.want_frames:
+            self.fsock = self.ctx.socket(zmq.SUB)
+            self.fsock.setsockopt(zmq.RCVHWM, self.frame_hwm)
+            self.fsock.setsockopt(zmq.LINGER, 0)
+            self.fsock.setsockopt(zmq.SUBSCRIBE, b"frame.")
+            self.fsock.connect(f"tcp://{self.host}:{self.info.frame_port}")
+            self.poller.register(self.fsock, zmq.POLLIN)
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.setsockopt(zmq.LINGER, 500)
         self.push.setsockopt(zmq.SNDHWM, 100)
@@ -345,6 +430,7 @@ class BridgeClient:
             downscale=int(raw.get("downscale", 1)),
             rate_hz=float(raw.get("rate_hz", 0.0)),
             control_port=int(raw["control_port"]),
+            frame_port=int(raw["frame_port"]),
             calibration=calib,
             ended=bool(raw.get("ended", False)),
             raw=raw,
@@ -360,27 +446,31 @@ class BridgeClient:
         if isinstance(msg, m.FrameHeader) and not msg.eos and len(parts) > 2:
             img = np.frombuffer(parts[2], np.uint8).reshape(msg.height, msg.width)
             cam = msg.camera
+            n = _U64.unpack(parts[3])[0] if len(parts) > 3 else msg.seq  # the bridge's count of sent frames
             expected = self._next_seq.get(cam)
-            if expected is not None and msg.seq > expected:
-                self.drops[cam] = self.drops.get(cam, 0) + msg.seq - expected
-            self._next_seq[cam] = msg.seq + 1
+            if expected is not None and n > expected:
+                self.drops[cam] = self.drops.get(cam, 0) + n - expected
+            self._next_seq[cam] = n + 1
             self.frames[cam] = self.frames.get(cam, 0) + 1
         return topic, msg, img
 
     def poll(self, timeout_ms: float = 0, limit: int = 5000) -> list[tuple[str, m.AnyMsg, np.ndarray | None]]:
-        """Everything queued (waiting up to ``timeout_ms`` for the first message)."""
+        """Everything queued, bus messages first (waiting up to ``timeout_ms`` for the first message)."""
         assert self.sock is not None, "connect() first"
         out: list[tuple[str, m.AnyMsg, np.ndarray | None]] = []
-        if not self.sock.poll(round(timeout_ms)):
+        if not self.poller.poll(round(timeout_ms)):
             return out
-        for _ in range(limit):
-            try:
-                parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            item = self._decode(parts)
-            if item is not None:
-                out.append(item)
+        for sock in (self.sock, self.fsock):
+            if sock is None:
+                continue
+            for _ in range(limit):
+                try:
+                    parts = sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                item = self._decode(parts)
+                if item is not None:
+                    out.append(item)
         return out
 
     def send_control(self, command: str, detail: str = "") -> None:
@@ -395,7 +485,7 @@ class BridgeClient:
             ) from None
 
     def close(self) -> None:
-        for s in (self.sock, self.push):
+        for s in (self.sock, self.fsock, self.push):
             if s is not None:
                 s.close(linger=0)
-        self.sock = self.push = None
+        self.sock = self.fsock = self.push = None

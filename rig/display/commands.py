@@ -20,6 +20,8 @@ def _need_screen() -> None:
 
 
 def cmd_display(args: argparse.Namespace) -> int:
+    if args.nice:
+        os.nice(args.nice)  # first (before Qt loads): on the rig machine itself the pipeline comes first
     from rig.bridge import BridgeClient, read_bridge_file
     from rig.display.model import LiveState
     from rig.display.sources import BridgeSource
@@ -44,6 +46,7 @@ def cmd_display(args: argparse.Namespace) -> int:
     state = LiveState(cams, info.calibration)
     for c, size in info.cameras.items():
         state.views[c].full_size = size
+    state.seed(info.raw.get("task", {}), int(info.raw.get("t_start_ns", -1)))
     win = LiveWindow(state, BridgeSource(client), rate_hz=args.rate, title=f"DeepBehavior live: {endpoint}")
     print(
         f"attached to {endpoint}: session {info.session_id}, cameras {', '.join(cams)}, "
@@ -99,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the bridge (default 5)")
     d.add_argument("--seconds", type=float, help="close after this many seconds (default: when closed)")
     d.add_argument("--screenshot", metavar="PNG", help="save the window to PNG when it closes")
+    d.add_argument("--nice", type=int, default=10, help="CPU niceness of the display (default 10; 0 on a PC)")
     d.add_argument("--error-linger", type=float, default=3.0, help=argparse.SUPPRESS)
     d.set_defaults(func=cmd_display)
     r = subparsers.add_parser(

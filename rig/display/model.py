@@ -148,6 +148,14 @@ class LiveState:
         elif e.kind in ("user_pause", "user_resume"):
             self.paused = e.kind == "user_pause"
 
+    def seed(self, task: dict, t_start_ns: int = -1) -> None:
+        """Counts so far, for a display that joins a running session (from the bridge's info)."""
+        self.trial = int(task.get("trial", 0))
+        self.trials_done = int(task.get("done", 0))
+        self.outcomes = {str(k): int(v) for k, v in task.get("outcomes", {}).items()}
+        if t_start_ns > 0:
+            self.t0_ns = t_start_ns
+
     def set_frame(self, header: m.FrameHeader, image: np.ndarray, skipped: int = 0) -> None:
         """The newest frame of a camera; ``skipped`` frames arrived since the last one and were not drawn."""
         v = self.views.setdefault(header.camera, CameraView())

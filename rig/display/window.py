@@ -165,7 +165,7 @@ class TracePanels:
             item.setData(v[:, 0], v[:, 1])
 
 
-HEALTH_COLUMNS = ("node", "fps", "processed", "drops", "queue", "p50 ms", "p99 ms", "restarts", "status")
+HEALTH_COLUMNS = ("node", "fps", "processed", "drops", "queue", "p50 ms", "p99 ms", "restarts")
 
 
 class ViewerBase(QtWidgets.QMainWindow):
@@ -261,6 +261,7 @@ class LiveWindow(ViewerBase):
         for w in (self.pause_button, self.mark_note, self.mark_button, self.stop_button, self.control_label):
             self.side.addWidget(w)
         self.sent: list[tuple[str, str]] = []
+        self._text_t = 0.0
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.tick)
         self.timer.start(max(1, round(1000 / rate_hz)))
@@ -329,8 +330,11 @@ class LiveWindow(ViewerBase):
         if st.point is not None and st.point.valid:
             head = np.asarray(st.point.xyz_filtered, float)
         self.traces.update(st.trail_n3(), head, np.asarray(st.pellet) if st.pellet is not None else None)
-        self._task_text()
-        self._health_table()
+        now = time.monotonic()
+        if now - self._text_t > 0.2:  # text and tables at 5 Hz: cheap for the CPU, fast enough to read
+            self._text_t = now
+            self._task_text()
+            self._health_table()
         if st.error:
             self.show_error(st.error)
         elif st.ended:
@@ -365,12 +369,13 @@ class LiveWindow(ViewerBase):
         for name in sorted(self.state.health):
             h = self.state.health[name]
             s = h.stats
+            label = name if h.status in ("", "ready") else f"{name} ({h.status})"
             if s is None:
-                rows.append([name, "", "", "", "", "", "", str(h.restarts), h.status])
+                rows.append([label, "", "", "", "", "", "", str(h.restarts)])
                 continue
             rows.append(
                 [
-                    name,
+                    label,
                     f"{s.fps:.1f}",
                     str(s.processed),
                     str(s.drops),
@@ -378,7 +383,6 @@ class LiveWindow(ViewerBase):
                     "" if math.isnan(s.latency_p50_ms) else f"{s.latency_p50_ms:.2f}",
                     "" if math.isnan(s.latency_p99_ms) else f"{s.latency_p99_ms:.2f}",
                     str(h.restarts),
-                    h.status,
                 ]
             )
         return rows
@@ -387,7 +391,7 @@ class LiveWindow(ViewerBase):
         rows = self.health_rows()
         self.health.setRowCount(len(rows))
         for i, row in enumerate(rows):
-            bad = row[3] not in ("", "0") or row[7] != "0" or row[8] == "failed"
+            bad = row[3] not in ("", "0") or row[7] != "0" or row[0].endswith("(failed)")
             for j, text in enumerate(row):
                 item = self.health.item(i, j)
                 if item is None:
