@@ -85,3 +85,17 @@ def test_feature_errors_name_camera_and_feature(kw: dict[str, object], match: st
     finally:
         cam.close()
     cam.close()  # twice is safe
+
+
+def test_extra_features_are_set_and_checked() -> None:
+    cam = genicam_mod.GenicamCamera("side", cfg(options={"features": {"AcquisitionFrameRate": 60.0}}))
+    with cam:
+        assert cam.features.get("AcquisitionFrameRate") == 60.0
+        assert cam.applied.set["AcquisitionFrameRate"] == 60.0
+    bad = genicam_mod.GenicamCamera("side", cfg(options={"features": {"BlackLevel": 3}}))
+    bad.open()
+    try:
+        with pytest.raises(CameraFeatureError, match="camera 'side': the model has no feature 'BlackLevel'"):
+            bad.configure()
+    finally:
+        bad.close()

@@ -170,6 +170,17 @@ class AravisCamera(CameraBackend):
         self.applied = apply_camera_config(
             self.features, self.config, trigger_rate_hz=self.context.get("trigger_rate_hz")
         )
+        if self.cam.is_gv_device() and "GevSCPSPacketSize" not in self.config.options.get("features", {}):
+            try:  # the largest packet the path to the host carries (jumbo frames when the NIC allows)
+                size = self.cam.gv_auto_packet_size()
+                log.info("camera %s: GigE packet size %d bytes", self.name, size)
+            except Exception as exc:  # GError: keep the camera's setting
+                log.warning(
+                    "camera %s: packet size negotiation failed (%s); kept %d",
+                    self.name,
+                    exc,
+                    self.cam.gv_get_packet_size(),
+                )
         line_hz = self.config.options.get("fake_line_hz")
         if line_hz is not None:
             if not hasattr(self.dev, "get_fake_camera"):
