@@ -9,3 +9,11 @@ class AnalysisError(ValueError):
 
 class CalibrationFileError(AnalysisError):
     """A calibration file is missing, malformed, or lacks a named camera."""
+
+
+class CalibrationError(AnalysisError):
+    """Calibration could not be computed (too few valid board views, cameras without shared views...)."""
+
+
+class ImportFormatError(AnalysisError):
+    """A file written by another tool is malformed; the message names the file and the item."""

@@ -1,0 +1,105 @@
+"""``deepbehavior`` subcommands of the analysis package: ``calibrate`` and ``calibrate-import``.
+
+Wired into the CLI by ``rig/cli.py`` through :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from analysis.camera import save_calibration
+from analysis.errors import AnalysisError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate",
+        help="calibrate cameras from checkerboard/ChArUco images or videos",
+        description="N-camera calibration. Views are paired across cameras by sort order (images) or "
+        "frame index (videos).",
+    )
+    p.add_argument(
+        "--camera",
+        action="append",
+        required=True,
+        metavar="NAME=SOURCE",
+        help="a camera and its images: a folder, a quoted glob ('left*.jpg') or a video; repeat per camera",
+    )
+    p.add_argument(
+        "--board",
+        required=True,
+        help="checkerboard:COLSxROWS:SQUARE_MM (inner corners, e.g. checkerboard:9x6:30) or "
+        "charuco:SXxSY:SQUARE_MM:MARKER_MM[:DICT]",
+    )
+    p.add_argument("--out", required=True, type=Path, help="calibration file to write (*.calib.yaml)")
+    p.add_argument("--reference", help="camera that defines the world frame (default: the first)")
+    p.add_argument("--bundle-adjust", action="store_true", help="refine all cameras jointly afterwards")
+    p.add_argument("--every", type=int, default=1, help="use every N-th image or video frame")
+    p.add_argument("--outlier-px", type=float, default=1.0, help="views above max(this, 3 x median) RMS are left out")
+    p.add_argument("--report", type=Path, help="write the per-view report as JSON here")
+    p.add_argument("--plot", type=Path, help="write the reprojection plot (PNG) here")
+    p.set_defaults(func=_cmd_calibrate)
+
+    q = subparsers.add_parser(
+        "calibrate-import", help="convert an anipose/OpenCV/Bouguet calibration to this project's format"
+    )
+    q.add_argument("files", nargs="+", type=Path, help="input file(s): calibration.toml; intrinsics.yml "
+                   "extrinsics.yml; Calib_Results_stereo.mat or Calib_Results_left.mat Calib_Results_right.mat")
+    q.add_argument("--format", default="auto", choices=["auto", "anipose", "opencv", "bouguet"])
+    q.add_argument("--names", default="left,right", help="camera names for stereo formats (default left,right)")
+    q.add_argument("--out", required=True, type=Path)
+    q.set_defaults(func=_cmd_import)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from analysis.calibration import calibrate_sources, parse_board
+
+    try:
+        sources = {}
+        for item in args.camera:
+            name, sep, src = item.partition("=")
+            if not sep or not name or not src:
+                raise AnalysisError(f"--camera {item!r}: expected NAME=SOURCE")
+            sources[name] = src
+        board = parse_board(args.board)
+        result = calibrate_sources(
+            sources,
+            board,
+            every=args.every,
+            reference=args.reference,
+            bundle_adjust=args.bundle_adjust,
+            outlier_px=args.outlier_px,
+        )
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    save_calibration(result.calibration, args.out)
+    print(result.report.to_text())
+    if args.report:
+        args.report.write_text(json.dumps(result.report.to_dict(), indent=1))
+    if args.plot:
+        result.report.plot(args.plot)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from analysis.calibration_io import import_calibration
+
+    names = tuple(n.strip() for n in args.names.split(","))
+    try:
+        if len(names) != 2 or not all(names):
+            raise AnalysisError(f"--names {args.names!r}: expected two names, e.g. left,right")
+        calib = import_calibration(args.files, args.format, (names[0], names[1]))
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    save_calibration(calib, args.out)
+    print(f"wrote {args.out} with cameras {', '.join(calib.cameras)}")
+    return 0
