@@ -1,0 +1,294 @@
+"""The reaching task as a state machine you can read (pyControl-like). Pure: no I/O, no clocks.
+
+One trial::
+
+    dispense --dispense_done + pellet seen--> raise --servo_done--> wait_response
+    wait_response --pellet removed--> settle --settle_s--> lower      (outcome: success / knocked_off)
+    wait_response --response_window_s--> lower                        (outcome: miss / no_reach)
+    lower --servo_done--> iti --iti_s--> dispense (next trial) | done
+
+Inputs: :meth:`ReachingTask.on_serial` (firmware events from :class:`rig.serial_link.SerialLink`),
+:meth:`ReachingTask.on_point` (3-D paw observations), :meth:`ReachingTask.tick` (time passes). Each
+returns the :class:`~rig.messages.Command` and :class:`~rig.messages.TaskEvent` messages to publish.
+Times are host ``monotonic_ns``. The serial link going away pauses the task with the platform
+lowered as soon as it is back (``paused`` state); the trial in progress is scored ``aborted``.
+
+Outcome rules (``ReachingTaskConfig``): a *reach* is the paw coming within ``reach_radius_mm`` of the
+pellet. When the IR sensor reports the pellet gone, the trial is a *success* if the paw was within
+``grasp_radius_mm`` of the pellet within ``grasp_window_s`` of the removal (it took it), otherwise
+*knocked_off*. With no removal in ``response_window_s``: *miss* if there was a reach, else *no_reach*.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rig.config_rig_control import ReachingTaskConfig
+from rig.messages import Command, Point3D, SerialEvent, TaskEvent
+
+Out = list[Command | TaskEvent]
+OUTCOMES = ("success", "knocked_off", "miss", "no_reach", "aborted")
+
+
+@dataclass
+class TrialRecord:
+    trial: int
+    t_start_ns: int
+    outcome: str = ""
+    reaches: int = 0
+    t_first_reach_ns: int = -1
+    t_presented_ns: int = -1
+    t_removed_ns: int = -1
+
+    @property
+    def latency_first_reach_s(self) -> float:
+        if self.t_first_reach_ns < 0 or self.t_presented_ns < 0:
+            return math.nan
+        return (self.t_first_reach_ns - self.t_presented_ns) / 1e9
+
+
+@dataclass
+class SessionStats:
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.outcome and t.outcome != "aborted"]
+
+    def summary(self) -> dict[str, Any]:
+        done = self.completed
+        lat = [t.latency_first_reach_s for t in done if not math.isnan(t.latency_first_reach_s)]
+        counts = {o: sum(t.outcome == o for t in self.trials) for o in OUTCOMES}
+        return {
+            "trials": len(done),
+            "outcomes": counts,
+            "success_rate": counts["success"] / len(done) if done else math.nan,
+            "reaches_per_trial": statistics.fmean(t.reaches for t in done) if done else math.nan,
+            "latency_first_reach_s_median": statistics.median(lat) if lat else math.nan,
+        }
+
+
+class ReachingTask:
+    """See the module docstring. ``start(t)`` begins; ``done`` tells when it is over."""
+
+    def __init__(self, cfg: ReachingTaskConfig) -> None:
+        self.cfg = cfg
+        self.state = "idle"
+        self.done = False
+        self.stats = SessionStats()
+        self.trial = 0
+        self.pellet_present = False
+        self._t_session_ns = 0
+        self._timer_ns: int | None = None
+        self._out: Out = []
+        self._now = 0
+        self._rec: TrialRecord | None = None
+        self._paw_near: list[tuple[int, float]] = []  # (t_frame_ns, distance to pellet mm)
+        self._was_near = False
+        self._dispense_tries = 0
+        self._states: dict[str, Callable[[str, Any], None]] = {
+            "dispense": self._dispense,
+            "raise": self._raise,
+            "wait_response": self._wait_response,
+            "settle": self._settle,
+            "lower": self._lower,
+            "iti": self._iti,
+            "paused": self._paused,
+            "done": self._done,
+        }
+
+    # ------------------------------------------------------------------ inputs
+    def start(self, t_ns: int) -> Out:
+        self._now = self._t_session_ns = t_ns
+        self._emit("session_start")
+        self._next_trial()
+        return self._flush()
+
+    def tick(self, t_ns: int) -> Out:
+        """Time passes: fire the state's timer when due."""
+        self._now = t_ns
+        if self._timer_ns is not None and t_ns >= self._timer_ns:
+            self._timer_ns = None
+            self._dispatch("timeout", None)
+        return self._flush()
+
+    def on_serial(self, ev: SerialEvent, t_ns: int) -> Out:
+        self._now = t_ns
+        if ev.kind == "ir":
+            self.pellet_present = bool(ev.values.get("pellet_present"))
+        if ev.kind == "disconnected" and self.state not in ("done", "paused"):
+            self._abort_trial("serial link lost")
+            self._goto("paused")
+        else:
+            self._dispatch(ev.kind, ev)
+        return self._flush()
+
+    def on_point(self, p: Point3D, t_ns: int) -> Out:
+        """A 3-D paw observation (invalid ones are ignored)."""
+        self._now = t_ns
+        if not p.valid or self._rec is None or self.state not in ("wait_response", "settle"):
+            return []
+        d = math.dist(p.xyz_filtered, self.cfg.pellet_xyz_mm)
+        if math.isnan(d):
+            return []
+        self._paw_near.append((p.t_frame_ns, d))
+        near = d <= self.cfg.reach_radius_mm
+        if near and not self._was_near and self.state == "wait_response":
+            self._rec.reaches += 1
+            if self._rec.t_first_reach_ns < 0:
+                self._rec.t_first_reach_ns = p.t_frame_ns
+            self._emit("reach", detail={"n": self._rec.reaches, "trigger_index": p.trigger_index})
+        self._was_near = near
+        return self._flush()
+
+    # ------------------------------------------------------------------ states
+    def _dispense(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._command("dispense", pellets=1)
+            self._timer(self.cfg.dispense_timeout_s)
+        elif ev == "dispense_done" and (self.pellet_present or not self.cfg.pellet_check):
+            self._goto("raise")
+        elif ev == "ir" and self.pellet_present:
+            self._goto("raise")
+        elif ev == "timeout":
+            self._dispense_tries += 1
+            if self._dispense_tries >= 3:
+                self._emit("error", detail={"reason": "no pellet seen after 3 dispenses"})
+                self._abort_trial("dispenser")
+                self._goto("done")
+            else:
+                self._goto("dispense")
+
+    def _raise(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._command("platform", up=1)
+            self._timer(self.cfg.platform_timeout_s)
+        elif ev == "servo_done":
+            self._goto("wait_response")
+        elif ev == "timeout":
+            self._emit("error", detail={"reason": "platform did not report raised"})
+            self._goto("wait_response")
+
+    def _wait_response(self, ev: str, data: Any) -> None:
+        assert self._rec is not None
+        if ev == "entry":
+            self._rec.t_presented_ns = self._now
+            self._command("sync_level", level=1)
+            self._timer(self.cfg.response_window_s)
+        elif ev == "ir" and not self.pellet_present:
+            self._rec.t_removed_ns = data.t_host_ns if isinstance(data, SerialEvent) else self._now
+            self._goto("settle")
+        elif ev == "timeout":
+            self._finish_trial("miss" if self._rec.reaches else "no_reach")
+            self._goto("lower")
+
+    def _settle(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._timer(self.cfg.settle_s)
+        elif ev == "timeout":
+            assert self._rec is not None
+            self._finish_trial("success" if self._taken_by_paw() else "knocked_off")
+            self._goto("lower")
+
+    def _lower(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._command("sync_level", level=0)
+            self._command("platform", up=0)
+            self._timer(self.cfg.platform_timeout_s)
+        elif ev in ("servo_done", "timeout"):
+            self._goto("iti")
+
+    def _iti(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._timer(self.cfg.iti_s)
+        elif ev == "timeout":
+            self._next_trial()
+
+    def _paused(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self._emit("paused")
+        elif ev == "reconnected":
+            self._emit("resumed")
+            self._goto("lower")
+
+    def _done(self, ev: str, data: Any) -> None:
+        if ev == "entry":
+            self.done = True
+            self._command("platform", up=0)
+            self._emit("session_end", detail=self.stats.summary())
+
+    # ------------------------------------------------------------------ helpers
+    def _taken_by_paw(self) -> bool:
+        assert self._rec is not None
+        w = int(self.cfg.grasp_window_s * 1e9)
+        t0 = self._rec.t_removed_ns
+        return any(abs(t - t0) <= w and d <= self.cfg.grasp_radius_mm for t, d in self._paw_near)
+
+    def _next_trial(self) -> None:
+        elapsed_s = (self._now - self._t_session_ns) / 1e9
+        n = self.cfg.n_trials
+        if (n is not None and self.trial >= n) or elapsed_s >= self.cfg.max_duration_s:
+            self._goto("done")
+            return
+        self.trial += 1
+        self._rec = TrialRecord(self.trial, self._now)
+        self.stats.trials.append(self._rec)
+        self._paw_near = []
+        self._was_near = False
+        self._dispense_tries = 0
+        self._emit("trial_start")
+        self._goto("dispense")
+
+    def _finish_trial(self, outcome: str) -> None:
+        assert self._rec is not None
+        self._rec.outcome = outcome
+        r = self._rec
+        self._emit(
+            "trial_end",
+            outcome=outcome,
+            detail={"reaches": r.reaches, "latency_first_reach_s": r.latency_first_reach_s},
+        )
+
+    def _abort_trial(self, reason: str) -> None:
+        if self._rec is not None and not self._rec.outcome:
+            self._rec.outcome = "aborted"
+            self._emit("trial_end", outcome="aborted", detail={"reason": reason})
+
+    def _goto(self, state: str) -> None:
+        if self.state in self._states:
+            self._dispatch("exit", None)
+        self._timer_ns = None
+        self.state = state
+        self._emit("state")
+        self._dispatch("entry", None)
+
+    def _dispatch(self, ev: str, data: Any) -> None:
+        handler = self._states.get(self.state)
+        if handler is not None:
+            handler(ev, data)
+
+    def _timer(self, seconds: float) -> None:
+        self._timer_ns = self._now + int(seconds * 1e9)
+
+    def _command(self, name: str, **args: int) -> None:
+        self._out.append(Command(name=name, args=args, t_host_ns=self._now))
+
+    def _emit(self, kind: str, outcome: str = "", detail: dict[str, Any] | None = None) -> None:
+        self._out.append(
+            TaskEvent(
+                kind=kind,
+                trial=self.trial,
+                t_host_ns=self._now,
+                state=self.state,
+                outcome=outcome,
+                detail=detail or {},
+            )
+        )
+
+    def _flush(self) -> Out:
+        out, self._out = self._out, []
+        return out

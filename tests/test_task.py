@@ -1,0 +1,193 @@
+"""Reaching task state machine: outcomes, statistics, timeouts, pause on link loss; and a complete
+multi-trial session against the real firmware in the simulator."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rig.config_rig_control import ArduinoConfig, ReachingTaskConfig
+from rig.messages import Command, Point3D, SerialEvent, TaskEvent
+from rig.task import ReachingTask
+
+S = 1_000_000_000
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ev(kind: str, t: int, **values: int) -> SerialEvent:
+    return SerialEvent(fw_seq=0, kind=kind, t_fw_us=t // 1000, t_host_ns=t, values=values)
+
+
+def paw(t: int, xyz: tuple[float, float, float]) -> Point3D:
+    return Point3D(
+        name="paw", trigger_index=t // 8_000_000, xyz=xyz, xyz_filtered=xyz, xyz_predicted=xyz, valid=True,
+        reproj_error_px=0.1, cameras=["front", "side"], t_frame_ns=t, t_trigger_ns=t, t_det_ns=t, t_out_ns=t,
+    )  # fmt: skip
+
+
+class FakeRig:
+    """Answers the task's commands like the firmware would (pure, no timing)."""
+
+    def __init__(self, task: ReachingTask) -> None:
+        self.task = task
+        self.t = 0
+        self.commands: list[Command] = []
+        self.events: list[TaskEvent] = []
+
+    def feed(self, out: list[Command | TaskEvent]) -> None:
+        for m in out:
+            if isinstance(m, TaskEvent):
+                self.events.append(m)
+                continue
+            self.commands.append(m)
+            if m.name == "dispense":
+                self.feed(self.task.on_serial(ev("ir", self.t, pellet_present=1), self.t))
+                self.feed(self.task.on_serial(ev("dispense_done", self.t, steps=50), self.t))
+            elif m.name == "platform":
+                self.feed(self.task.on_serial(ev("servo_done", self.t, position_us=1000), self.t))
+
+    def advance(self, dt_s: float) -> None:
+        self.t += int(dt_s * S)
+        self.feed(self.task.tick(self.t))
+
+    def wait_state(self, state: str, limit_s: float = 30.0) -> None:
+        for _ in range(int(limit_s * 100)):
+            if self.task.state == state:
+                return
+            self.advance(0.01)
+        raise AssertionError(f"never reached {state}; in {self.task.state}")
+
+
+def run_trial(rig: FakeRig, kind: str) -> None:
+    task = rig.task
+    rig.wait_state("wait_response")
+    rig.advance(0.4)
+    if kind in ("success", "knocked_off", "miss"):
+        for d in (20.0, 10.0, 5.0, 2.0 if kind == "success" else 8.0):
+            rig.feed(task.on_point(paw(rig.t, (0.0, -d, 0.0)), rig.t))
+            rig.advance(0.02)
+        if kind != "miss":
+            rig.feed(task.on_serial(ev("ir", rig.t, pellet_present=0), rig.t))
+        for d in (10.0, 20.0):
+            rig.feed(task.on_point(paw(rig.t, (0.0, -d, 0.0)), rig.t))
+            rig.advance(0.05)
+    rig.wait_state("iti")
+
+
+def test_outcomes_and_statistics() -> None:
+    cfg = ReachingTaskConfig(n_trials=4, iti_s=0.5, response_window_s=2.0, settle_s=0.2)
+    task = ReachingTask(cfg)
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    for kind in ("success", "knocked_off", "miss", "no_reach"):
+        run_trial(rig, kind)
+    rig.wait_state("done")
+    ends = [e for e in rig.events if e.kind == "trial_end"]
+    assert [e.outcome for e in ends] == ["success", "knocked_off", "miss", "no_reach"]
+    s = task.stats.summary()
+    assert s["trials"] == 4 and s["success_rate"] == 0.25
+    assert s["reaches_per_trial"] == pytest.approx(3 / 4)
+    assert 0.4 <= s["latency_first_reach_s_median"] <= 0.5
+    assert task.done and rig.events[-1].kind == "session_end"
+    # every trial: dispense, raise, lower; the platform ends down
+    names = [c.name for c in rig.commands]
+    assert names.count("dispense") == 4 and rig.commands[-1].args == {"up": 0}
+
+
+def test_stops_after_max_duration() -> None:
+    task = ReachingTask(ReachingTaskConfig(n_trials=None, max_duration_s=10.0, iti_s=0.1, response_window_s=1.0))
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    rig.wait_state("done", limit_s=20)
+    assert 10 * S <= rig.t <= 12 * S
+    assert all(t.outcome == "no_reach" for t in task.stats.trials)
+
+
+def test_pause_on_link_loss_and_resume() -> None:
+    task = ReachingTask(ReachingTaskConfig(n_trials=2, iti_s=0.1, response_window_s=1.0))
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    rig.wait_state("wait_response")
+    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="disconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    assert task.state == "paused"
+    rig.advance(5.0)
+    assert task.state == "paused"
+    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="reconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.wait_state("done")
+    kinds = [e.kind for e in rig.events]
+    assert "paused" in kinds and "resumed" in kinds
+    assert [t.outcome for t in task.stats.trials] == ["aborted", "no_reach"]
+
+
+def test_dispenser_failure_stops_session() -> None:
+    task = ReachingTask(ReachingTaskConfig(n_trials=3, dispense_timeout_s=0.5))
+    out = task.start(0)
+    assert [c.name for c in out if isinstance(c, Command)] == ["dispense"]
+    t = 0
+    while not task.done and t < 5 * S:
+        t += S // 10
+        task.tick(t)
+    assert task.done and task.stats.trials[0].outcome == "aborted"
+
+
+@pytest.mark.firmware
+def test_complete_session_with_real_firmware() -> None:
+    """Three trials, the real ELF in simavr: the task's commands go to the firmware; a scripted mouse
+    reaches and takes (or knocks off) the pellet by driving the IR pin."""
+    import subprocess
+
+    from rig.firmware_sim import PIN_STEP, FirmwareSim, pulses
+    from rig.serial_link import SerialLink
+
+    subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), "all"], check=True)
+    ard = ArduinoConfig(servo={"speed_us_per_s": 20000}, stepper={"steps_per_pellet": 20, "step_rate_hz": 2000})
+    cfg = ReachingTaskConfig(n_trials=3, iti_s=0.1, response_window_s=3.0, settle_s=0.1, grasp_window_s=0.3)
+    with FirmwareSim(realtime=True) as sim:
+        link = SerialLink(sim.pty_path, watchdog_ms=ard.watchdog_ms)
+        threading.Timer(0.2, sim.release).start()
+        link.open()
+        link.configure(**ard.firmware_config())
+        task = ReachingTask(cfg)
+        plan = iter(["success", "knocked_off", "success"])
+        events: list[TaskEvent] = []
+        presented_at: float | None = None
+        act = ""
+        pending = list(task.start(time.monotonic_ns()))
+        deadline = time.monotonic() + 40
+        while not task.done and time.monotonic() < deadline:
+            for m in pending:
+                if isinstance(m, Command):
+                    link.send_command(m)
+                    if m.name == "dispense":
+                        sim.set_ir(True)  # the pellet lands on the platform
+                else:
+                    events.append(m)
+            pending = []
+            now = time.monotonic_ns()
+            for e in link.poll():
+                pending += task.on_serial(e, e.t_host_ns if e.t_host_ns > 0 else now)
+            pending += task.tick(time.monotonic_ns())
+            if task.state == "wait_response" and presented_at is None:
+                presented_at, act = time.monotonic(), next(plan)
+            if presented_at is not None and task.state == "wait_response" and time.monotonic() - presented_at > 0.3:
+                t = time.monotonic_ns()
+                d = 1.0 if act == "success" else 9.0
+                pending += task.on_point(paw(t, (0.0, -d, 0.0)), t)
+                sim.set_ir(False)  # the pellet leaves the platform
+                presented_at = -1.0
+            if task.state == "iti":
+                presented_at = None
+        link.close()
+        steps = pulses(sim.edges(PIN_STEP))
+    assert task.done, f"stuck in {task.state}"
+    ends = [e.outcome for e in events if e.kind == "trial_end"]
+    assert ends == ["success", "knocked_off", "success"]
+    s = task.stats.summary()
+    assert s["success_rate"] == pytest.approx(2 / 3) and s["reaches_per_trial"] == 1.0
+    assert not math.isnan(s["latency_first_reach_s_median"])
+    assert len(steps) == 3 * 20
+    assert link.stats.gaps == 0
