@@ -3,6 +3,7 @@ in-process Fake interface. Software trigger, packet loss statistics, unplug mid-
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -76,11 +77,16 @@ def test_free_run_124hz_mono8_448x460(fake_gv: subprocess.Popen[bytes]) -> None:
         stats = cam.stream_stats()
     assert all(f.image.shape == (460, 448) for f in frames)
     ids = [f.frame_id for f in frames]
-    assert ids == list(range(ids[0], ids[0] + 62))  # unwrapped across the 16-bit block id
-    dt = (frames[-1].t_device_ns - frames[0].t_device_ns) / 61 / 1e6
-    assert 7.0 < dt < 9.5, f"device clock says {dt:.2f} ms per frame at 124 fps"
-    assert stats["n_missing_packets"] == 0 and stats["lost_frames"] == 0
-    assert stats["n_completed_buffers"] >= 62
+    lost = sum(f.lost_before for f in frames)
+    # unwrapped across the 16-bit block id: strictly increasing, gaps only where frames were lost
+    assert all(b > a for a, b in itertools.pairwise(ids)) and ids[-1] - ids[0] + 1 == 62 + lost
+    dt = (frames[-1].t_device_ns - frames[0].t_device_ns) / (ids[-1] - ids[0]) / 1e6
+    assert 6.5 < dt < 12.0, f"device clock says {dt:.2f} ms per frame at 124 fps"
+    # counters agree with what the frames said (on an idle machine both are 0; UDP drops under load)
+    assert stats["lost_frames"] == lost
+    assert stats["incomplete_frames"] == sum(f.incomplete for f in frames)
+    assert (stats["n_missing_packets"] > 0) == (stats["incomplete_frames"] > 0 or stats["n_failures"] > 0)
+    assert stats["n_completed_buffers"] + stats["n_failures"] >= 62
 
 
 def test_software_trigger_one_frame_per_pulse_and_close_disarms(fake_gv: subprocess.Popen[bytes]) -> None:
