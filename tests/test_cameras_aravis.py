@@ -85,7 +85,8 @@ def test_free_run_124hz_mono8_448x460(fake_gv: subprocess.Popen[bytes]) -> None:
     # counters agree with what the frames said (on an idle machine both are 0; UDP drops under load)
     assert stats["lost_frames"] == lost
     assert stats["incomplete_frames"] == sum(f.incomplete for f in frames)
-    assert (stats["n_missing_packets"] > 0) == (stats["incomplete_frames"] > 0 or stats["n_failures"] > 0)
+    if stats["incomplete_frames"]:
+        assert stats["n_missing_packets"] > 0 or stats["n_failures"] > 0
     assert stats["n_completed_buffers"] + stats["n_failures"] >= 62
 
 
