@@ -89,7 +89,8 @@ class ArduinoConfig(Strict):
             raise ValueError("backend 'serial' needs 'port' or 'serial_number'")
         if self.watchdog_ms and self.ping_interval_s * 1000 >= self.watchdog_ms / 2:
             raise ValueError(
-                f"ping_interval_s={self.ping_interval_s:g} must be under half of watchdog_ms={self.watchdog_ms}"
+                f"ping_interval_s={self.ping_interval_s:g} must be under half of "
+                f"watchdog_ms={self.watchdog_ms}"
             )
         return self
 
@@ -125,7 +126,9 @@ class ReachingTaskConfig(Strict):
     pellet_xyz_mm: Vec3 = (0.0, 0.0, 0.0)
     reach_radius_mm: float = Field(12.0, gt=0, description="paw this close to the pellet = a reach")
     grasp_radius_mm: float = Field(4.0, gt=0, description="paw this close when the pellet vanishes = taken")
-    grasp_window_s: float = Field(0.15, ge=0, description="how long before/after removal the paw may be close")
+    grasp_window_s: float = Field(
+        0.15, ge=0, description="how long before/after removal the paw may be close"
+    )
     lower_after_fail: bool = True
 
 

@@ -302,10 +302,14 @@ class SerialLink:
 
         ``name`` is a :class:`~rig.protocol.Cmd` or its lower-case name (``"ttl_pulse"``).
         """
+        return self._send(name, args, cause)
+
+    def _send(self, name: str | Cmd, args: dict[str, int], cause: Command | None) -> int:
         try:
             cmd = name if isinstance(name, Cmd) else Cmd[name.upper()]
-        except KeyError as exc:
-            raise ProtocolError(f"unknown firmware command {name!r}; known: {[c.name.lower() for c in Cmd]}")
+        except KeyError:
+            known = [c.name.lower() for c in Cmd]
+            raise ProtocolError(f"unknown firmware command {name!r}; known: {known}") from None
         if not self.connected:
             raise DeviceError(f"serial port {self.port_arg or self.serial_number} is not connected")
         return self._write(cmd, args, cause)
@@ -319,7 +323,7 @@ class SerialLink:
 
         Raises ``DeviceError`` on a NAK (naming the reason) or when no reply comes in time.
         """
-        seq = self.send(name, **args)
+        seq = self._send(name, args, None)
         pending = self._pending[seq]
         deadline = time.monotonic_ns() + int((timeout_s or self.ack_timeout_s) * 1e9)
         pending.deadline_ns = deadline
@@ -334,7 +338,9 @@ class SerialLink:
                     )
                 return reply
             if not self.connected:
-                raise DeviceError(f"serial port {self.port_arg} vanished while waiting for {pending.cmd.name}")
+                raise DeviceError(
+                    f"serial port {self.port_arg} vanished while waiting for {pending.cmd.name}"
+                )
         raise DeviceError(f"no reply to {pending.cmd.name} (seq {seq}) from {self.port_arg} in time")
 
     # ------------------------------------------------------------------ receive
@@ -489,4 +495,4 @@ class SerialLink:
         return dict(self.command(Cmd.STATUS).values)
 
 
-__all__ = ["ClockMap", "FirmwareVersionError", "SerialLink", "find_port", "Nak"]
+__all__ = ["ClockMap", "FirmwareVersionError", "Nak", "SerialLink", "find_port"]

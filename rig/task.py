@@ -150,9 +150,7 @@ class ReachingTask:
         if ev == "entry":
             self._command("dispense", pellets=1)
             self._timer(self.cfg.dispense_timeout_s)
-        elif ev == "dispense_done" and (self.pellet_present or not self.cfg.pellet_check):
-            self._goto("raise")
-        elif ev == "ir" and self.pellet_present:
+        elif ev in ("dispense_done", "ir") and (self.pellet_present or not self.cfg.pellet_check):
             self._goto("raise")
         elif ev == "timeout":
             self._dispense_tries += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rig.errors import DeviceError
 from rig.firmware_sim import (
     PIN_SERVO,
     PIN_STEP,
@@ -19,7 +21,6 @@ from rig.firmware_sim import (
     FirmwareSim,
     pulses,
 )
-from rig.errors import DeviceError
 from rig.messages import SerialEvent
 from rig.protocol import PROTOCOL_VERSION, Cmd, encode_command, encode_raw_command
 from rig.serial_link import FirmwareVersionError, SerialLink
@@ -96,7 +97,7 @@ def test_trigger_rate_and_count(rig: tuple[FirmwareSim, SerialLink]) -> None:
         assert not col.kinds("gap")
         assert link.stats.gaps == 0 and link.stats.lost == 0
         seqs = [e.fw_seq for e in col.kinds("trigger")]
-        assert all(b > a for a, b in zip(seqs, seqs[1:]))
+        assert all(b > a for a, b in itertools.pairwise(seqs))
         p = pulses(sim.wait_edges(PIN_TRIGGER, 2 * n, 5.0, since))
         assert len(p) == n
         rises = np.array([x.rise_cycle for x in p], dtype=np.float64)
@@ -146,7 +147,7 @@ def test_ir_events_with_sequence_numbers(rig: tuple[FirmwareSim, SerialLink]) ->
         col.until(lambda ev, n=i + 1: sum(e.kind == "ir" for e in ev) >= n)
     ir = col.kinds("ir")
     assert [e.values["pellet_present"] for e in ir] == [1, 0, 1, 0]
-    assert all(b.fw_seq > a.fw_seq for a, b in zip(ir, ir[1:]))
+    assert all(b.fw_seq > a.fw_seq for a, b in itertools.pairwise(ir))
     assert not col.kinds("gap")
     assert link.pellet_present is False
 
@@ -189,7 +190,7 @@ def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> Non
     assert not col.kinds("ttl_fired") and not [e for e in col.events if e.values.get("cmd_seq") == 999]
     after = link.status()
     assert after["rx_errors"] >= before["rx_errors"] + 2
-    with pytest.raises(DeviceError, match="refused PLATFORM .*: value"):
+    with pytest.raises(DeviceError, match=r"refused PLATFORM .*: value"):
         link.command("platform", up=5)
     with pytest.raises(DeviceError, match="value"):
         link.command("servo_us", target_us=3000)
@@ -261,7 +262,9 @@ def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
         col.until(lambda ev: any(e.kind == "reconnected" for e in ev), timeout_s=10)
         sim.set_ir(True)
         col.until(lambda ev: sum(e.kind == "ir" for e in ev) >= 2)
-        kinds = [e.kind for e in col.events if e.kind in ("ir", "disconnected", "reconnected", "reboot", "boot")]
+        kinds = [
+            e.kind for e in col.events if e.kind in ("ir", "disconnected", "reconnected", "reboot", "boot")
+        ]
         assert kinds == ["boot", "ir", "disconnected", "reconnected", "boot", "ir"]
         assert not col.kinds("gap")
         link.close()

@@ -49,7 +49,9 @@ def test_crc_check_value() -> None:
     assert crc16(b"123456789") == 0x29B1
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", bytes(range(1, 255)), bytes(300)])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x00", b"\x00\x00", b"\x11\x22\x00\x33", bytes(range(1, 255)), bytes(300)]
+)
 def test_cobs_round_trip(data: bytes) -> None:
     enc = cobs_encode(data)
     assert 0 not in enc
@@ -94,7 +96,9 @@ def test_stream_decoder_drops_and_counts() -> None:
     bad_crc[3] ^= 0x01
     truncated = good[:4] + b"\x00"
     dec = StreamDecoder()
-    out = dec.feed(b"\x00\x00garbage\xff" + b"\x00" + bytes(bad_crc) + truncated + good + b"x" * 200 + b"\x00")
+    out = dec.feed(
+        b"\x00\x00garbage\xff" + b"\x00" + bytes(bad_crc) + truncated + good + b"x" * 200 + b"\x00"
+    )
     assert [(m.kind, m.values["index"]) for m in out] == [("trigger", 5)]
     c = dec.counters
     assert c.frames == 1 and c.bad_crc >= 1 and c.too_long == 1 and c.dropped >= 3
@@ -141,7 +145,9 @@ def test_fuzz_firmware_parser_matches_host() -> None:
     exactly the frames the host reference accepts (so it can never act on a corrupted command)."""
     rng = random.Random(1234)
     corpus = _fuzz_corpus(100_000, rng)
-    res = subprocess.run([str(proto_tool()), "decode"], input=corpus, capture_output=True, check=True, timeout=120)
+    res = subprocess.run(
+        [str(proto_tool()), "decode"], input=corpus, capture_output=True, check=True, timeout=120
+    )
     lines = res.stdout.decode().splitlines()
     fw_frames = [bytes.fromhex(ln[2:]) for ln in lines if ln.startswith("F ")]
     counts = [int(x) for x in lines[-1].split()[1:]]

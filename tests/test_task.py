@@ -99,7 +99,9 @@ def test_outcomes_and_statistics() -> None:
 
 
 def test_stops_after_max_duration() -> None:
-    task = ReachingTask(ReachingTaskConfig(n_trials=None, max_duration_s=10.0, iti_s=0.1, response_window_s=1.0))
+    task = ReachingTask(
+        ReachingTaskConfig(n_trials=None, max_duration_s=10.0, iti_s=0.1, response_window_s=1.0)
+    )
     rig = FakeRig(task)
     rig.feed(task.start(0))
     rig.wait_state("done", limit_s=20)
@@ -144,7 +146,9 @@ def test_complete_session_with_real_firmware() -> None:
     from rig.serial_link import SerialLink
 
     subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), "all"], check=True)
-    ard = ArduinoConfig(servo={"speed_us_per_s": 20000}, stepper={"steps_per_pellet": 20, "step_rate_hz": 2000})
+    ard = ArduinoConfig(
+        servo={"speed_us_per_s": 20000}, stepper={"steps_per_pellet": 20, "step_rate_hz": 2000}
+    )
     cfg = ReachingTaskConfig(n_trials=3, iti_s=0.1, response_window_s=3.0, settle_s=0.1, grasp_window_s=0.3)
     with FirmwareSim(realtime=True) as sim:
         link = SerialLink(sim.pty_path, watchdog_ms=ard.watchdog_ms)
@@ -173,7 +177,11 @@ def test_complete_session_with_real_firmware() -> None:
             pending += task.tick(time.monotonic_ns())
             if task.state == "wait_response" and presented_at is None:
                 presented_at, act = time.monotonic(), next(plan)
-            if presented_at is not None and task.state == "wait_response" and time.monotonic() - presented_at > 0.3:
+            if (
+                presented_at is not None
+                and task.state == "wait_response"
+                and time.monotonic() - presented_at > 0.3
+            ):
                 t = time.monotonic_ns()
                 d = 1.0 if act == "success" else 9.0
                 pending += task.on_point(paw(t, (0.0, -d, 0.0)), t)
