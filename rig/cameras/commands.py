@@ -14,6 +14,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +85,16 @@ def _expected_hz(cfg: CameraConfig, trigger_hz: float) -> float | None:
     return float(fps) if fps is not None else None
 
 
-def run_check(cameras: dict[str, CameraConfig], trigger_hz: float, seconds: float) -> CheckReport:
-    """Open, grab for ``seconds``, close; never raises for a camera fault (it is reported)."""
+def run_check(
+    cameras: dict[str, CameraConfig],
+    trigger_hz: float,
+    seconds: float,
+    trigger_control: tuple[Callable[[], None], Callable[[], None]] | None = None,
+) -> CheckReport:
+    """Open, grab for ``seconds``, close; never raises for a camera fault (it is reported).
+
+    ``trigger_control``: (start, stop) callables for the rig's hardware trigger (e.g. the firmware's
+    camera trigger), called after every camera is armed and before the cameras are stopped."""
     checks = {n: CameraCheck(n, _expected_hz(c, trigger_hz)) for n, c in cameras.items()}
     backends: dict[str, CameraBackend] = {}
     failures: list[str] = []
@@ -137,6 +146,8 @@ def run_check(cameras: dict[str, CameraConfig], trigger_hz: float, seconds: floa
         threads = [threading.Thread(target=grab_loop, args=(n, b), daemon=True) for n, b in backends.items()]
         for t in threads:
             t.start()
+        if trigger_control is not None:
+            trigger_control[0]()
         t_end = time.monotonic() + seconds
         next_t = time.monotonic()
         while time.monotonic() < t_end:
@@ -148,6 +159,8 @@ def run_check(cameras: dict[str, CameraConfig], trigger_hz: float, seconds: floa
                 time.sleep(max(0.0, next_t - time.monotonic()))
             else:
                 time.sleep(0.05)
+        if trigger_control is not None:
+            trigger_control[1]()
         time.sleep(0.2)  # let the last triggered frames arrive before counting
         stop.set()
         for t in threads:
