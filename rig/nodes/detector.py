@@ -28,18 +28,23 @@ class DetectorNode(Node):
         self.eos: set[str] = set()
         self.oracle = None
         self.runner = None
+        self.online: Any = None
         if dc.runner == "oracle":
             from rig.sim.oracle import OracleRunner
 
             self.oracle = OracleRunner(session_calibration(self.loaded, self.session_dir), dc.oracle_noise_px)
             self.runner_name = "oracle"
         else:
-            from detection.runners import make_runner  # arrives with the detection issue
+            from detection.online import OnlineDetector, OnlineOptions
+            from detection.runners import make_runner
 
             self.runner = make_runner(dc, base_dir=self.loaded.base_dir)
-            self.runner.warmup(
-                (self.cfg.rig.cameras[self.cameras[0]].height, self.cfg.rig.cameras[self.cameras[0]].width)
-            )
+            opts = OnlineOptions.from_options(dc.options)
+            cam0 = self.cfg.rig.cameras[self.cameras[0]]
+            self.runner.warmup((cam0.height, cam0.width))
+            if opts.roi_size > 0:
+                self.runner.warmup((opts.roi_size, opts.roi_size), n=10)
+            self.online = OnlineDetector(self.runner, self.cameras, opts)
             self.runner_name = self.runner.name
         self.ring_drops = 0
 
@@ -115,8 +120,7 @@ class DetectorNode(Node):
             truth = self.truth.get(trigger_index)
             boxes = [self.oracle.detect(c, truth) if truth is not None else [] for c in cams]
         else:
-            assert self.runner is not None
-            boxes = self.runner.infer([entry[c][1] for c in cams])
+            boxes = self.online.detect([entry[c][1] for c in cams], cams)
         t_end = time.monotonic_ns()
         for cam, dets in zip(cams, boxes):
             h: m.FrameHeader = entry[cam][0]
@@ -145,3 +149,8 @@ class DetectorNode(Node):
             self.runner.close()
         for r in self.rings.values():
             r.close()
+
+    def extra_stats(self) -> dict[str, float]:
+        if self.online is None:
+            return {}
+        return {k: float(v) for k, v in self.online.stats.items()}

@@ -1,0 +1,279 @@
+"""Box datasets and label formats: the seed's JSON, YOLO txt, and DeepLabCut keypoints -> boxes.
+
+A :class:`BoxDataset` maps image paths to boxes (pixels, x right, y down) plus the class names. Every
+loader validates: images exist, boxes lie inside the image with x1 < x2 and y1 < y2, the set is not
+empty; errors name the file and the item.
+
+Seed JSON (TensorBox style, what the seed's labeling tool wrote)::
+
+    [{"image_path": "img0000.png", "rects": [{"x1": 10, "x2": 50, "y1": 20, "y2": 60, "class": 0}]}]
+
+(paths relative to the JSON file's folder; ``class`` optional, default 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from detection.base import DetectionError
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(DetectionError):
+    """A label file that does not match its images, a box outside its image, an empty dataset."""
+
+
+@dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_id: int = 0
+
+
+@dataclass
+class BoxDataset:
+    """``items``: image path -> boxes; ``names``: class index -> name."""
+
+    items: dict[Path, list[Box]] = field(default_factory=dict)
+    names: list[str] = field(default_factory=lambda: ["object"])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def validate(self, source: str | Path) -> BoxDataset:
+        """Check every image exists and every box is inside it; raise DatasetError naming ``source``."""
+        if not self.items:
+            raise DatasetError(f"{source}: empty dataset (no labeled images)")
+        for img, boxes in self.items.items():
+            shape = image_shape(img, source)
+            h, w = shape
+            for k, b in enumerate(boxes):
+                where = f"{source}: image {img.name} box {k}"
+                if not (b.x1 < b.x2 and b.y1 < b.y2):
+                    raise DatasetError(f"{where}: inverted or empty corners ({b.x1}, {b.y1}, {b.x2}, {b.y2})")
+                if b.x1 < -0.5 or b.y1 < -0.5 or b.x2 > w + 0.5 or b.y2 > h + 0.5:
+                    raise DatasetError(
+                        f"{where}: ({b.x1}, {b.y1}, {b.x2}, {b.y2}) is outside the {w}x{h} image"
+                    )
+                if not 0 <= b.class_id < len(self.names):
+                    raise DatasetError(f"{where}: class {b.class_id} not in {self.names}")
+        return self
+
+    def split(self, every: int = 5) -> tuple[BoxDataset, BoxDataset]:
+        """Deterministic train/test split: every ``every``-th image (sorted by path) goes to test."""
+        keys = sorted(self.items)
+        test = {k: self.items[k] for i, k in enumerate(keys) if i % every == every - 1}
+        train = {k: v for k, v in self.items.items() if k not in test}
+        return BoxDataset(train, list(self.names)), BoxDataset(test, list(self.names))
+
+
+_shape_cache: dict[Path, tuple[int, int]] = {}
+
+
+def image_shape(path: Path, source: str | Path = "") -> tuple[int, int]:
+    """(H, W) of an image file; DatasetError naming the label file and the image when unreadable."""
+    if path not in _shape_cache:
+        im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if im is None:
+            raise DatasetError(f"{source}: image {path} is missing or not an image")
+        _shape_cache[path] = (int(im.shape[0]), int(im.shape[1]))
+    return _shape_cache[path]
+
+
+# -- seed JSON ---------------------------------------------------------------------------------------
+
+
+def load_seed_json(path: str | Path, names: Sequence[str] = ("object",)) -> BoxDataset:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read labels: {e}") from e
+    if not isinstance(doc, list):
+        raise DatasetError(f"{path}: expected a list of {{image_path, rects}} entries")
+    ds = BoxDataset(names=list(names))
+    for i, entry in enumerate(doc):
+        try:
+            img = path.parent / entry["image_path"]
+            boxes = [
+                Box(float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"]), int(r.get("class", 0)))
+                for r in entry.get("rects", [])
+            ]
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{path}: entry {i}: bad field {e}") from e
+        ds.items[img] = boxes
+    return ds.validate(path)
+
+
+def save_seed_json(ds: BoxDataset, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = []
+    for img, boxes in sorted(ds.items.items()):
+        try:
+            rel = str(img.resolve().relative_to(path.parent.resolve()))
+        except ValueError:
+            rel = str(img.resolve())
+        doc.append(
+            {"image_path": rel,
+             "rects": [{"x1": b.x1, "x2": b.x2, "y1": b.y1, "y2": b.y2, "class": b.class_id} for b in boxes]}
+        )  # fmt: skip
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+# -- YOLO txt ----------------------------------------------------------------------------------------
+
+
+def save_yolo(ds: BoxDataset, out_dir: str | Path, split: str = "train", copy_images: bool = True) -> Path:
+    """Write ``images/<split>/`` (copies or symlinks) and ``labels/<split>/*.txt`` under ``out_dir``;
+    returns the folder. Use :func:`write_data_yaml` for the Ultralytics data file."""
+    out = Path(out_dir)
+    (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    for i, (img, boxes) in enumerate(sorted(ds.items.items())):
+        h, w = image_shape(img)
+        stem = f"{i:06d}_{img.stem}"
+        dst = out / "images" / split / f"{stem}{img.suffix}"
+        if not dst.exists():
+            if copy_images:
+                shutil.copyfile(img, dst)
+            else:
+                dst.symlink_to(img.resolve())
+        lines = [
+            f"{b.class_id} {(b.x1 + b.x2) / 2 / w:.6f} {(b.y1 + b.y2) / 2 / h:.6f} {(b.x2 - b.x1) / w:.6f} "
+            f"{(b.y2 - b.y1) / h:.6f}"
+            for b in boxes
+        ]
+        (out / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    return out
+
+
+def write_data_yaml(out_dir: str | Path, names: Sequence[str], splits: Mapping[str, str]) -> Path:
+    out = Path(out_dir)
+    lines = [f"path: {out.resolve()}"] + [f"{k}: images/{v}" for k, v in splits.items()] + ["names:"]
+    lines += [f"  {i}: {n}" for i, n in enumerate(names)]
+    p = out / "data.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def load_yolo(images_dir: str | Path, labels_dir: str | Path | None = None,
+              names: Sequence[str] = ("object",)) -> BoxDataset:  # fmt: skip
+    """Images in ``images_dir``, labels ``<stem>.txt`` in ``labels_dir`` (default: the sibling
+    ``labels`` folder of an ``images`` folder). A label file with no image is an error."""
+    images_dir = Path(images_dir)
+    if labels_dir is None:
+        parts = list(images_dir.parts)
+        if "images" not in parts:
+            raise DatasetError(f"{images_dir}: give the labels folder (no 'images' in the path)")
+        idx = len(parts) - 1 - parts[::-1].index("images")
+        parts[idx] = "labels"
+        labels_dir = Path(*parts)
+    labels_dir = Path(labels_dir)
+    imgs = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")}
+    ds = BoxDataset(names=list(names))
+    for lab in sorted(labels_dir.glob("*.txt")):
+        img = imgs.get(lab.stem)
+        if img is None:
+            raise DatasetError(f"{lab}: no image named {lab.stem}.* in {images_dir}")
+        h, w = image_shape(img, lab)
+        boxes = []
+        for ln, line in enumerate(lab.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                c, cx, cy, bw, bh = line.split()
+                x, y, ww, hh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
+            except ValueError as e:
+                raise DatasetError(f"{lab}: line {ln}: expected 'class cx cy w h', got {line!r}") from e
+            boxes.append(Box(x - ww / 2, y - hh / 2, x + ww / 2, y + hh / 2, int(c)))
+        ds.items[img] = boxes
+    for img in imgs.values():
+        ds.items.setdefault(img, [])  # an image with no label file: no objects (a negative)
+    return ds.validate(labels_dir)
+
+
+# -- DeepLabCut keypoints -> boxes -------------------------------------------------------------------
+
+
+def load_dlc_boxes(
+    csv_path: str | Path,
+    groups: Mapping[str, Sequence[str]],
+    margin_px: float = 8.0,
+    min_size_px: float = 16.0,
+    root: str | Path | None = None,
+    skip_missing: bool = False,
+) -> BoxDataset:
+    """DeepLabCut ``CollectedData_*.csv`` -> a box per group of body parts per image: the keypoints'
+    bounding box grown by ``margin_px`` (at least ``min_size_px`` wide/high), clipped to the image.
+    ``groups``: class name -> body parts (e.g. ``{"head": ["snout", "leftear", "rightear"]}``); the
+    class order is the dict order. Image paths in the CSV are relative to the project root (``root``;
+    default: two folders up from the CSV). Images where a group's parts are all unlabeled get no box
+    for that class. Multi-animal CSVs (an ``individuals`` header row) prefix the class with the animal:
+    a group ``"mouse1/head"`` takes ``mouse1``'s parts. A row whose image is missing is an error, or
+    with ``skip_missing`` a warning and the row is left out."""
+    csv_path = Path(csv_path)
+    root = Path(root) if root is not None else csv_path.parent.parent.parent
+    try:
+        rows = list(csv.reader(csv_path.open()))
+    except OSError as e:
+        raise DatasetError(f"{csv_path}: cannot read: {e}") from e
+    header = {r[0]: r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")}
+    if "bodyparts" not in header or "coords" not in header:
+        raise DatasetError(f"{csv_path}: not a DeepLabCut CollectedData CSV (no bodyparts/coords rows)")
+    ind = header.get("individuals")
+    cols: dict[tuple[str, str, str], int] = {}
+    for j in range(1, len(header["bodyparts"])):
+        who = ind[j] if ind else ""
+        cols[(who, header["bodyparts"][j], header["coords"][j])] = j
+    names = list(groups)
+    ds = BoxDataset(names=names)
+    n_header = len(header)
+    for ri, row in enumerate(rows[n_header:], n_header + 1):
+        if not row or not row[0]:
+            continue
+        img = root / row[0]
+        if skip_missing and not img.is_file():
+            log.warning("%s: line %d: image %s is missing; row skipped", csv_path, ri, img)
+            continue
+        h, w = image_shape(img, csv_path)
+        boxes = []
+        for ci, (cname, parts) in enumerate(groups.items()):
+            who, cn = cname.split("/", 1) if "/" in cname else ("", cname)
+            xs, ys = [], []
+            for part in parts:
+                kx, ky = (who, part, "x"), (who, part, "y")
+                if kx not in cols:
+                    raise DatasetError(f"{csv_path}: class {cn!r}: body part {part!r} not in the CSV")
+                vx, vy = row[cols[kx]], row[cols[ky]]
+                if vx and vy and vx.lower() != "nan":
+                    xs.append(float(vx))
+                    ys.append(float(vy))
+            if not xs:
+                continue
+            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+            hw = max((max(xs) - min(xs)) / 2 + margin_px, min_size_px / 2)
+            hh = max((max(ys) - min(ys)) / 2 + margin_px, min_size_px / 2)
+            boxes.append(Box(max(cx - hw, 0), max(cy - hh, 0), min(cx + hw, w), min(cy + hh, h), ci))
+        ds.items[img] = boxes
+    return ds.validate(csv_path)
+
+
+def merge(datasets: Iterable[BoxDataset]) -> BoxDataset:
+    dss = list(datasets)
+    out = BoxDataset(names=list(dss[0].names) if dss else ["object"])
+    for d in dss:
+        out.items.update(d.items)
+    return out

@@ -1,0 +1,400 @@
+"""Detector runners: ONNX Runtime (CPU; CUDA / TensorRT execution providers when present), a TensorRT
+engine built from the ONNX file (FP16, cached), and Ultralytics (PyTorch). All share one YOLO
+pre/post-processing: letterbox to a multiple of 32, raw head output ``(B, 4 + nc, N)`` decoded and NMS'd
+in numpy, boxes mapped back to the input frame's pixels.
+
+Heavy imports (onnxruntime, tensorrt, torch/ultralytics) are lazy: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detection.base import Det, DetectionError, Runner
+
+log = logging.getLogger(__name__)
+
+STRIDE = 32
+PAD_VALUE = 114
+DEFAULT_IOU = 0.5
+DEFAULT_MAX_DET = 10
+
+
+# -- shared YOLO pre/post-processing --------------------------------------------------------------
+
+
+def letterbox_shape(h: int, w: int, size: int | None) -> tuple[float, int, int]:
+    """(scale, padded H, padded W) for an (h, w) image: scale so the long side is ``size`` (None: 1),
+    then pad right/bottom to a multiple of 32."""
+    s = 1.0 if size is None else size / max(h, w)
+    nh, nw = round(h * s), round(w * s)
+    return s, -(-nh // STRIDE) * STRIDE, -(-nw // STRIDE) * STRIDE
+
+
+def preprocess(images: Sequence[np.ndarray], size: int | None) -> tuple[np.ndarray, list[float]]:
+    """Batch of (H, W) gray or (H, W, 3) BGR uint8 frames -> (B, 3, Hp, Wp) float32 in [0, 1] and the
+    per-frame scale. Frames of one batch are padded to the largest padded shape."""
+    if not images:
+        raise DetectionError("empty batch")
+    shapes = [letterbox_shape(im.shape[0], im.shape[1], size) for im in images]
+    hp = max(s[1] for s in shapes)
+    wp = max(s[2] for s in shapes)
+    out = np.full((len(images), 3, hp, wp), PAD_VALUE / 255.0, np.float32)
+    scales = []
+    for i, (im, (s, _h, _w)) in enumerate(zip(images, shapes)):
+        if im.dtype != np.uint8 or im.ndim not in (2, 3):
+            raise DetectionError(f"frame {i}: expected (H, W) or (H, W, 3) uint8, got {im.shape} {im.dtype}")
+        if s != 1.0:
+            im = cv2.resize(
+                im, (round(im.shape[1] * s), round(im.shape[0] * s)), interpolation=cv2.INTER_AREA
+            )
+        f = im.astype(np.float32) * (1.0 / 255.0)
+        h, w = f.shape[:2]
+        if f.ndim == 2:
+            out[i, :, :h, :w] = f
+        else:  # BGR -> RGB, as Ultralytics trains
+            out[i, :, :h, :w] = f[:, :, ::-1].transpose(2, 0, 1)
+        scales.append(s)
+    return out, scales
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy NMS: (N, 4) x1y1x2y2, (N,) scores -> kept indices, best first."""
+    order = np.argsort(-scores)
+    keep: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = rest[ov <= iou]
+    return keep
+
+
+def _xyxy(b: np.ndarray) -> tuple[float, float, float, float]:
+    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
+
+
+def decode(
+    raw: np.ndarray,
+    scales: Sequence[float],
+    shapes: Sequence[tuple[int, int]],
+    confidence: float,
+    iou: float = DEFAULT_IOU,
+    max_det: int = DEFAULT_MAX_DET,
+) -> list[list[Det]]:
+    """YOLO head output (B, 4 + nc, N) (cx, cy, w, h in input pixels, then class scores) -> boxes per
+    frame in that frame's pixels, class-aware NMS, clipped to the frame (H, W) in ``shapes``."""
+    if raw.ndim != 3 or raw.shape[1] < 5:
+        raise DetectionError(f"unexpected model output shape {raw.shape}; expected (B, 4 + classes, N)")
+    out: list[list[Det]] = []
+    for b in range(raw.shape[0]):
+        p = raw[b]
+        cls_scores = p[4:]
+        cls = cls_scores.argmax(0)
+        conf = cls_scores[cls, np.arange(p.shape[1])]
+        sel = np.nonzero(conf >= confidence)[0]
+        if sel.size == 0:
+            out.append([])
+            continue
+        cx, cy, w, h = p[0, sel], p[1, sel], p[2, sel], p[3, sel]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) / scales[b]
+        hh, ww = shapes[b]
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ww)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, hh)
+        c, s = cls[sel], conf[sel]
+        offs = boxes + (c[:, None] * 1e5)  # class-aware NMS by offsetting classes apart
+        keep = nms(offs, s, iou)[:max_det]
+        out.append([Det(*_xyxy(boxes[k]), float(s[k]), int(c[k])) for k in keep])
+    return out
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_model_file(path: Path, suffixes: tuple[str, ...]) -> Path:
+    if not path.is_file():
+        raise DetectionError(f"model file {path} does not exist")
+    if path.suffix.lower() not in suffixes:
+        raise DetectionError(f"model file {path}: expected a {'/'.join(suffixes)} file")
+    return path
+
+
+class YoloRunner(Runner):
+    """Shared letterbox -> raw network -> decode path; subclasses implement :meth:`run_raw`."""
+
+    confidence: float = 0.25
+    iou: float = DEFAULT_IOU
+    input_size: int | None = None
+
+    def infer(self, images: Sequence[np.ndarray]) -> list[list[Det]]:
+        x, scales = preprocess(images, self.input_size)
+        raw = self.run_raw(x)
+        return decode(raw, scales, [im.shape[:2] for im in images], self.confidence, self.iou)
+
+    @abc.abstractmethod
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 in [0, 1] -> raw head output (B, 4 + nc, N)."""
+
+
+# -- ONNX Runtime ------------------------------------------------------------------------------------
+
+
+class OnnxRuntimeRunner(YoloRunner):
+    """ONNX Runtime. ``providers``: ``None`` = the best available (TensorRT, CUDA, CPU) or a list of names.
+    Warns loudly when a requested GPU provider is not what the session ended up with."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        confidence: float = 0.25,
+        input_size: int | None = None,
+        threads: int = 1,
+        providers: Sequence[str] | None = None,
+        iou: float = DEFAULT_IOU,
+    ):
+        import onnxruntime as ort
+
+        self.path = _check_model_file(Path(model), (".onnx",))
+        self.confidence, self.iou, self.input_size = confidence, iou, input_size
+        avail = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
+        wanted = list(providers)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), so, providers=[p for p in wanted if p in avail]
+            )
+        except Exception as e:
+            raise DetectionError(f"model file {self.path} is not a loadable ONNX model: {e}") from e
+        used = self.session.get_providers()
+        gpu_wanted = [p for p in wanted if p != "CPUExecutionProvider"]
+        if gpu_wanted and not any(p in used for p in gpu_wanted):
+            log.warning(
+                "!!! GPU FALLBACK: ONNX Runtime asked for %s but runs on %s (%s): expect CPU speed !!!",
+                gpu_wanted, used, self.path,
+            )  # fmt: skip
+        self.providers = used
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = list(inp.shape)
+        self._check_shape()
+
+    def _check_shape(self) -> None:
+        shp = self.input_shape
+        if len(shp) != 4 or (isinstance(shp[1], int) and shp[1] != 3):
+            raise DetectionError(f"model file {self.path}: input shape {shp} is not (B, 3, H, W)")
+        fixed = [d for d in shp[2:] if isinstance(d, int)]
+        if self.input_size is not None and fixed and any(d != self.input_size for d in fixed):
+            raise DetectionError(
+                f"model file {self.path}: ONNX input shape {shp} disagrees with the configured "
+                f"input_size {self.input_size} (options.input_size)"
+            )
+        if self.input_size is None and len(fixed) == 2 and fixed[0] == fixed[1]:
+            self.input_size = fixed[0]  # fixed-shape model: letterbox to it
+        self.fixed_batch = shp[0] if isinstance(shp[0], int) else None
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 -> raw head output (B, 4 + nc, N)."""
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            return np.concatenate([self.run_raw(x[i : i + 1]) for i in range(x.shape[0])])
+        return np.asarray(self.session.run(None, {self.input_name: x})[0])
+
+
+# -- Ultralytics (PyTorch) ---------------------------------------------------------------------------
+
+
+class UltralyticsRunner(YoloRunner):
+    """Ultralytics YOLO in PyTorch (``.pt`` checkpoint or ``.yaml`` for random init). Runs the bare
+    network and decodes with the same numpy code as the ONNX runners, so boxes are comparable."""
+
+    name = "ultralytics"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        confidence: float = 0.25,
+        input_size: int | None = None,
+        threads: int = 1,
+        device: str = "cpu",
+        iou: float = DEFAULT_IOU,
+    ):
+        from detection.ultra import configure_offline
+
+        configure_offline()
+        import torch
+
+        self.path = _check_model_file(Path(model), (".pt", ".yaml", ".yml"))
+        self.confidence, self.iou, self.input_size = confidence, iou, input_size
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        elif not torch.cuda.is_available():
+            log.warning(
+                "!!! GPU FALLBACK: Ultralytics asked for %s but CUDA is not available: CPU !!!", device
+            )
+            device = "cpu"
+        from ultralytics import YOLO
+
+        try:
+            self.yolo = YOLO(str(self.path))
+        except Exception as e:
+            raise DetectionError(f"model file {self.path} is not a loadable Ultralytics model: {e}") from e
+        self.device = device
+        self.net = self.yolo.model.to(device).eval()  # type: ignore[union-attr]
+        self.names: dict[int, str] = dict(self.yolo.names)
+        self._torch = torch
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            y = self.net(self._torch.from_numpy(x).to(self.device))
+        y = y[0] if isinstance(y, (list, tuple)) else y
+        return np.asarray(y.float().cpu().numpy())
+
+
+# -- TensorRT ----------------------------------------------------------------------------------------
+
+
+def engine_cache_path(onnx_path: Path, cache_dir: Path, gpu_name: str, trt_version: str, fp16: bool) -> Path:
+    """Cache file name keyed by the ONNX file's hash, the GPU and the TensorRT version."""
+    key = hashlib.sha256(f"{file_hash(onnx_path)}|{gpu_name}|{trt_version}|fp16={fp16}".encode()).hexdigest()
+    return cache_dir / f"{onnx_path.stem}-{key[:16]}.engine"
+
+
+class TensorRTRunner(YoloRunner):
+    """A TensorRT engine built from the ONNX file (FP16 by default) and cached next to it (or in
+    ``cache_dir``); input shapes from ``min_hw``..``max_hw`` with batch 1..``max_batch``. Needs the
+    ``tensorrt`` Python package and a CUDA GPU; torch (CUDA) holds the device buffers."""
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        confidence: float = 0.25,
+        input_size: int | None = None,
+        fp16: bool = True,
+        max_batch: int = 8,
+        max_hw: int = 640,
+        cache_dir: str | os.PathLike[str] | None = None,
+        iou: float = DEFAULT_IOU,
+    ):
+        self.path = _check_model_file(Path(model), (".onnx",))
+        try:
+            import tensorrt as trt
+            import torch
+        except ImportError as e:
+            raise DetectionError(
+                f"runner 'tensorrt' needs the tensorrt package ({e}); model {self.path}"
+            ) from e
+        if not torch.cuda.is_available():
+            raise DetectionError(f"runner 'tensorrt' needs a CUDA GPU; none visible (model {self.path})")
+        self._torch, self.trt = torch, trt
+        self.confidence, self.iou, self.input_size = confidence, iou, input_size
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        cache = Path(cache_dir) if cache_dir else self.path.parent / ".trt-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        gpu = torch.cuda.get_device_name(0)
+        self.engine_path = engine_cache_path(self.path, cache, gpu, trt.__version__, fp16)
+        if not self.engine_path.is_file():
+            self._build(fp16, max_batch, max_hw)
+        runtime = trt.Runtime(self.logger)
+        self.engine = runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self.engine is None:
+            raise DetectionError(f"TensorRT could not load engine {self.engine_path}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self.stream = torch.cuda.Stream()
+
+    def _build(self, fp16: bool, max_batch: int, max_hw: int) -> None:
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse(self.path.read_bytes()):
+            errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise DetectionError(f"TensorRT cannot parse {self.path}: {errs}")
+        config = builder.create_builder_config()
+        if fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        inp = network.get_input(0)
+        prof = builder.create_optimization_profile()
+        opt = self.input_size or 96
+        prof.set_shape(inp.name, (1, 3, 32, 32), (2, 3, opt, opt), (max_batch, 3, max_hw, max_hw))
+        config.add_optimization_profile(prof)
+        blob = builder.build_serialized_network(network, config)
+        if blob is None:
+            raise DetectionError(f"TensorRT failed to build an engine from {self.path}")
+        self.engine_path.write_bytes(bytes(blob))
+        log.info("built TensorRT engine %s", self.engine_path)
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        xin = torch.from_numpy(x).cuda()
+        self.context.set_input_shape(self.input_name, tuple(xin.shape))
+        oshape = tuple(self.context.get_tensor_shape(self.output_name))
+        out = torch.empty(oshape, dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address(self.input_name, xin.data_ptr())
+        self.context.set_tensor_address(self.output_name, out.data_ptr())
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return np.asarray(out.cpu().numpy())
+
+
+# -- factory -----------------------------------------------------------------------------------------
+
+
+def make_runner(dc: Any, base_dir: str | os.PathLike[str] | None = None) -> Runner:
+    """Build the runner a detector config names. ``dc`` has ``runner``, ``model`` (relative paths are
+    resolved against ``base_dir``, the config file's folder), ``confidence`` and ``options`` (input_size,
+    threads, providers, iou, fp16, cache_dir, device; ROI options are read by :mod:`detection.online`)."""
+    if not dc.model:
+        raise DetectionError(f"runner {dc.runner!r} needs a 'model' file")
+    path = Path(dc.model)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    opts: dict[str, Any] = dict(dc.options or {})
+    input_size = opts.get("input_size")
+    common: dict[str, Any] = {"confidence": dc.confidence, "input_size": input_size}
+    if "iou" in opts:
+        common["iou"] = float(opts["iou"])
+    if dc.runner == "onnxruntime":
+        return OnnxRuntimeRunner(
+            path, threads=int(opts.get("threads", 1)), providers=opts.get("providers"), **common
+        )
+    if dc.runner == "ultralytics":
+        return UltralyticsRunner(
+            path, threads=int(opts.get("threads", 1)), device=str(opts.get("device", "cpu")), **common
+        )
+    if dc.runner == "tensorrt":
+        return TensorRTRunner(
+            path, fp16=bool(opts.get("fp16", True)), cache_dir=opts.get("cache_dir"), **common
+        )
+    raise DetectionError(f"unknown runner {dc.runner!r} (onnxruntime, tensorrt, ultralytics)")
