@@ -1,9 +1,11 @@
 """The camera node: one process per camera. Grabs frames from a backend into the camera's shared-memory
 ring and publishes a FrameHeader per frame on ``frame.<camera>``.
 
-Trigger indices: backends that see the trigger (synthetic, replay) report it; for real cameras the
-first frame after arming is trigger 0 and ``trigger_index = frame_id - first_frame_id`` (the camera
-node of the real-camera issue refines this with the firmware's pulse count).
+Trigger indices: backends that see the trigger (synthetic, replay) report it; for real cameras a
+:class:`~rig.cameras.sync.TriggerMapper` turns frame ids (and the device clock) into trigger indices,
+the first frame after arming being trigger 0, and tells lost frames from missed triggers and
+duplicates. A camera that fails mid-session (unplugged) raises DeviceError naming it: the node fails
+and the supervisor stops the session with that reason, everything recorded so far intact.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 from rig import messages as m
 from rig.cameras.base import StreamEnded, make_backend
+from rig.cameras.sync import TriggerMapper
 from rig.errors import AcquisitionTimeout
 from rig.frames import FrameRing
 from rig.nodes.base import Node
@@ -29,6 +32,7 @@ class CameraNode(Node):
             "simulation": self.cfg.simulation,
             "session_dir": str(self.session_dir),
             "config_dir": str(self.loaded.base_dir),
+            "trigger_rate_hz": self.cfg.rig.trigger.rate_hz,
         }
         self.backend = make_backend(self.camera, self.ccfg, context)
         self.backend.open()
@@ -40,7 +44,9 @@ class CameraNode(Node):
             self.ccfg.height,
         )
         self.backend.start()
-        self.first_frame_id: int | None = None
+        # real cameras report frame ids, not trigger indices: map ids (+ device time) to the trigger count
+        self.mapper = TriggerMapper(self.camera, round(1e9 / self.cfg.rig.trigger.rate_hz))
+        self.missed_triggers = 0
         self.lost = 0
         self.timeouts = 0
         self.topic = f"frame.{self.camera}"
@@ -70,9 +76,22 @@ class CameraNode(Node):
                 self.timeouts = 0
             return
         self.timeouts = 0
-        if self.first_frame_id is None:
-            self.first_frame_id = fr.frame_id
-        trigger_index = fr.trigger_index if fr.trigger_index >= 0 else fr.frame_id - self.first_frame_id
+        trigger_index = fr.trigger_index
+        if trigger_index < 0:
+            sync = self.mapper.map(fr.frame_id, fr.t_device_ns if fr.t_device_ns > 0 else fr.t_host_ns)
+            if sync.duplicate:
+                self.log.warning("camera %s: duplicate frame id %d dropped", self.camera, fr.frame_id)
+                self.drops += 1
+                return
+            trigger_index = sync.trigger_index
+            if sync.missed_triggers:
+                self.missed_triggers += sync.missed_triggers
+                self.log.warning(
+                    "camera %s: %d trigger(s) without a frame before trigger %d",
+                    self.camera,
+                    sync.missed_triggers,
+                    trigger_index,
+                )
         slot, seq = self.ring.write(fr.image)
         self.lost += fr.lost_before
         self.drops += fr.lost_before + (1 if fr.incomplete else 0)
@@ -122,4 +141,8 @@ class CameraNode(Node):
             ring.close()  # the supervisor unlinks the ring when the session ends
 
     def extra_stats(self) -> dict[str, float]:
-        return {"lost": float(self.lost), **self.backend.stream_stats()}
+        return {
+            "lost": float(self.lost),
+            "missed_triggers": float(self.missed_triggers),
+            **self.backend.stream_stats(),
+        }
