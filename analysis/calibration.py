@@ -41,7 +41,10 @@ _SUBPIX_CRITERIA = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 0.0
 # --------------------------------------------------------------------------------------------- boards
 @dataclass(frozen=True)
 class Detection:
-    """Board corners found in one image: ``ids`` (K,), ``image_points`` (K, 2) px, ``object_points`` (K, 3) mm."""
+    """Board corners found in one image.
+
+    ``ids`` (K,) corner ids, ``image_points`` (K, 2) px, ``object_points`` (K, 3) mm on the board.
+    """
 
     ids: np.ndarray
     image_points: np.ndarray
@@ -74,9 +77,11 @@ class Checkerboard:
 
     def detect(self, gray: np.ndarray) -> Detection | None:
         flags = cv2.CALIB_CB_ADAPTIVE_THRESH | cv2.CALIB_CB_NORMALIZE_IMAGE
-        found, corners = cv2.findChessboardCorners(gray, (self.cols, self.rows), flags)
+        size = (self.cols, self.rows)
+        found, corners = cv2.findChessboardCorners(gray, size, flags=flags)  # type: ignore[call-overload]
         if not found:
-            found, corners = cv2.findChessboardCornersSB(gray, (self.cols, self.rows), cv2.CALIB_CB_EXHAUSTIVE)
+            sb_flags = cv2.CALIB_CB_EXHAUSTIVE
+            found, corners = cv2.findChessboardCornersSB(gray, size, flags=sb_flags)  # type: ignore[call-overload]
             if not found:
                 return None
         else:
@@ -276,9 +281,9 @@ class CalibrationReport:
     def to_text(self) -> str:
         lines = ["camera      view  label                 status           points  rms_px"]
         for v in self.views:
-            rms = f"{v.rms_px:.3f}" if np.isfinite(v.rms_px) else "-"
+            rms_text = f"{v.rms_px:.3f}" if np.isfinite(v.rms_px) else "-"
             lines.append(
-                f"{v.camera:<11} {v.index:>4}  {v.label[:20]:<20}  {v.status:<15} {v.n_points:>6}  {rms}"
+                f"{v.camera:<11} {v.index:>4}  {v.label[:20]:<20}  {v.status:<15} {v.n_points:>6}  {rms_text}"
                 + (f"  ({v.reason})" if v.reason else "")
             )
         for cam, rms in self.camera_rms_px.items():
@@ -380,7 +385,9 @@ def calibrate(
         min_views=min_views,
         board_info=board.describe(),
     )
-    result.report.views = sorted(records + result.report.views, key=lambda v: (list(views).index(v.camera), v.index))
+    result.report.views = sorted(
+        records + result.report.views, key=lambda v: (list(views).index(v.camera), v.index)
+    )
     return result
 
 
@@ -405,7 +412,9 @@ def calibrate_from_detections(
         raise CalibrationError("no cameras given")
     reference = reference or names[0]
     if reference not in detections:
-        raise CalibrationError(f"reference camera {reference!r} is not among the cameras ({', '.join(names)})")
+        raise CalibrationError(
+            f"reference camera {reference!r} is not among the cameras ({', '.join(names)})"
+        )
     labels = labels or {c: [f"view{i}" for i in range(len(d))] for c, d in detections.items()}
     records: list[ViewRecord] = []
     used: dict[str, dict[int, Detection]] = {}
@@ -419,7 +428,16 @@ def calibrate_from_detections(
             if det is None:
                 continue
             if len(det.ids) < min_points:
-                records.append(ViewRecord(cam, i, labels[cam][i], "too few points", len(det.ids), reason=f"{len(det.ids)} < {min_points} corners"))
+                records.append(
+                    ViewRecord(
+                        cam,
+                        i,
+                        labels[cam][i],
+                        "too few points",
+                        len(det.ids),
+                        reason=f"{len(det.ids)} < {min_points} corners",
+                    )
+                )
                 continue
             good[i] = det
         outliers: dict[int, tuple[float, float]] = {}
@@ -430,7 +448,7 @@ def calibrate_from_detections(
                     f"{sum(d is None for d in detections[cam])} of {len(detections[cam])} views had no board"
                 )
             keys = sorted(good)
-            rms, k, d, rv, tv, _, _, per_view = cv2.calibrateCameraExtended(
+            rms, k, d, rv, tv, _, _, per_view = cv2.calibrateCameraExtended(  # type: ignore[call-overload]
                 [good[i].object_points.astype(np.float32) for i in keys],
                 [good[i].image_points.astype(np.float32) for i in keys],
                 sizes[cam],
@@ -449,23 +467,34 @@ def calibrate_from_detections(
         for i, (e, thresh) in outliers.items():
             det = detections[cam][i]
             records.append(
-                ViewRecord(cam, i, labels[cam][i], "outlier", len(det.ids) if det else 0, e, f"view RMS {e:.2f} px > {thresh:.2f} px")
+                ViewRecord(
+                    cam,
+                    i,
+                    labels[cam][i],
+                    "outlier",
+                    len(det.ids) if det else 0,
+                    e,
+                    f"view RMS {e:.2f} px > {thresh:.2f} px",
+                )
             )
         for i, e in zip(keys, per_view, strict=True):
             records.append(ViewRecord(cam, i, labels[cam][i], "used", len(good[i].ids), float(e)))
         used[cam] = good
         intr[cam] = (np.asarray(k), np.asarray(d).reshape(-1))
         cam_rms[cam] = float(rms)
-        per_cam_poses[cam] = {i: (np.asarray(r).reshape(3), np.asarray(t).reshape(3)) for i, r, t in zip(keys, rv, tv, strict=True)}
+        per_cam_poses[cam] = {
+            i: (np.asarray(r).reshape(3), np.asarray(t).reshape(3))
+            for i, r, t in zip(keys, rv, tv, strict=True)
+        }
         log.info("camera %s: %d views, RMS %.3f px", cam, len(keys), rms)
 
     poses, stereo_rms = _place_cameras(names, reference, used, intr, sizes, min_views)
-    cams = {
-        c: CameraModel(c, sizes[c], intr[c][0], intr[c][1], poses[c][0], poses[c][1]) for c in names
-    }
+    cams = {c: CameraModel(c, sizes[c], intr[c][0], intr[c][1], poses[c][0], poses[c][1]) for c in names}
     residuals: dict[str, np.ndarray] = {}
     if bundle_adjust and len(names) > 1:
-        cams, view_rms, cam_rms, residuals = _bundle_adjust(cams, reference, used, optimize_intrinsics, fix_k3)
+        cams, view_rms, cam_rms, residuals = _bundle_adjust(
+            cams, reference, used, optimize_intrinsics, fix_k3
+        )
         for r in records:
             if r.status == "used":
                 r.rms_px = view_rms[(r.camera, r.index)]
@@ -489,7 +518,9 @@ def calibrate_from_detections(
     return CalibrationResult(calib, report)
 
 
-def _common(a: Mapping[int, Detection], b: Mapping[int, Detection]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _common(
+    a: Mapping[int, Detection], b: Mapping[int, Detection]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Shared views of two cameras, each as (object K3, image_a K2, image_b K2) over common corner ids."""
     out = []
     for i in sorted(set(a) & set(b)):
@@ -574,7 +605,7 @@ def _bundle_adjust(
             if v in used[c]:
                 det = used[c][v]
                 cam = cams[c]
-                ok, rv, tv = cv2.solvePnP(det.object_points, det.image_points, cam.matrix, cam.dist)
+                _, rv, tv = cv2.solvePnP(det.object_points, det.image_points, cam.matrix, cam.dist)
                 rc_inv = cam.rotation.T
                 r_w = rc_inv @ cv2.Rodrigues(rv)[0]
                 t_w = rc_inv @ (tv.reshape(3) - cam.tvec)
@@ -608,24 +639,27 @@ def _bundle_adjust(
                 d[4] = cams[c].dist[4]
             o += n_intr
         else:
-            k, d = cams[c].matrix, cams[c].dist
+            k, d = cams[c].matrix, np.zeros(5)
+            d[: min(5, cams[c].dist.size)] = cams[c].dist[:5]
         if c == reference:
             return k, d, np.zeros(3), np.zeros(3)
         return k, d, x[o : o + 3], x[o + 3 : o + 6]
 
+    # flat arrays over every observed corner: which camera, which view, board point, pixel
+    cam_idx = np.concatenate([np.full(len(det.ids), names.index(c)) for c, _, det in obs])
+    view_idx = np.concatenate([np.full(len(det.ids), view_ids.index(v)) for _, v, det in obs])
+    obj = np.concatenate([det.object_points for _, _, det in obs])
+    img = np.concatenate([det.image_points for _, _, det in obs])
+    view_cols = np.array([view_off[v] for v in view_ids])
+
     def residuals(x: np.ndarray) -> np.ndarray:
-        out = np.empty(n_res)
-        pos = 0
-        unpacked = {c: unpack(x, c) for c in names}
-        for c, v, det in obs:
-            k, d, rc, tc = unpacked[c]
-            vo = view_off[v]
-            rv, tv = _compose(rc, tc, x[vo : vo + 3], x[vo + 3 : vo + 6])
-            proj, _ = cv2.projectPoints(det.object_points, rv, tv, k, d)
-            n = 2 * len(det.ids)
-            out[pos : pos + n] = (proj.reshape(-1, 2) - det.image_points).reshape(-1)
-            pos += n
-        return out
+        ks, ds, rcs, tcs = zip(*(unpack(x, c) for c in names), strict=True)
+        vp = x[view_cols[:, None] + np.arange(6)]
+        rot_c, rot_v = _rodrigues(np.asarray(rcs)), _rodrigues(vp[:, :3])
+        pw = np.einsum("pij,pj->pi", rot_v[view_idx], obj) + vp[view_idx, 3:]
+        pc = np.einsum("pij,pj->pi", rot_c[cam_idx], pw) + np.asarray(tcs)[cam_idx]
+        proj = _distort_project(pc, np.asarray(ks)[cam_idx], np.asarray(ds)[cam_idx])
+        return (proj - img).reshape(-1)
 
     sparsity = lil_matrix((n_res, len(x0)), dtype=int)
     pos = 0
@@ -636,8 +670,22 @@ def _bundle_adjust(
             sparsity[pos : pos + n, cam_off[c] : cam_off[c] + width] = 1
         sparsity[pos : pos + n, view_off[v] : view_off[v] + 6] = 1
         pos += n
-    sol = least_squares(residuals, np.asarray(x0), jac_sparsity=sparsity, x_scale="jac", method="trf")
-    log.info("bundle adjustment: cost %.4g -> %.4g (%s)", 0.5 * np.sum(residuals(np.asarray(x0)) ** 2), sol.cost, sol.message)
+    # small problems: a dense Jacobian (exact trust-region solves) converges in far fewer, cheaper steps
+    sparse = len(x0) > 600
+    if sparse:
+        sol = least_squares(
+            residuals, np.asarray(x0), jac_sparsity=sparsity, x_scale="jac", ftol=1e-6, xtol=1e-7
+        )
+    else:
+        sol = least_squares(residuals, np.asarray(x0), method="lm", x_scale="jac", ftol=1e-6, xtol=1e-7)
+    log.info(
+        "bundle adjustment: %d parameters, cost %.4g -> %.4g after %d evaluations (%s)",
+        len(x0),
+        0.5 * np.sum(residuals(np.asarray(x0)) ** 2),
+        sol.cost,
+        sol.nfev,
+        sol.message,
+    )
     new = {}
     for c in names:
         k, d, r, t = unpack(sol.x, c)
@@ -673,3 +721,31 @@ def calibrate_sources(
 def baseline_mm(calib: Calibration, a: str, b: str) -> float:
     """Distance between the centres of cameras ``a`` and ``b`` (mm)."""
     return float(np.linalg.norm(calib[a].center - calib[b].center))
+
+
+def _rodrigues(r_n3: np.ndarray) -> np.ndarray:
+    """Rodrigues vectors (N, 3) -> rotation matrices (N, 3, 3), vectorized."""
+    theta = np.linalg.norm(r_n3, axis=1)
+    small = theta < 1e-12
+    k = r_n3 / np.where(small, 1.0, theta)[:, None]
+    kx = np.zeros((len(r_n3), 3, 3))
+    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    kx[:, 1, 0], kx[:, 2, 0], kx[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
+    s, c = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
+    out = np.eye(3) + s * kx + (1 - c) * (kx @ kx)
+    out[small] = np.eye(3)
+    return out
+
+
+def _distort_project(pc_n3: np.ndarray, k_n33: np.ndarray, d_n5: np.ndarray) -> np.ndarray:
+    """Camera-frame points (N, 3) -> pixels (N, 2) with OpenCV's 5-coefficient model, per-point K and dist."""
+    x = pc_n3[:, 0] / pc_n3[:, 2]
+    y = pc_n3[:, 1] / pc_n3[:, 2]
+    k1, k2, p1, p2, k3 = (d_n5[:, i] for i in range(5))
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    u = k_n33[:, 0, 0] * xd + k_n33[:, 0, 1] * yd + k_n33[:, 0, 2]
+    v = k_n33[:, 1, 1] * yd + k_n33[:, 1, 2]
+    return np.stack([u, v], axis=1)

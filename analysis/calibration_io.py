@@ -81,7 +81,7 @@ def _read_storage(paths: Sequence[Path]) -> dict[str, Any]:
             raise CalibrationFileError(f"{p}: not an OpenCV YAML/XML file")
         try:
             root = fs.root()
-            for key in root.keys():
+            for key in root.keys():  # noqa: SIM118 (a cv2.FileNode, not a dict)
                 node = fs.getNode(key)
                 if node.isReal() or node.isInt():
                     out[key] = node.real()
@@ -128,7 +128,9 @@ def import_opencv(
         k = get(("camera_matrix",), "camera_matrix")
         d = get(("distortion_coefficients", "dist_coeffs"), "distortion_coefficients")
         cam = CameraModel(names[0], size, k, _pad_dist(d))
-        return Calibration({names[0]: cam}, reference=names[0], meta={"source": src, "imported_from": "opencv"})
+        return Calibration(
+            {names[0]: cam}, reference=names[0], meta={"source": src, "imported_from": "opencv"}
+        )
     k1 = get(_OPENCV_KEYS["1"][0], "camera 1 matrix")
     d1 = get(_OPENCV_KEYS["1"][1], "camera 1 distortion")
     k2 = get(_OPENCV_KEYS["2"][0], "camera 2 matrix")
@@ -178,10 +180,11 @@ def import_bouguet(
 ) -> Calibration:
     """Bouguet toolbox results.
 
-    * ``Calib_Results_stereo.mat`` (``fc_left``, ``om``, ``T``...): both cameras, right = ``R(om) x_left + T``.
+    * ``Calib_Results_stereo.mat`` (``fc_left``, ``om``, ``T``...): both cameras,
+      right = ``R(om) x_left + T``.
     * one ``Calib_Results.mat``: one camera named ``names[0]``.
-    * two per-camera files (``path`` = left, ``right``): intrinsics from each; the right camera's pose is the
-      median over images active in both of ``Rc_r Rc_l^T`` / ``Tc_r - R Tc_l`` (both saw the same board poses).
+    * two per-camera files (``path`` = left, ``right``): intrinsics from each; the right camera's pose is
+      the median over images active in both of ``Rc_r Rc_l^T`` / ``Tc_r - R Tc_l`` (same board poses).
     """
     path = Path(path)
     m = _loadmat(path)
@@ -192,7 +195,9 @@ def import_bouguet(
         om = np.asarray(m.get("om"), dtype=float).reshape(-1)
         t = np.asarray(m.get("T"), dtype=float).reshape(-1)
         rcam = CameraModel(names[1], rcam.size, rcam.matrix, rcam.dist, om, t)
-        return Calibration({names[0]: left, names[1]: rcam}, names[0], meta={"source": src, "imported_from": "bouguet"})
+        return Calibration(
+            {names[0]: left, names[1]: rcam}, names[0], meta={"source": src, "imported_from": "bouguet"}
+        )
     left = _mat_camera(m, "", names[0], src)
     if right is None:
         return Calibration({names[0]: left}, names[0], meta={"source": src, "imported_from": "bouguet"})
@@ -212,7 +217,9 @@ def import_bouguet(
         tvecs.append(tr - rel @ tl)
     if not rvecs:
         raise CalibrationFileError(f"{src} + {rpath}: no image active in both files to relate the cameras")
-    rcam = CameraModel(names[1], rcam.size, rcam.matrix, rcam.dist, np.median(rvecs, axis=0), np.median(tvecs, axis=0))
+    rcam = CameraModel(
+        names[1], rcam.size, rcam.matrix, rcam.dist, np.median(rvecs, axis=0), np.median(tvecs, axis=0)
+    )
     return Calibration(
         {names[0]: left, names[1]: rcam},
         names[0],
@@ -220,15 +227,21 @@ def import_bouguet(
     )
 
 
-def import_calibration(paths: Sequence[str | Path], fmt: str = "auto", names: tuple[str, str] = ("left", "right")) -> Calibration:
+def import_calibration(
+    paths: Sequence[str | Path], fmt: str = "auto", names: tuple[str, str] = ("left", "right")
+) -> Calibration:
     """Dispatch on ``fmt`` (``anipose``, ``opencv``, ``bouguet``) or on the file suffix."""
     if not paths:
         raise CalibrationFileError("no calibration file given")
     first = Path(paths[0])
     if fmt == "auto":
-        fmt = {".toml": "anipose", ".mat": "bouguet", ".yml": "opencv", ".yaml": "opencv", ".xml": "opencv"}.get(
-            first.suffix.lower(), ""
-        )
+        fmt = {
+            ".toml": "anipose",
+            ".mat": "bouguet",
+            ".yml": "opencv",
+            ".yaml": "opencv",
+            ".xml": "opencv",
+        }.get(first.suffix.lower(), "")
         if not fmt:
             raise CalibrationFileError(f"{first}: cannot tell the format from the suffix; name it")
     if fmt == "anipose":

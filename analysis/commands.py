@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", help="camera that defines the world frame (default: the first)")
     p.add_argument("--bundle-adjust", action="store_true", help="refine all cameras jointly afterwards")
     p.add_argument("--every", type=int, default=1, help="use every N-th image or video frame")
-    p.add_argument("--outlier-px", type=float, default=1.0, help="views above max(this, 3 x median) RMS are left out")
+    p.add_argument(
+        "--outlier-px", type=float, default=1.0, help="views above max(this, 3 x median) RMS are left out"
+    )
     p.add_argument("--report", type=Path, help="write the per-view report as JSON here")
     p.add_argument("--plot", type=Path, help="write the reprojection plot (PNG) here")
     p.set_defaults(func=_cmd_calibrate)
@@ -49,10 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "calibrate-import", help="convert an anipose/OpenCV/Bouguet calibration to this project's format"
     )
-    q.add_argument("files", nargs="+", type=Path, help="input file(s): calibration.toml; intrinsics.yml "
-                   "extrinsics.yml; Calib_Results_stereo.mat or Calib_Results_left.mat Calib_Results_right.mat")
+    q.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="input file(s): calibration.toml; intrinsics.yml "
+        "extrinsics.yml; Calib_Results_stereo.mat or Calib_Results_left.mat Calib_Results_right.mat",
+    )
     q.add_argument("--format", default="auto", choices=["auto", "anipose", "opencv", "bouguet"])
-    q.add_argument("--names", default="left,right", help="camera names for stereo formats (default left,right)")
+    q.add_argument(
+        "--names", default="left,right", help="camera names for stereo formats (default left,right)"
+    )
     q.add_argument("--out", required=True, type=Path)
     q.set_defaults(func=_cmd_import)
 
