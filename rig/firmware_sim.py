@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -116,6 +117,7 @@ class FirmwareSim:
         self._edges: dict[str, list[PinEdge]] = defaultdict(list)
         self._edge_cond = threading.Condition(self._lock)
         self._now: int | None = None
+        self._subscribers: dict[str, list[queue.SimpleQueue[PinEdge]]] = defaultdict(list)
         self._exit_reason: str | None = None
         self.pty_path = ""
         self.released = False
@@ -167,6 +169,8 @@ class FirmwareSim:
             tag = parts[0]
             if tag == "E" and len(parts) == 4:
                 edge = PinEdge(parts[1], int(parts[2]), int(parts[3]), time.monotonic_ns())
+                for q in self._subscribers.get(edge.pin, ()):
+                    q.put(edge)
                 with self._edge_cond:
                     lst = self._edges[edge.pin]
                     lst.append(edge)
@@ -266,6 +270,14 @@ class FirmwareSim:
         """Edges recorded so far on ``pin`` (e.g. ``"D9"``) at or after ``since_cycle``."""
         with self._lock:
             return [e for e in self._edges.get(pin, []) if e.cycle >= since_cycle]
+
+    def subscribe(self, pin: str) -> queue.SimpleQueue[PinEdge]:
+        """A queue that receives every later edge of ``pin`` as it arrives (e.g. to clock cameras
+        on the trigger's rising edges: ``q.get(timeout=...)``)."""
+        q: queue.SimpleQueue[PinEdge] = queue.SimpleQueue()
+        with self._lock:
+            self._subscribers[pin].append(q)
+        return q
 
     def clear_edges(self) -> None:
         with self._lock:
