@@ -174,7 +174,7 @@ class ViewerBase(QtWidgets.QMainWindow):
     def __init__(self, cameras: list[str], title: str):
         super().__init__()
         self.setWindowTitle(title)
-        self.resize(1500, 900)
+        self.resize(1600, 900)
         central = QtWidgets.QWidget()
         self.setCentralWidget(central)
         outer = QtWidgets.QVBoxLayout(central)
@@ -193,7 +193,7 @@ class ViewerBase(QtWidgets.QMainWindow):
         self.side = QtWidgets.QVBoxLayout()
         side_w = QtWidgets.QWidget()
         side_w.setLayout(self.side)
-        side_w.setMinimumWidth(430)
+        side_w.setMinimumWidth(520)
         row.addWidget(side_w, 1)
         cams_layout = self.graphics.addLayout(row=0, col=0)
         self.panels = {c: CameraPanel(cams_layout, c, 0, i) for i, c in enumerate(cameras)}
