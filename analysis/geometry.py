@@ -1,4 +1,4 @@
-"""Triangulation and reprojection: pure, vectorized; the online triangulator and offline analysis share them."""
+"""Triangulation and reprojection: pure, vectorized; the online triangulator and offline analysis share it."""
 
 from __future__ import annotations
 
@@ -89,3 +89,53 @@ def reprojection_errors(
     obs = _check_points(points_cn2, len(cameras))
     proj = reproject(cameras, points_n3)
     return np.linalg.norm(proj - obs, axis=2)
+
+
+def triangulate_ransac(
+    cameras: Sequence[CameraModel],
+    points_cn2: np.ndarray,
+    weights_cn: np.ndarray | None = None,
+    threshold_px: float = 5.0,
+    min_views: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Triangulation robust to a wrong view (a mislabelled keypoint in one camera).
+
+    Every subset of at least ``min_views`` cameras is triangulated for all points at once (the camera count
+    is small, so the subsets are enumerated, not sampled); per point, the subset whose 3-D point reprojects
+    within ``threshold_px`` in the most views wins (ties: lowest mean inlier error), and the point is
+    triangulated again from those inlier views with their weights. ``points_cn2`` (C, N, 2) distorted
+    pixels, NaN = missing; returns world points (N, 3) mm and the inlier mask (C, N).
+    """
+    from itertools import combinations
+
+    n_cams = len(cameras)
+    pts = _check_points(points_cn2, n_cams)
+    n = pts.shape[1]
+    w = np.ones((n_cams, n)) if weights_cn is None else np.asarray(weights_cn, dtype=np.float64)
+    if w.shape != (n_cams, n):
+        raise AnalysisError(f"weights must have shape (C={n_cams}, N={n}), got {w.shape}")
+    if min_views < 2:
+        raise AnalysisError(f"min_views must be at least 2, got {min_views}")
+    valid = np.isfinite(pts).all(axis=2) & (w > 0)
+    norm = undistort_points(cameras, pts)
+    ext = np.stack([cam.extrinsic for cam in cameras])
+    best_count = np.zeros(n, dtype=int)
+    best_err = np.full(n, np.inf)
+    best_mask = np.zeros((n_cams, n), dtype=bool)
+    for size in range(min_views, n_cams + 1):
+        for subset in combinations(range(n_cams), size):
+            sw = np.zeros_like(w)
+            sw[list(subset)] = w[list(subset)]
+            cand = triangulate_normalized(ext, norm, sw)
+            err = reprojection_errors(cameras, cand, pts)
+            inl = valid & (err < threshold_px)
+            count = inl.sum(axis=0)
+            mean_err = np.where(count > 0, np.where(inl, err, 0).sum(axis=0) / np.maximum(count, 1), np.inf)
+            better = (count > best_count) | ((count == best_count) & (mean_err < best_err))
+            better &= count >= min_views
+            best_count = np.where(better, count, best_count)
+            best_err = np.where(better, mean_err, best_err)
+            best_mask[:, better] = inl[:, better]
+    out = triangulate_normalized(ext, norm, np.where(best_mask, w, 0.0))
+    out[best_count < min_views] = np.nan
+    return out, best_mask
