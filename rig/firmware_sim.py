@@ -251,6 +251,10 @@ class FirmwareSim:
         """Drive the IR sensor input (D2): ``True`` = beam says a pellet is present."""
         self._send(f"ir {1 if pellet_present else 0}")
 
+    def reset(self) -> None:
+        """Reset the AVR (like the board's reset button): the firmware reboots and sends BOOT."""
+        self._send("reset")
+
     def set_speed(self, realtime: bool) -> None:
         self._send("speed realtime" if realtime else "speed max")
         self.realtime = realtime

@@ -270,3 +270,20 @@ def test_port_vanishes_and_comes_back(tmp_path: Path) -> None:
         link.close()
     finally:
         sim.stop()
+
+
+def test_reset_reboots_and_link_notices() -> None:
+    build()
+    with FirmwareSim(realtime=False) as sim:
+        link = start(sim, watchdog_ms=0)
+        col = Collector(link)
+        link.command(Cmd.TRIGGER_START, rate_uhz=124_000_000, max_pulses=0, report_every=0)
+        sim.reset()
+        col.until(lambda ev: any(e.kind == "reboot" for e in ev))
+        assert [e.kind for e in col.events if e.kind in ("reboot", "boot")] == ["boot", "reboot", "boot"]
+        assert not col.kinds("gap")
+        t = sim.now_cycle()
+        time.sleep(0.2)
+        assert not sim.edges(PIN_TRIGGER, t)  # after a reset the trigger is off
+        link.command(Cmd.PING)  # the link keeps working against the rebooted firmware
+        link.close()

@@ -11,7 +11,8 @@
  *   N <cycle>                  answer to "now"
  *   X <reason> <cycle>         the simulation ended
  * stdin (commands, one per line):
- *   go | ir 0|1 | pin <arduino pin> 0|1 | speed realtime|max | now | quit
+ *   go | ir 0|1 | pin <arduino pin> 0|1 | speed realtime|max | now | reset | quit
+ *   (reset: an AVR reset like the board's reset button; the firmware boots again and sends BOOT)
  * Times are CPU cycles at 16 MHz (cycle / 16 = microseconds since reset).
  */
 #define _GNU_SOURCE
@@ -107,6 +108,10 @@ static void handle_line(char *line) {
         if (sscanf(line, "%*s %31s %31s", b, c) == 2) set_input(b, atoi(c));
     } else if (strcmp(a, "speed") == 0 && n == 2) {
         realtime = strcmp(b, "realtime") == 0;
+    } else if (strcmp(a, "reset") == 0) {
+        avr_reset(avr);
+        relax_extint(); /* avr_reset() restores simavr's strict level-trigger polling */
+        printf("RESET %llu\n", (unsigned long long)avr->cycle);
     } else if (strcmp(a, "now") == 0) {
         printf("N %llu\n", (unsigned long long)avr->cycle);
     } else if (strcmp(a, "quit") == 0) {
