@@ -3,6 +3,7 @@ read back, the controls driven; and a frozen display that costs the pipeline not
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -128,7 +129,8 @@ def _display_pid(out) -> int:
 
 def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     """SIGSTOP the display node for 4 s mid-session: every frame is still recorded, no node drops one; the
-    display skipped frames, for itself alone."""
+    display skipped frames, for itself alone. Then SIGKILL it: the supervisor restarts it, nothing else
+    changes."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "run", "--quiet", "--output", str(tmp_path), "--trials", "3"]
@@ -145,6 +147,8 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
         os.kill(pid, signal.SIGSTOP)
         time.sleep(4.0)
         os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -160,9 +164,17 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     for node, st in final.items():
         if node != "display":
             assert st["drops"] == 0, f"{node} dropped {st['drops']} frames"
-    disp = final["display"]
-    assert disp["processed"] > 0 and disp["extra"]["skipped"] > 0
-    assert not s.meta["summary"]["restarts"]
+    first_display = [
+        json.loads(line)
+        for line in (folder / "stats.jsonl").read_text().splitlines()
+        if '"node": "display"' in line
+    ]
+    assert (
+        max(d["extra"]["skipped"] for d in first_display) > 0
+        and max(d["processed"] for d in first_display) > 0
+    )
+    restarts = s.meta["summary"]["restarts"]
+    assert len(restarts) == 1 and "node display died" in restarts[0]
 
 
 def _run_display_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
