@@ -238,7 +238,9 @@ def test_watchdog_safe_state() -> None:
         col.until(lambda ev: any(e.kind == "servo_done" and e.fw_seq > wd for e in ev))
         assert col.kinds("trigger_stopped")
         t_wd = sim.now_cycle()
-        assert [e.values["position_us"] for e in col.kinds("servo_done") if e.fw_seq > wd] == [2000]
+        # (on a loaded machine the flat-out AVR may see the host silent again: more watchdogs, same state)
+        after = [e.values["position_us"] for e in col.kinds("servo_done") if e.fw_seq > wd]
+        assert after and set(after) == {2000}
         time.sleep(0.2)
         assert not sim.edges(PIN_TRIGGER, t_wd)  # trigger stays off
         st = link.status()
