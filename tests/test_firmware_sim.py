@@ -289,3 +289,17 @@ def test_reset_reboots_and_link_notices() -> None:
         assert not sim.edges(PIN_TRIGGER, t)  # after a reset the trigger is off
         link.command(Cmd.PING)  # the link keeps working against the rebooted firmware
         link.close()
+
+
+def test_cli_arduino_status(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rig.firmware_commands import cmd_arduino_status
+
+    build()
+    import argparse
+
+    rc = cmd_arduino_status(argparse.Namespace(sim=True, port=None, serial_number=None, baud=1_000_000))
+    assert rc == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["protocol_version"] == PROTOCOL_VERSION and status["servo_us"] == 2000
