@@ -125,7 +125,6 @@ class TracePanels:
         ):
             p = layout.addPlot(row=row, col=col, title=title)
             p.setAspectLocked(True)
-            p.showGrid(x=True, y=True, alpha=0.2)
             if xl:
                 p.setLabel("bottom", xl)
                 p.setLabel("left", yl)
@@ -262,6 +261,7 @@ class LiveWindow(ViewerBase):
             self.side.addWidget(w)
         self.sent: list[tuple[str, str]] = []
         self._text_t = 0.0
+        self._trace_t = 0.0
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.tick)
         self.timer.start(max(1, round(1000 / rate_hz)))
@@ -326,11 +326,13 @@ class LiveWindow(ViewerBase):
                 v.shown += 1
             panel.set_boxes(st.boxes(cam))
             panel.set_reprojection(st.reprojection(cam))
-        head = None
-        if st.point is not None and st.point.valid:
-            head = np.asarray(st.point.xyz_filtered, float)
-        self.traces.update(st.trail_n3(), head, np.asarray(st.pellet) if st.pellet is not None else None)
         now = time.monotonic()
+        if now - self._trace_t > 0.1:  # the 3-D panels at 10 Hz: a trace needs no more, and painting costs
+            self._trace_t = now
+            head = None
+            if st.point is not None and st.point.valid:
+                head = np.asarray(st.point.xyz_filtered, float)
+            self.traces.update(st.trail_n3(), head, np.asarray(st.pellet) if st.pellet is not None else None)
         if now - self._text_t > 0.2:  # text and tables at 5 Hz: cheap for the CPU, fast enough to read
             self._text_t = now
             self._task_text()
