@@ -1,0 +1,7 @@
+"""Readers for files other tools write: pose estimators (OpenPose, DeepLabCut, SLEAP), detectors
+(YOLO/darknet, TensorBox) and StreamPix ``.seq`` video. Bad input raises
+:class:`analysis.errors.ImportFormatError` naming the file and the item at fault."""
+
+from analysis.io.pose import PoseTable, read_dlc, read_openpose, read_sleap_analysis
+
+__all__ = ["PoseTable", "read_dlc", "read_openpose", "read_sleap_analysis"]

@@ -1,0 +1,313 @@
+"""Pose-estimation outputs -> :class:`PoseTable` (frames x individuals x keypoints).
+
+* OpenPose JSON (one ``*_keypoints.json`` per frame; BODY_25 / COCO body, 21-point hands, face; several
+  people; a keypoint at (0, 0, 0) is missing),
+* DeepLabCut ``.csv`` / ``.h5`` (single animal: scorer/bodyparts/coords; multi-animal:
+  scorer/individuals/bodyparts/coords; 2-D with likelihood or 3-D x, y, z),
+* SLEAP analysis HDF5 (``tracks``, ``node_names``, ``track_names``, ``point_scores``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.errors import ImportFormatError
+from analysis.io._util import load_json
+
+BODY_25 = [
+    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip", "RHip",
+    "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar", "LBigToe", "LSmallToe",
+    "LHeel", "RBigToe", "RSmallToe", "RHeel",
+]  # fmt: skip
+COCO_18 = [
+    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip", "RKnee",
+    "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar",
+]  # fmt: skip
+HAND_21 = ["Wrist"] + [f"{f}{j}" for f in ("Thumb", "Index", "Middle", "Ring", "Pinky") for j in range(1, 5)]
+OPENPOSE_PARTS = {
+    "pose": "pose_keypoints_2d",
+    "hand_left": "hand_left_keypoints_2d",
+    "hand_right": "hand_right_keypoints_2d",
+    "face": "face_keypoints_2d",
+}
+_PART_SIZES = {"hand_left": 21, "hand_right": 21, "face": 70}
+
+
+@dataclass
+class PoseTable:
+    """Keypoints of I individuals over T frames.
+
+    ``points`` (T, I, K, D) with D = 2 (pixels) or 3 (3-D units of the source); NaN = missing.
+    ``confidence`` (T, I, K) in [0, 1] (NaN where the source has none, e.g. 3-D). ``frames`` (T,) frame
+    indices (or the source's row index); ``bodyparts`` (K,) and ``individuals`` (I,) names.
+    """
+
+    points: np.ndarray
+    confidence: np.ndarray
+    bodyparts: list[str]
+    individuals: list[str]
+    frames: np.ndarray
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.points.shape[0])
+
+    def part(self, name: str, individual: str | int = 0) -> np.ndarray:
+        """(T, D) trajectory of one body part of one individual."""
+        if name not in self.bodyparts:
+            raise ImportFormatError(f"{self.source}: no body part {name!r} (has {', '.join(self.bodyparts)})")
+        i = individual if isinstance(individual, int) else self.individuals.index(individual)
+        return self.points[:, i, self.bodyparts.index(name)]
+
+    def check_frame_count(self, n_frames: int, what: str = "video") -> None:
+        """Raise if this table's frame count disagrees with ``n_frames`` of ``what`` (a video path)."""
+        if self.n_frames != n_frames:
+            raise ImportFormatError(
+                f"{self.source}: {self.n_frames} frames of keypoints but {what} has {n_frames} frames"
+            )
+
+
+def video_frame_count(path: str | Path) -> int:
+    """Number of frames in a video, counted by decoding (container counts can be wrong)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ImportFormatError(f"{path}: cannot open video")
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+# ------------------------------------------------------------------------------------------- OpenPose
+def _openpose_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(source, (str, Path)):
+        src = Path(source)
+        if src.is_dir():
+            files = sorted(src.glob("*_keypoints.json")) or sorted(src.glob("*.json"))
+        elif src.is_file():
+            files = [src]
+        else:
+            raise ImportFormatError(f"{src}: no such file or folder")
+    else:
+        files = [Path(p) for p in source]
+    if not files:
+        raise ImportFormatError(f"{source}: no OpenPose *_keypoints.json files")
+    return files
+
+
+def read_openpose(
+    source: str | Path | Sequence[str | Path],
+    parts: Sequence[str] = ("pose", "hand_left", "hand_right"),
+    max_people: int | None = None,
+) -> PoseTable:
+    """OpenPose JSON files (a folder, sorted by name = frame order, or a list) -> :class:`PoseTable`.
+
+    ``parts`` selects keypoint groups (``pose``, ``hand_left``, ``hand_right``, ``face``); body part names
+    are ``Nose``... for BODY_25/COCO and ``hand_left_Wrist``... for hands. People keep OpenPose's order in
+    each file (OpenPose does not track identities); individuals are ``person0``... up to the most people
+    seen in one frame (or ``max_people``).
+    """
+    files = _openpose_files(source)
+    for p in parts:
+        if p not in OPENPOSE_PARTS:
+            raise ImportFormatError(f"unknown OpenPose part {p!r} (known: {', '.join(OPENPOSE_PARTS)})")
+    frames_people: list[list[dict[str, Any]]] = []
+    for f in files:
+        data = load_json(f)
+        if not isinstance(data, dict) or not isinstance(data.get("people"), list):
+            raise ImportFormatError(f"{f}: not OpenPose output (no 'people' list)")
+        frames_people.append(data["people"])
+    n_people = max((len(p) for p in frames_people), default=0)
+    if max_people is not None:
+        n_people = min(n_people, max_people)
+    n_people = max(n_people, 1)
+    # keypoint count per part: from the first non-empty array seen (BODY_25 = 25, COCO = 18)
+    sizes: dict[str, int] = {}
+    for p in parts:
+        key = OPENPOSE_PARTS[p]
+        for people in frames_people:
+            arr = next((person.get(key) for person in people if person.get(key)), None)
+            if arr:
+                sizes[p] = len(arr) // 3
+                break
+        else:
+            sizes[p] = _PART_SIZES.get(p, 25)
+    names: list[str] = []
+    for p in parts:
+        if p == "pose":
+            names += (
+                BODY_25
+                if sizes[p] == 25
+                else COCO_18
+                if sizes[p] == 18
+                else [f"pose{i}" for i in range(sizes[p])]
+            )
+        elif p.startswith("hand"):
+            names += [f"{p}_{n}" for n in HAND_21[: sizes[p]]]
+        else:
+            names += [f"{p}{i}" for i in range(sizes[p])]
+    n_kp = len(names)
+    raw = np.zeros((len(files), n_people, n_kp, 3))
+    for t, (f, people) in enumerate(zip(files, frames_people, strict=True)):
+        for i, person in enumerate(people[:n_people]):
+            off = 0
+            for p in parts:
+                key = OPENPOSE_PARTS[p]
+                arr = person.get(key) or []
+                if arr:
+                    if len(arr) != 3 * sizes[p]:
+                        raise ImportFormatError(
+                            f"{f}: people[{i}].{key} has {len(arr)} values, expected {3 * sizes[p]}"
+                        )
+                    try:
+                        raw[t, i, off : off + sizes[p]] = np.asarray(arr, dtype=float).reshape(-1, 3)
+                    except (TypeError, ValueError):
+                        raise ImportFormatError(f"{f}: people[{i}].{key} holds non-numbers") from None
+                off += sizes[p]
+    missing = (raw == 0).all(axis=3)
+    points = raw[..., :2].copy()
+    points[missing] = np.nan
+    conf = raw[..., 2]
+    return PoseTable(
+        points=points,
+        confidence=conf,
+        bodyparts=names,
+        individuals=[f"person{i}" for i in range(n_people)],
+        frames=np.arange(len(files)),
+        source=str(source if isinstance(source, (str, Path)) else files[0].parent),
+        meta={"format": "openpose", "files": [f.name for f in files]},
+    )
+
+
+# ------------------------------------------------------------------------------------------- DeepLabCut
+def read_dlc(path: str | Path) -> PoseTable:
+    """DeepLabCut output or labels (``.h5`` or ``.csv``), single or multi-animal, 2-D or 3-D."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: file not found")
+    try:
+        if path.suffix.lower() in (".h5", ".hdf5"):
+            df = pd.read_hdf(path)
+        elif path.suffix.lower() == ".csv":
+            df = _read_dlc_csv(path)
+        else:
+            raise ImportFormatError(f"{path}: expected a DeepLabCut .h5 or .csv file")
+    except ImportFormatError:
+        raise
+    except (ValueError, KeyError, OSError, TypeError) as exc:
+        raise ImportFormatError(f"{path}: not a DeepLabCut table ({exc})") from None
+    if not isinstance(df, pd.DataFrame) or not isinstance(df.columns, pd.MultiIndex):
+        raise ImportFormatError(f"{path}: not a DeepLabCut table (columns are not scorer/bodyparts/coords)")
+    levels = list(df.columns.names)
+    if "bodyparts" not in levels or "coords" not in levels:
+        raise ImportFormatError(f"{path}: column levels {levels} lack 'bodyparts'/'coords'")
+    cols = df.columns
+    has_ind = "individuals" in levels
+    bodyparts = list(dict.fromkeys(cols.get_level_values("bodyparts")))
+    individuals = list(dict.fromkeys(cols.get_level_values("individuals"))) if has_ind else ["animal"]
+    coords = list(dict.fromkeys(cols.get_level_values("coords")))
+    space = [c for c in ("x", "y", "z") if c in coords]
+    if space not in (["x", "y"], ["x", "y", "z"]):
+        raise ImportFormatError(f"{path}: coords {coords} must be x, y[, z][, likelihood]")
+    values = df.to_numpy(dtype=float)
+    points = np.full((len(df), len(individuals), len(bodyparts), len(space)), np.nan)
+    conf = np.full((len(df), len(individuals), len(bodyparts)), np.nan)
+    ind_vals = cols.get_level_values("individuals") if has_ind else [individuals[0]] * len(cols)
+    for j, (ind, bp, c) in enumerate(
+        zip(ind_vals, cols.get_level_values("bodyparts"), cols.get_level_values("coords"), strict=True)
+    ):
+        i, k = individuals.index(ind), bodyparts.index(bp)
+        if c in space:
+            points[:, i, k, space.index(c)] = values[:, j]
+        elif c == "likelihood":
+            conf[:, i, k] = values[:, j]
+    index = df.index
+    try:
+        frames = np.asarray(index, dtype=np.int64)
+    except (TypeError, ValueError):
+        frames = np.arange(len(df))
+    meta = {
+        "format": "deeplabcut",
+        "scorer": str(cols.get_level_values(0)[0]),
+        "index": [str(i) for i in index],
+    }
+    return PoseTable(points, conf, bodyparts, individuals, frames, str(path), meta=meta)
+
+
+def _read_dlc_csv(path: Path) -> Any:
+    import pandas as pd
+
+    with path.open() as fh:
+        head = [fh.readline().split(",")[0].strip() for _ in range(4)]
+    n_header = 4 if head[1] == "individuals" else 3
+    if head[0] != "scorer":
+        raise ImportFormatError(f"{path}: line 1 must start with 'scorer' (got {head[0]!r})")
+    df = pd.read_csv(path, header=list(range(n_header)), index_col=0)
+    # newer DLC label files put the image path in up to 3 leading columns
+    first_level = df.columns.get_level_values(0)
+    extra = [c for c in df.columns if str(c[0]).startswith("Unnamed")]
+    if extra:
+        df = df.drop(columns=extra)
+    df.columns = df.columns.set_names(["scorer", "individuals", "bodyparts", "coords"][4 - n_header :])
+    del first_level
+    return df
+
+
+# ------------------------------------------------------------------------------------------- SLEAP
+def read_sleap_analysis(path: str | Path) -> PoseTable:
+    """SLEAP analysis HDF5 (``sleap-convert --format analysis``): ``tracks`` stored (I, 2, K, T)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            for key in ("tracks", "node_names"):
+                if key not in f:
+                    raise ImportFormatError(f"{path}: not a SLEAP analysis file (no '{key}' dataset)")
+            tracks = f["tracks"][:]  # (I, 2, K, T)
+            nodes = [n.decode() if isinstance(n, bytes) else str(n) for n in f["node_names"][:]]
+            names = (
+                [n.decode() if isinstance(n, bytes) else str(n) for n in f["track_names"][:]]
+                if "track_names" in f
+                else []
+            )
+            scores = f["point_scores"][:] if "point_scores" in f else None  # (I, K, T)
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: not an HDF5 file ({exc})") from None
+    if tracks.ndim != 4 or tracks.shape[1] != 2 or tracks.shape[2] != len(nodes):
+        raise ImportFormatError(
+            f"{path}: 'tracks' has shape {tracks.shape}, expected (tracks, 2, {len(nodes)} nodes, frames)"
+        )
+    points = np.transpose(tracks, (3, 0, 2, 1)).astype(float)  # (T, I, K, 2)
+    conf = (
+        np.transpose(scores, (2, 0, 1)).astype(float)
+        if scores is not None
+        else np.where(np.isfinite(points).all(axis=3), 1.0, np.nan)
+    )
+    n_ind = points.shape[1]
+    individuals = names if len(names) == n_ind and all(names) else [f"track{i}" for i in range(n_ind)]
+    return PoseTable(
+        points,
+        conf,
+        nodes,
+        individuals,
+        np.arange(points.shape[0]),
+        str(path),
+        meta={"format": "sleap-analysis"},
+    )
