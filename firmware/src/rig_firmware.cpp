@@ -55,8 +55,9 @@ static void send_msg(uint8_t type, uint32_t t_us, const uint8_t* body, uint8_t l
   for (uint8_t i = 0; i < len; i++) payload[7 + i] = body[i];
   size_t n = db_frame_build(payload, 7 + len, wire, sizeof(wire));
   for (size_t i = 0; i < n; i++) {
-    // Serial.write blocks while the TX buffer is full: keep ending TTL pulses on time meanwhile.
-    if (Serial.availableForWrite() == 0) ttl_update(micros());
+    // Writing a frame takes a while (and Serial.write blocks when the TX buffer is full): keep
+    // ending TTL pulses on time meanwhile.
+    ttl_update(micros());
     Serial.write(wire[i]);
   }
 }
