@@ -25,8 +25,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rig.errors import DeviceError
+
+if TYPE_CHECKING:
+    from rig.config_rig_control import ArduinoConfig
+    from rig.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -296,3 +301,26 @@ class FirmwareSim:
         with self._edge_cond:
             self._edge_cond.wait_for(lambda: enough() or self._exit_reason is not None, timeout=timeout_s)
         return self.edges(pin, since_cycle)
+
+
+def start_simulated_arduino(
+    cfg: ArduinoConfig, link_path: Path | str | None = None
+) -> tuple[FirmwareSim, SerialLink]:
+    """Start the simulator, open a link to it (port first, then release), send ``cfg``'s CONFIG and
+    re-delivery setting. Returns both; stop with ``link.close(); sim.stop()``."""
+    from rig.serial_link import link_from_config
+
+    sim = FirmwareSim(
+        elf=cfg.simulator.elf or DEFAULT_ELF, realtime=cfg.simulator.realtime, link_path=link_path
+    )
+    try:
+        link = link_from_config(cfg, port=link_path or sim.pty_path)
+        timer = threading.Timer(0.2, sim.release)
+        timer.start()
+        link.open()
+        link.configure(**cfg.firmware_config())
+        link.command("redelivery", enable=int(cfg.redelivery))
+    except Exception:
+        sim.stop()
+        raise
+    return sim, link

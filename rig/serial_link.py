@@ -27,6 +27,7 @@ import numpy as np
 import serial
 import serial.tools.list_ports
 
+from rig.config_rig_control import ArduinoConfig
 from rig.errors import DeviceError, ProtocolError
 from rig.messages import Command, SerialEvent
 from rig.protocol import (
@@ -496,3 +497,16 @@ class SerialLink:
 
 
 __all__ = ["ClockMap", "FirmwareVersionError", "Nak", "SerialLink", "find_port"]
+
+
+def link_from_config(cfg: ArduinoConfig, port: str | Path | None = None) -> SerialLink:
+    """A (not yet opened) link with the settings of ``rig.arduino``; ``port`` overrides the config's
+    (the simulator's pty)."""
+    return SerialLink(
+        port if port is not None else cfg.port,
+        serial_number=None if port is not None else cfg.serial_number,
+        baud=cfg.baud,
+        ack_timeout_s=cfg.ack_timeout_s,
+        watchdog_ms=cfg.watchdog_ms,
+        ping_interval_s=cfg.ping_interval_s,
+    )

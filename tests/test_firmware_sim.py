@@ -302,3 +302,20 @@ def test_cli_arduino_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     status = json.loads(capsys.readouterr().out)
     assert status["protocol_version"] == PROTOCOL_VERSION and status["servo_us"] == 2000
+
+
+def test_start_simulated_arduino_from_config() -> None:
+    from rig.config_rig_control import ArduinoConfig
+    from rig.firmware_sim import start_simulated_arduino
+
+    build()
+    cfg = ArduinoConfig(simulator={"realtime": False}, watchdog_ms=0, servo={"up_us": 1200})
+    sim, link = start_simulated_arduino(cfg)
+    try:
+        link.command(Cmd.PLATFORM, up=1)
+        col = Collector(link)
+        col.until(lambda ev: any(e.kind == "servo_done" and e.values["position_us"] == 1200 for e in ev))
+        assert link.status()["flags"] & 8 == 0  # re-delivery off as configured
+    finally:
+        link.close()
+        sim.stop()
