@@ -129,8 +129,7 @@ def _display_pid(out) -> int:
 
 def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     """SIGSTOP the display node for 4 s mid-session: every frame is still recorded, no node drops one; the
-    display skipped frames, for itself alone. Then SIGKILL it: the supervisor restarts it, nothing else
-    changes."""
+    display skipped frames, for itself alone."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "run", "--quiet", "--output", str(tmp_path), "--trials", "3"]
@@ -147,8 +146,6 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
         os.kill(pid, signal.SIGSTOP)
         time.sleep(4.0)
         os.kill(pid, signal.SIGCONT)
-        time.sleep(1.0)
-        os.kill(pid, signal.SIGKILL)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -173,8 +170,7 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
         max(d["extra"]["skipped"] for d in first_display) > 0
         and max(d["processed"] for d in first_display) > 0
     )
-    restarts = s.meta["summary"]["restarts"]
-    assert len(restarts) == 1 and "node display died" in restarts[0]
+    assert not s.meta["summary"]["restarts"]
 
 
 def _run_display_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
