@@ -175,6 +175,26 @@ def test_sync_level_and_mark(rig: tuple[FirmwareSim, SerialLink]) -> None:
     assert len(p) == 2 and 196 <= p[1].width_us < 200 + 150
 
 
+def test_sync_copies_every_nth_trigger(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    sim, link = rig
+    link.configure(**{**CONFIG, "sync_div": 3})
+    try:
+        since = sim.now_cycle()
+        link.command(Cmd.TRIGGER_START, rate_uhz=170_000_000, max_pulses=30, report_every=0)
+        col = Collector(link)
+        col.until(lambda ev: any(e.kind == "trigger_stopped" for e in ev))
+        trig = pulses(sim.wait_edges(PIN_TRIGGER, 60, 5.0, since))
+        sync = pulses(sim.wait_edges(PIN_SYNC, 20, 5.0, since))
+        assert len(trig) == 30 and len(sync) == 10
+        for k, sp in enumerate(sync):  # frames 0, 3, 6, ...: rises with the frame, falls with it
+            assert abs(sp.rise_cycle - trig[3 * k].rise_cycle) < 16 * 10
+            assert abs(sp.fall_cycle - trig[3 * k].fall_cycle) < 16 * 10
+        with pytest.raises(DeviceError, match="busy"):
+            link.command(Cmd.SYNC_LEVEL, level=1)  # the sync line belongs to the trigger now
+    finally:
+        link.configure(**CONFIG)
+
+
 def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> None:
     _, link = rig
     before = link.status()
@@ -183,8 +203,8 @@ def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> Non
     bad[2] ^= 0x40  # corrupt: must be ignored, no pulse, no reply
     link._ser.write(bytes(bad) + b"\x01\x02\x03\x00" + encode_raw_command(0x7F, 1000))
     col = Collector(link)
-    col.until(lambda ev: any(e.kind == "nak" for e in ev))
-    nak = col.kinds("nak")[0]
+    col.until(lambda ev: any(e.kind == "nak" and e.values["cmd"] == 0x7F for e in ev))
+    nak = next(e for e in col.kinds("nak") if e.values["cmd"] == 0x7F)
     assert nak.values["cmd"] == 0x7F and nak.values["cmd_seq"] == 1000 and nak.values["reason"] == "unknown"
     assert not col.kinds("ttl_fired") and not [e for e in col.events if e.values.get("cmd_seq") == 999]
     after = link.status()

@@ -95,6 +95,8 @@ static volatile uint32_t trig_ring_t[TRIG_RING];
 static volatile uint32_t trig_stopped_pending = 0;  // 1 + count when a stop must be reported
 static volatile uint16_t sync_pulses_left = 0;
 static uint16_t trig_report_every = 1;
+static uint16_t sync_countdown = 0;    // trigger pulses until the next sync copy
+static uint16_t report_countdown = 0;  // trigger pulses until the next TRIGGER event
 static uint16_t trig_prescaler = 8;
 static uint16_t trig_top = 0;
 
@@ -102,16 +104,25 @@ static void sync_write(bool level);
 
 ISR(TIMER1_OVF_vect) {
   // At TOP: the next timer tick (BOTTOM) makes the rising edge of pulse `trig_count`.
-  uint32_t idx = trig_count++;
-  if (cfg.sync_div && (idx % cfg.sync_div) == 0) {
-    PORTD |= _BV(PD7);
-    sync_pulses_left = 1;
+  // Countdowns, not `idx % n`: a 32-bit division would take ~40 us here.
+  if (cfg.sync_div) {
+    if (sync_countdown == 0) {
+      PORTD |= _BV(PD7);
+      sync_pulses_left = 1;
+      sync_countdown = cfg.sync_div;
+    }
+    sync_countdown--;
   }
-  if (trig_report_every && (idx % trig_report_every) == 0) {
-    uint8_t h = trig_head;
-    trig_ring_idx[h] = idx;
-    trig_ring_t[h] = micros();
-    trig_head = (h + 1) % TRIG_RING;
+  uint32_t idx = trig_count++;
+  if (trig_report_every) {
+    if (report_countdown == 0) {
+      uint8_t h = trig_head;
+      trig_ring_idx[h] = idx;
+      trig_ring_t[h] = micros();
+      trig_head = (h + 1) % TRIG_RING;
+      report_countdown = trig_report_every;
+    }
+    report_countdown--;
   }
 }
 
@@ -165,6 +176,8 @@ static void trigger_start(uint16_t presc, uint16_t top, uint32_t max_pulses) {
   trig_stop_request = false;
   trig_head = 0;
   trig_tail = 0;
+  sync_countdown = 0;
+  report_countdown = 0;
   ICR1 = top;
   OCR1A = top / 2;  // 50 % square wave
   TCNT1 = 0;        // OC1A is connected at the first compare match (mid-period, pin low), so
