@@ -36,7 +36,7 @@ class Track:
 
 @dataclass
 class OnlineOptions:
-    roi_size: int = 96
+    roi_size: int = 64
     search_scale: float = 0.5
     lost_frames: int = 10
     search_every: int = 4

@@ -57,14 +57,15 @@ def time_calls(fn, items, warm: int = 10) -> list[float]:
 def bench_runner(r: Runner, fr: dict[str, list[np.ndarray]], rows: list[str]) -> None:
     front, side = fr["front"], fr["side"]
     on = OnlineDetector(r, ["front", "side"])
+    R = on.options.roi_size
     on.detect([front[0], side[0]])
     crops = []
     for a, b in zip(front, side):
         x0, y0 = on._roi_origin(on.tracks["front"], a.shape)
-        crops.append((a[y0 : y0 + 96, x0 : x0 + 96].copy(), b[y0 : y0 + 96, x0 : x0 + 96].copy()))
+        crops.append((a[y0 : y0 + R, x0 : x0 + R].copy(), b[y0 : y0 + R, x0 : x0 + R].copy()))
     cases = [
-        ("ROI 96 px", 1, lambda c: r.infer([c[0]]), crops),
-        ("ROI 96 px", 2, lambda c: r.infer([c[0], c[1]]), crops),
+        (f"ROI {R} px", 1, lambda c: r.infer([c[0]]), crops),
+        (f"ROI {R} px", 2, lambda c: r.infer([c[0], c[1]]), crops),
         ("full frame 0.5x (224x230)", 1, lambda i: on._search(front[i]), list(range(len(front)))[:100]),
     ]
     for label, batch, fn, items in cases:
