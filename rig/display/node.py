@@ -46,9 +46,23 @@ class DisplayNode(Node):
                 "display: no screen (DISPLAY unset); set QT_QPA_PLATFORM=offscreen or run with a screen"
             )
             return
+        if not os.environ.get("QT_QPA_PLATFORM"):
+            # an unreachable X server must not abort the node (Qt would, and the supervisor would restart
+            # it in vain): fall back to drawing offscreen, and say so
+            first = (
+                "wayland" if os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY") else "xcb"
+            )
+            os.environ["QT_QPA_PLATFORM"] = f"{first};offscreen"
         from rig.display.window import LiveWindow, qt_app
 
         self.app = qt_app()
+        if self.app.platformName() == "offscreen" and not os.environ["QT_QPA_PLATFORM"].startswith(
+            "offscreen"
+        ):
+            self.log.warning(
+                "display: cannot open a window on the screen (DISPLAY=%s); drawing offscreen",
+                os.environ.get("DISPLAY", ""),
+            )
         self.window = LiveWindow(self.state, self.source, title=f"DeepBehavior live: {self.session_dir.name}")
         self.window.show()
 

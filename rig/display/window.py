@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -429,6 +430,11 @@ def run_qt(
 def qt_app() -> QtWidgets.QApplication:
     app = QtWidgets.QApplication.instance()
     if app is None:
+        # opencv-python points Qt at its own (different) Qt's plugins and fonts when cv2 is imported;
+        # PySide6 must use its own, or no window opens on a real screen
+        for var in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+            if "cv2" in os.environ.get(var, ""):
+                del os.environ[var]
         app = QtWidgets.QApplication([])
     assert isinstance(app, QtWidgets.QApplication)
     return app
