@@ -1,4 +1,4 @@
-"""``deepbehavior`` subcommands of the analysis package: ``calibrate`` and ``calibrate-import``.
+"""``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``, ``reaching``.
 
 Wired into the CLI by ``rig/cli.py`` through :func:`register`.
 """
@@ -65,6 +65,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, type=Path)
     q.set_defaults(func=_cmd_import)
 
+    r = subparsers.add_parser(
+        "reaching", help="reach kinematics and success rate from a session's points3d.csv and trials.csv"
+    )
+    r.add_argument("session", type=Path, help="session folder holding points3d.csv (and trials.csv)")
+    r.add_argument("--part", default="paw", help="tracked point to segment (default paw)")
+    r.add_argument("--filtered", action="store_true", help="use the online Kalman-filtered positions")
+    r.add_argument("--onset-speed", type=float, default=50.0, help="reach onset speed, mm/s (default 50)")
+    r.add_argument("--smooth", type=int, default=0, help="Savitzky-Golay window in samples (odd; 0 = none)")
+    r.add_argument("--out", type=Path, help="output folder (default SESSION/analysis/reaching)")
+    r.set_defaults(func=_cmd_reaching)
+
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from analysis.calibration import calibrate_sources, parse_board
@@ -111,4 +122,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
     save_calibration(calib, args.out)
     print(f"wrote {args.out} with cameras {', '.join(calib.cameras)}")
+    return 0
+
+
+def _cmd_reaching(args: argparse.Namespace) -> int:
+    from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials
+
+    out = args.out or args.session / "analysis" / "reaching"
+    try:
+        t_s, paw = load_points3d(args.session / "points3d.csv", args.part, filtered=args.filtered)
+        trials_path = args.session / "trials.csv"
+        trials = load_trials(trials_path) if trials_path.exists() else None
+        res = analyze_reaching(
+            t_s, paw, trials, out_dir=out, onset_speed_mm_s=args.onset_speed, smooth_window=args.smooth
+        )
+    except AnalysisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(res["summary"], indent=1, default=float))
+    print(f"wrote {out}")
     return 0

@@ -1,0 +1,155 @@
+"""Mouse reaching: reaches from the 3-D paw path, success rate and per-trial outcomes from the trial table.
+
+Inputs are arrays and simple tables; :func:`load_points3d` / :func:`load_trials` read the rig's
+``points3d.csv`` / ``trials.csv`` (columns as in ``rig/SESSION.md``) with pandas only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.errors import AnalysisError
+from analysis.kinematics import (
+    Reach,
+    plot_trajectories,
+    plot_velocity_curves,
+    reach_table,
+    segment_reaches,
+    speed,
+    velocity_curves,
+)
+
+REACH_OUTCOMES = ("success", "knocked_off", "miss")  # trials in which the mouse reached
+ALL_OUTCOMES = (*REACH_OUTCOMES, "no_reach")
+
+
+def load_points3d(
+    path: str | Path, name: str = "paw", filtered: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``points3d.csv`` -> (t_s (T,), xyz (T, 3) mm) for the point ``name``; invalid rows are NaN."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"{path}: cannot read points table ({exc})") from None
+    cols = ["x_filt", "y_filt", "z_filt"] if filtered else ["x", "y", "z"]
+    missing = [c for c in ["name", "t_frame_ns", *cols] if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"{path}: lacks column(s) {', '.join(missing)}")
+    sub = df[df["name"] == name]
+    if sub.empty:
+        raise AnalysisError(
+            f"{path}: no rows for point {name!r} (has {', '.join(map(str, df['name'].unique()))})"
+        )
+    xyz = sub[cols].to_numpy(dtype=float)
+    if "valid" in sub.columns:
+        xyz[~sub["valid"].astype(bool).to_numpy()] = np.nan
+    t = sub["t_frame_ns"].to_numpy(dtype=np.int64)
+    return (t - t[0]) * 1e-9 + t[0] * 1e-9, xyz
+
+
+def load_trials(path: str | Path) -> Any:
+    """``trials.csv`` (trial, t_start_ns, t_end_ns, outcome) -> DataFrame, adding t_start_s and t_end_s."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise AnalysisError(f"{path}: cannot read trial table ({exc})") from None
+    missing = [c for c in ("trial", "t_start_ns", "t_end_ns", "outcome") if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"{path}: lacks column(s) {', '.join(missing)}")
+    df["t_start_s"] = df["t_start_ns"].astype("int64") * 1e-9
+    df["t_end_s"] = df["t_end_ns"].astype("int64") * 1e-9
+    df["outcome"] = df["outcome"].fillna("").astype(str)
+    return df
+
+
+def success_summary(outcomes: Any) -> dict[str, Any]:
+    """Counts per outcome and rates: ``success_rate`` over completed trials (not aborted/empty) and
+    ``success_per_reach_trial`` over trials with a reach (success, knocked_off, miss)."""
+    outs = [str(o) for o in outcomes]
+    counts = {o: outs.count(o) for o in sorted(set(outs))}
+    done = [o for o in outs if o and o != "aborted"]
+    reach_trials = [o for o in done if o in REACH_OUTCOMES]
+    n_succ = done.count("success")
+    return {
+        "n_trials": len(outs),
+        "n_completed": len(done),
+        "counts": counts,
+        "success_rate": n_succ / len(done) if done else float("nan"),
+        "success_per_reach_trial": n_succ / len(reach_trials) if reach_trials else float("nan"),
+    }
+
+
+def trial_outcomes(trials: Any, reaches: list[Reach]) -> Any:
+    """Per trial: outcome, number of reaches whose onset falls in [t_start_s, t_end_s), first-reach
+    latency from trial start, and its duration and peak speed."""
+    import pandas as pd
+
+    rows = []
+    onsets = np.array([r.t_onset_s for r in reaches])
+    for tr in trials.itertuples():
+        inside = [r for r, on in zip(reaches, onsets, strict=True) if tr.t_start_s <= on < tr.t_end_s]
+        first = inside[0] if inside else None
+        rows.append(
+            {
+                "trial": tr.trial,
+                "outcome": tr.outcome,
+                "n_reaches": len(inside),
+                "first_reach_latency_s": first.t_onset_s - tr.t_start_s if first else np.nan,
+                "first_reach_duration_s": first.duration_s if first else np.nan,
+                "first_reach_max_speed_mm_s": first.max_speed_mm_s if first else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def analyze_reaching(
+    t_s: np.ndarray,
+    paw_t3: np.ndarray,
+    trials: Any | None = None,
+    out_dir: str | Path | None = None,
+    **segment_kwargs: Any,
+) -> dict[str, Any]:
+    """Segment reaches, measure them, relate them to trials; with ``out_dir`` write ``reaches.csv``,
+    ``trials_outcomes.csv``, ``summary.json``, ``trajectories.png`` and ``velocity.png``."""
+    reaches = segment_reaches(t_s, paw_t3, **segment_kwargs)
+    table = reach_table(reaches)
+    sp = speed(t_s, paw_t3)
+    u, curves = velocity_curves(t_s, sp, reaches)
+    result: dict[str, Any] = {
+        "reaches": reaches,
+        "reach_table": table,
+        "velocity_u": u,
+        "velocity_curves": curves,
+    }
+    summary: dict[str, Any] = {
+        "n_reaches": len(reaches),
+        "mean_duration_s": float(table["duration_s"].mean()) if len(table) else float("nan"),
+        "mean_path_length_mm": float(table["path_length_mm"].mean()) if len(table) else float("nan"),
+        "mean_max_speed_mm_s": float(table["max_speed_mm_s"].mean()) if len(table) else float("nan"),
+    }
+    if trials is not None:
+        result["trial_outcomes"] = trial_outcomes(trials, reaches)
+        summary.update(success_summary(trials["outcome"]))
+    result["summary"] = summary
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "reaches.csv", index=False)
+        if trials is not None:
+            result["trial_outcomes"].to_csv(out / "trials_outcomes.csv", index=False)
+        plot_trajectories(np.asarray(paw_t3, float), reaches, out / "trajectories.png")
+        plot_velocity_curves(u, curves, out / "velocity.png")
+        tmp = out / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1, default=float))
+        tmp.replace(out / "summary.json")  # written last: its presence means the analysis finished
+    return result

@@ -1,0 +1,149 @@
+"""Reach segmentation and kinematics on synthetic minimum-jerk reaches with known timing and speed, and the
+reaching task analysis on tables in the rig's session format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.errors import AnalysisError
+from analysis.kinematics import segment_reaches, speed, velocity, velocity_curves
+from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials, success_summary
+
+RATE = 200.0
+ONSETS = [1.0, 4.0, 7.5, 12.0]
+OUT_S, HOLD_S, BACK_S = 0.15, 0.05, 0.20
+
+
+def _min_jerk(tau: np.ndarray) -> np.ndarray:
+    tau = np.clip(tau, 0, 1)
+    return 10 * tau**3 - 15 * tau**4 + 6 * tau**5
+
+
+def _session(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, 15, 1 / RATE)
+    path = rng.normal(0, 0.05, (len(t), 3))
+    targets = []
+    for k, t0 in enumerate(ONSETS):
+        target = np.array([10.0, 5.0, -3.0]) * (1 + 0.1 * k)
+        targets.append(target)
+        out = _min_jerk((t - t0) / OUT_S)
+        back = _min_jerk((t - t0 - OUT_S - HOLD_S) / BACK_S)
+        active = (t >= t0) & (t <= t0 + OUT_S + HOLD_S + BACK_S)
+        path[active] += np.outer(out[active] - back[active], target)
+    path[int((ONSETS[1] + 0.07) * RATE) : int((ONSETS[1] + 0.07) * RATE) + 3] = np.nan  # a short dropout
+    return t, path, targets
+
+
+def test_reaches_found_with_onset_offset_distance_and_speed():
+    t, path, targets = _session()
+    reaches = segment_reaches(t, path, onset_speed_mm_s=50.0, smooth_window=9)
+    assert len(reaches) == len(ONSETS)
+    raw = segment_reaches(t, path, onset_speed_mm_s=50.0)
+    assert [r.onset for r in raw] == pytest.approx([r.onset for r in reaches], abs=3)
+    # unsmoothed, the 0.05 mm tracking noise lengthens the path
+    assert all(a.path_length_mm > b.path_length_mm for a, b in zip(raw, reaches, strict=True))
+    for r, t0, target in zip(reaches, ONSETS, targets, strict=True):
+        d = float(np.linalg.norm(target))
+        t_end = t0 + OUT_S + HOLD_S + BACK_S
+        # the 25 mm/s offset threshold is crossed 10-13 % into / before the end of a minimum-jerk stroke:
+        # ~16 ms after the true onset (150 ms stroke) and ~26 ms before the true end (200 ms stroke)
+        assert t0 <= r.t_onset_s < t0 + 0.03
+        assert t_end - 0.04 < r.t_offset_s <= t_end
+        assert r.extent_mm == pytest.approx(d, rel=0.02)
+        assert r.path_length_mm == pytest.approx(2 * d, rel=0.05)  # out and back
+        assert r.max_speed_mm_s == pytest.approx(1.875 * d / OUT_S, rel=0.05)  # min-jerk peak speed
+        assert r.mean_speed_mm_s == pytest.approx(r.path_length_mm / r.duration_s)
+        assert t0 + 0.06 < r.t_peak_speed_s < t0 + 0.09  # mid-stroke of the outward movement
+        assert t0 + OUT_S - 0.01 < r.t_apex_s < t0 + OUT_S + HOLD_S + 0.01
+
+
+def test_no_merge_splits_out_and_back_and_thresholds_drop_tremor():
+    t, path, _ = _session()
+    split = segment_reaches(t, path, onset_speed_mm_s=50.0, merge_gap_s=0.0)
+    assert len(split) == 2 * len(ONSETS)
+    assert segment_reaches(t, path, onset_speed_mm_s=5000.0) == []
+    still = np.random.default_rng(1).normal(0, 0.05, (400, 3))
+    assert segment_reaches(np.arange(400) / RATE, still) == []
+    with pytest.raises(AnalysisError, match=r"shape \(T=10, 3\)"):
+        segment_reaches(np.arange(10), np.zeros((10, 2)))
+
+
+def test_velocity_and_curves():
+    t = np.arange(100) / RATE
+    p = np.stack([3 * t, -2 * t, t**2], axis=1)
+    v = velocity(t, p)
+    np.testing.assert_allclose(v[1:-1], np.stack([np.full(98, 3.0), np.full(98, -2.0), 2 * t[1:-1]], axis=1))
+    np.testing.assert_allclose(velocity(t, p, smooth_window=9)[10:-10, 2], 2 * t[10:-10], atol=1e-9)
+    t2, path, _ = _session()
+    reaches = segment_reaches(t2, path)
+    u, curves = velocity_curves(t2, speed(t2, path), reaches, 51)
+    assert curves.shape == (4, 51) and u[0] == 0 and u[-1] == 1
+    assert np.all(np.nanargmax(curves, axis=1) < 25)  # the fast stroke is the outward one (shorter)
+
+
+def test_success_summary_counts():
+    s = success_summary(["success", "miss", "knocked_off", "success", "no_reach", "aborted"])
+    assert s["n_trials"] == 6 and s["n_completed"] == 5
+    assert s["success_rate"] == pytest.approx(2 / 5)
+    assert s["success_per_reach_trial"] == pytest.approx(2 / 4)
+    assert s["counts"]["aborted"] == 1
+
+
+def test_analyze_reaching_from_session_tables(tmp_path):
+    t, path, _ = _session()
+    t0_ns = 1_700_000_000_000_000_000
+    t_ns = t0_ns + np.round(t * 1e9).astype(np.int64)
+    valid = np.isfinite(path).all(axis=1).astype(int)
+    xyz = {"x": path[:, 0], "y": path[:, 1], "z": path[:, 2]}
+    rows = pd.DataFrame(
+        {"trigger_index": np.arange(len(t)), "name": "paw", **xyz, "valid": valid, "t_frame_ns": t_ns}
+    )
+    other = rows.assign(name="pellet", x=0.0, y=0.0, z=0.0)
+    pd.concat([rows, other]).to_csv(tmp_path / "points3d.csv", index=False)
+    starts = [0.5, 3.5, 7.0, 11.5, 13.5]
+    outcomes = ["success", "miss", "knocked_off", "success", "no_reach"]
+    pd.DataFrame({"trial": range(5), "t_start_ns": [t0_ns + int(s * 1e9) for s in starts],
+                  "t_end_ns": [t0_ns + int((s + 1.4) * 1e9) for s in starts], "outcome": outcomes}).to_csv(
+        tmp_path / "trials.csv", index=False)  # fmt: skip
+    ts, paw = load_points3d(tmp_path / "points3d.csv", "paw")
+    assert paw.shape == (len(t), 3) and np.isnan(paw).any()
+    trials = load_trials(tmp_path / "trials.csv")
+    res = analyze_reaching(ts, paw, trials, out_dir=tmp_path / "out")
+    per_trial = res["trial_outcomes"]
+    assert list(per_trial["n_reaches"]) == [1, 1, 1, 1, 0]
+    np.testing.assert_allclose(per_trial["first_reach_latency_s"][:4], 0.5, atol=0.03)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_reaches"] == 4 and summary["success_rate"] == pytest.approx(0.4)
+    assert len(pd.read_csv(tmp_path / "out" / "reaches.csv")) == 4
+    for png in ("trajectories.png", "velocity.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 5000
+    with pytest.raises(AnalysisError, match=r"points3d.csv: no rows for point 'nose' \(has paw, pellet\)"):
+        load_points3d(tmp_path / "points3d.csv", "nose")
+    pd.DataFrame({"trial": [0]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(AnalysisError, match=r"bad.csv: lacks column\(s\) t_start_ns, t_end_ns, outcome"):
+        load_trials(tmp_path / "bad.csv")
+
+
+def test_reaching_command(tmp_path, capsys):
+    import argparse
+
+    from analysis.commands import register
+
+    t, path, _ = _session()
+    t_ns = 1_000_000_000 + np.round(t * 1e9).astype(np.int64)
+    pd.DataFrame(
+        {"name": "paw", "x": path[:, 0], "y": path[:, 1], "z": path[:, 2], "t_frame_ns": t_ns}
+    ).to_csv(tmp_path / "points3d.csv", index=False)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["reaching", str(tmp_path), "--smooth", "9"])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "analysis" / "reaching" / "summary.json").read_text())["n_reaches"] == 4
+    args = parser.parse_args(["reaching", str(tmp_path / "nope")])
+    assert args.func(args) == 2
+    assert "points3d.csv: cannot read points table" in capsys.readouterr().err
