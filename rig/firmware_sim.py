@@ -167,35 +167,41 @@ class FirmwareSim:
 
     def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        for line in self._proc.stdout:
-            parts = line.split()
-            if not parts:
-                continue
-            tag = parts[0]
-            if tag == "E" and len(parts) == 4:
-                edge = PinEdge(parts[1], int(parts[2]), int(parts[3]), time.monotonic_ns())
-                for q in self._subscribers.get(edge.pin, ()):
-                    q.put(edge)
-                with self._edge_cond:
-                    lst = self._edges[edge.pin]
-                    lst.append(edge)
-                    if len(lst) > self.keep_edges:
-                        del lst[: len(lst) - self.keep_edges]
-                    self._edge_cond.notify_all()
-            elif tag == "N" and len(parts) == 2:
-                with self._edge_cond:
-                    self._now = int(parts[1])
-                    self._edge_cond.notify_all()
-            elif tag == "X":
-                with self._edge_cond:
-                    self._exit_reason = " ".join(parts[1:])
-                    self._edge_cond.notify_all()
-            elif tag == "ERR":
-                log.warning("simulator: %s", line.strip())
+        try:
+            for line in self._proc.stdout:
+                self._parse(line)
+        except (ValueError, OSError):  # stdout closed under us by stop()
+            pass
         with self._edge_cond:
             if self._exit_reason is None:
                 self._exit_reason = "exited"
             self._edge_cond.notify_all()
+
+    def _parse(self, line: str) -> None:
+        parts = line.split()
+        if not parts:
+            return
+        tag = parts[0]
+        if tag == "E" and len(parts) == 4:
+            edge = PinEdge(parts[1], int(parts[2]), int(parts[3]), time.monotonic_ns())
+            for q in self._subscribers.get(edge.pin, ()):
+                q.put(edge)
+            with self._edge_cond:
+                lst = self._edges[edge.pin]
+                lst.append(edge)
+                if len(lst) > self.keep_edges:
+                    del lst[: len(lst) - self.keep_edges]
+                self._edge_cond.notify_all()
+        elif tag == "N" and len(parts) == 2:
+            with self._edge_cond:
+                self._now = int(parts[1])
+                self._edge_cond.notify_all()
+        elif tag == "X":
+            with self._edge_cond:
+                self._exit_reason = " ".join(parts[1:])
+                self._edge_cond.notify_all()
+        elif tag == "ERR":
+            log.warning("simulator: %s", line.strip())
 
     def _send(self, line: str) -> None:
         if self._proc is None or self._proc.stdin is None or self._proc.poll() is not None:
@@ -237,6 +243,9 @@ class FirmwareSim:
             except ProcessLookupError:
                 pass
             proc.wait(timeout=timeout_s)
+        reader = getattr(self, "_reader", None)
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=timeout_s)  # EOF after the process is gone
         for f in (proc.stdin, proc.stdout):
             try:
                 if f is not None:

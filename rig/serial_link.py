@@ -350,10 +350,9 @@ class SerialLink:
 
         Returns the events in arrival order. Never raises for line noise or a vanished port.
         """
-        out = self._out
-        self._out = []
-        out.extend(self._poll_once(timeout_s))
-        return out
+        fresh = self._poll_once(timeout_s)
+        queued, self._out = self._out, []  # kept by open()/command(), or queued by a lost port
+        return queued + fresh
 
     def _poll_once(self, timeout_s: float | None = None) -> list[SerialEvent]:
         now = time.monotonic_ns()
@@ -365,15 +364,13 @@ class SerialLink:
             try:
                 self._write(Cmd.PING, {})
             except DeviceError:
-                return [self._link_event("disconnected", reason="write failed")]
+                return []  # _lost_port queued the 'disconnected' event
         if self._ser is not None and timeout_s is not None:
             self._ser.timeout = timeout_s
         for msg, t_recv in self._read_messages():
             out.extend(self._handle(msg, t_recv))
         if self._ser is not None and timeout_s is not None:
             self._ser.timeout = self.read_timeout_s
-        if not self.connected:
-            out.append(self._link_event("disconnected", reason="port vanished"))
         for seq, p in list(self._pending.items()):
             if p.reply is None and now > p.deadline_ns:
                 del self._pending[seq]
@@ -398,6 +395,7 @@ class SerialLink:
     def _lost_port(self, exc: BaseException) -> None:
         if self.connected:
             log.warning("serial port %s vanished: %s", self.port_arg, exc)
+            self._out.append(self._link_event("disconnected", reason=str(exc)))
         self._close_port()
         self.connected = False
         self._last_reconnect_ns = time.monotonic_ns()

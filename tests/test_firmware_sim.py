@@ -115,12 +115,12 @@ def test_trigger_rate_and_count(rig: tuple[FirmwareSim, SerialLink]) -> None:
 def test_servo_pulse_widths(rig: tuple[FirmwareSim, SerialLink]) -> None:
     sim, link = rig
     for up, width in ((1, 1000), (0, 2000)):
-        since = sim.now_cycle()
         col = Collector(link)
         link.send(Cmd.PLATFORM, up=up)
         ev = col.until(lambda ev: any(e.kind == "servo_done" for e in ev))
         assert [e.values["position_us"] for e in ev if e.kind == "servo_done"] == [width]
-        p = pulses(sim.wait_edges(PIN_SERVO, 10, 5.0, since))[-3:]
+        after = sim.now_cycle()  # the move is done: every pulse from now on has the target width
+        p = pulses(sim.wait_edges(PIN_SERVO, 8, 5.0, after))[:3]
         assert len(p) == 3 and all(abs(x.width_us - width) < 3 for x in p), p
         frames = np.diff([x.rise_cycle for x in p]) / 16
         assert np.all(np.abs(frames - 20000) < 20)

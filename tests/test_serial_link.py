@@ -110,7 +110,7 @@ def test_nak_and_timeout(fw: ScriptedFirmware) -> None:
     link = SerialLink(fw.path, ack_timeout_s=0.3, ping_interval_s=10)
     link.open()
     fw.nak[Cmd.DISPENSE] = 4
-    with pytest.raises(DeviceError, match="refused DISPENSE .*busy"):
+    with pytest.raises(DeviceError, match=r"refused DISPENSE .*busy"):
         link.command(Cmd.DISPENSE, pellets=1)
     fw.silent.add(Cmd.PLATFORM)
     seq = link.send("platform", up=1)

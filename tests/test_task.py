@@ -136,66 +136,109 @@ def test_dispenser_failure_stops_session() -> None:
     assert task.done and task.stats.trials[0].outcome == "aborted"
 
 
-@pytest.mark.firmware
-def test_complete_session_with_real_firmware() -> None:
-    """Three trials, the real ELF in simavr: the task's commands go to the firmware; a scripted mouse
-    reaches and takes (or knocks off) the pellet by driving the IR pin."""
-    import subprocess
+class SimSession:
+    """The task driven against the real firmware in simavr, the way the serial node will drive it; a
+    scripted mouse reaches and takes (or knocks off) the pellet by driving the IR pin. An act of
+    "vanish" kills the simulator mid-trial and brings a fresh one back on the same port path."""
 
-    from rig.firmware_sim import PIN_STEP, FirmwareSim, pulses
-    from rig.serial_link import SerialLink
+    def __init__(self, port: Path, cfg: ReachingTaskConfig, plan: list[str]) -> None:
+        import subprocess
 
-    subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), "all"], check=True)
-    ard = ArduinoConfig(
-        servo={"speed_us_per_s": 20000}, stepper={"steps_per_pellet": 20, "step_rate_hz": 2000}
-    )
-    cfg = ReachingTaskConfig(n_trials=3, iti_s=0.1, response_window_s=3.0, settle_s=0.1, grasp_window_s=0.3)
-    with FirmwareSim(realtime=True) as sim:
-        link = SerialLink(sim.pty_path, watchdog_ms=ard.watchdog_ms)
-        threading.Timer(0.2, sim.release).start()
-        link.open()
-        link.configure(**ard.firmware_config())
-        task = ReachingTask(cfg)
-        plan = iter(["success", "knocked_off", "success"])
-        events: list[TaskEvent] = []
+        from rig.firmware_sim import FirmwareSim
+        from rig.serial_link import SerialLink
+
+        subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), "all"], check=True)
+        self.ard = ArduinoConfig(
+            servo={"speed_us_per_s": 20000}, stepper={"steps_per_pellet": 20, "step_rate_hz": 2000}
+        )
+        self.port = port
+        self.sim = FirmwareSim(realtime=True, link_path=port)
+        self.link = SerialLink(port, watchdog_ms=self.ard.watchdog_ms, reconnect_interval_s=0.1)
+        threading.Timer(0.2, self.sim.release).start()
+        self.link.open()
+        self.link.configure(**self.ard.firmware_config())
+        self.task = ReachingTask(cfg)
+        self.plan = iter(plan)
+        self.events: list[TaskEvent] = []
+        self.serial: list[SerialEvent] = []
+        self.steps = 0
+
+    def run(self, timeout_s: float = 40.0) -> None:
+        from rig.errors import DeviceError
+        from rig.firmware_sim import PIN_STEP, FirmwareSim, pulses
+
+        task, link = self.task, self.link
         presented_at: float | None = None
         act = ""
         pending = list(task.start(time.monotonic_ns()))
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + timeout_s
         while not task.done and time.monotonic() < deadline:
             for m in pending:
                 if isinstance(m, Command):
-                    link.send_command(m)
+                    try:
+                        link.send_command(m)
+                    except DeviceError:
+                        pass  # the port is gone: the task pauses on 'disconnected'
                     if m.name == "dispense":
-                        sim.set_ir(True)  # the pellet lands on the platform
+                        self.sim.set_ir(True)  # the pellet lands on the platform
                 else:
-                    events.append(m)
+                    self.events.append(m)
             pending = []
             now = time.monotonic_ns()
             for e in link.poll():
+                self.serial.append(e)
+                if e.kind == "reconnected":  # a fresh board: configure it again (the node's job)
+                    link.configure(**self.ard.firmware_config())
                 pending += task.on_serial(e, e.t_host_ns if e.t_host_ns > 0 else now)
             pending += task.tick(time.monotonic_ns())
             if task.state == "wait_response" and presented_at is None:
-                presented_at, act = time.monotonic(), next(plan)
-            if (
-                presented_at is not None
-                and task.state == "wait_response"
-                and time.monotonic() - presented_at > 0.3
-            ):
+                presented_at, act = time.monotonic(), next(self.plan)
+                if act == "vanish":
+                    self.steps += len(pulses(self.sim.edges(PIN_STEP)))
+                    self.sim.stop()
+                    self.sim = FirmwareSim(realtime=True, link_path=self.port)
+                    threading.Timer(0.5, self.sim.release).start()
+            waited = presented_at is not None and time.monotonic() - presented_at > 0.3
+            if task.state == "wait_response" and waited and act != "vanish":
                 t = time.monotonic_ns()
                 d = 1.0 if act == "success" else 9.0
                 pending += task.on_point(paw(t, (0.0, -d, 0.0)), t)
-                sim.set_ir(False)  # the pellet leaves the platform
+                self.sim.set_ir(False)  # the pellet leaves the platform
                 presented_at = -1.0
             if task.state == "iti":
                 presented_at = None
         link.close()
-        steps = pulses(sim.edges(PIN_STEP))
+        self.steps += len(pulses(self.sim.edges(PIN_STEP)))
+        self.sim.stop()
+
+
+@pytest.mark.firmware
+def test_complete_session_with_real_firmware(tmp_path: Path) -> None:
+    cfg = ReachingTaskConfig(n_trials=3, iti_s=0.1, response_window_s=3.0, settle_s=0.1, grasp_window_s=0.3)
+    run = SimSession(tmp_path / "arduino", cfg, ["success", "knocked_off", "success"])
+    run.run()
+    task = run.task
     assert task.done, f"stuck in {task.state}"
-    ends = [e.outcome for e in events if e.kind == "trial_end"]
-    assert ends == ["success", "knocked_off", "success"]
+    assert [e.outcome for e in run.events if e.kind == "trial_end"] == ["success", "knocked_off", "success"]
     s = task.stats.summary()
     assert s["success_rate"] == pytest.approx(2 / 3) and s["reaches_per_trial"] == 1.0
     assert not math.isnan(s["latency_first_reach_s_median"])
-    assert len(steps) == 3 * 20
-    assert link.stats.gaps == 0
+    assert run.steps == 3 * 20
+    assert run.link.stats.gaps == 0
+
+
+@pytest.mark.firmware
+def test_session_survives_port_vanishing(tmp_path: Path) -> None:
+    """The board vanishes mid-trial: the task pauses (trial aborted), the link reconnects to the new
+    board, the task lowers the platform and carries on; the event log shows it all, with no gap."""
+    cfg = ReachingTaskConfig(n_trials=3, iti_s=0.1, response_window_s=3.0, settle_s=0.1, grasp_window_s=0.3)
+    run = SimSession(tmp_path / "arduino", cfg, ["success", "vanish", "success"])
+    run.run()
+    assert run.task.done, f"stuck in {run.task.state}"
+    ends = [e.outcome for e in run.events if e.kind == "trial_end"]
+    assert ends == ["success", "aborted", "success"]
+    kinds = [e.kind for e in run.events]
+    assert kinds.index("paused") < kinds.index("resumed")
+    link_log = [e.kind for e in run.serial if e.kind in ("disconnected", "reconnected", "boot")]
+    assert link_log == ["boot", "disconnected", "reconnected", "boot"]
+    assert run.link.stats.gaps == 0 and run.link.stats.reconnects == 1
