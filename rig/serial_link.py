@@ -12,13 +12,16 @@ Event ``kind`` values: the firmware's event names (``boot``, ``ir``, ``trigger``
 ``ack_timeout``; ``disconnected``; ``reconnected``; ``reboot``: the firmware restarted). ``t_fw_us``
 is the firmware clock unwrapped to 64 bits (-1 for link events); ``t_host_ns`` the mapped host time
 (``time.monotonic_ns`` clock) of the event itself, or the receive time before the map has samples.
+``values['t_recv_ns']`` is when the host read it. An ACK of a command sent with
+:meth:`SerialLink.send_command` carries the command's ``cause_trigger_index``/``cause_t_frame_ns`` and
+``rtt_ns``; a ``ttl_fired`` event carries them too, plus ``latency_ns`` = pin time - frame time.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +189,7 @@ class SerialLink:
         self._ser: serial.Serial | None = None
         self._seq = 0
         self._pending: dict[int, _Pending] = {}
+        self._recent: OrderedDict[int, _Pending] = OrderedDict()  # acked commands, for TTL_FIRED causes
         self._out: list[SerialEvent] = []
         self._rx_seq = _Unwrap(16)
         self._next_rx_seq: int | None = None
@@ -459,6 +463,9 @@ class SerialLink:
                 if p.cmd is Cmd.PING and msg.kind == "ack":
                     self._add_clock_sample(msg, cmd_seq, t_recv)
                 del self._pending[cmd_seq]
+                self._recent[cmd_seq] = p
+                while len(self._recent) > 256:
+                    self._recent.popitem(last=False)
                 if p.cause is not None:
                     values["cause_trigger_index"] = p.cause.cause_trigger_index
                     values["cause_t_frame_ns"] = p.cause.cause_t_frame_ns
@@ -476,6 +483,13 @@ class SerialLink:
         elif msg.kind == "ir":
             self.pellet_present = bool(values["pellet_present"])
         t_host = self.clock.to_host_ns(fw_us) if self.clock.ready else t_recv
+        if msg.kind == "ttl_fired":
+            cause = self._recent.get(int(values["cmd_seq"]))
+            if cause is not None and cause.cause is not None and cause.cause.cause_t_frame_ns >= 0:
+                # camera frame -> output pin, on the host clock (through the firmware clock map)
+                values["cause_trigger_index"] = cause.cause.cause_trigger_index
+                values["cause_t_frame_ns"] = cause.cause.cause_t_frame_ns
+                values["latency_ns"] = t_host - cause.cause.cause_t_frame_ns
         values["t_recv_ns"] = t_recv
         out.append(SerialEvent(fw_seq=seq, kind=msg.kind, t_fw_us=fw_us, t_host_ns=t_host, values=values))
         log.debug("serial event %s seq %d t_fw %d %s", msg.kind, seq, fw_us, values)

@@ -21,7 +21,7 @@ from rig.firmware_sim import (
     FirmwareSim,
     pulses,
 )
-from rig.messages import SerialEvent
+from rig.messages import Command, SerialEvent
 from rig.protocol import PROTOCOL_VERSION, Cmd, encode_command, encode_raw_command
 from rig.serial_link import FirmwareVersionError, SerialLink
 
@@ -156,10 +156,16 @@ def test_ttl_pulse_and_latency_fields(rig: tuple[FirmwareSim, SerialLink]) -> No
     sim, link = rig
     since = sim.now_cycle()
     col = Collector(link)
-    seq = link.send(Cmd.TTL_PULSE, width_us=300)
+    t_frame = time.monotonic_ns()
+    cmd = Command(name="ttl_pulse", args={"width_us": 300}, cause_trigger_index=41, cause_t_frame_ns=t_frame)
+    seq = link.send_command(cmd)
     col.until(lambda ev: any(e.kind == "ttl_fired" for e in ev))
     fired = col.kinds("ttl_fired")[0]
     assert fired.values["cmd_seq"] == seq and fired.values["width_us"] == 300
+    ack = next(e for e in col.kinds("ack") if e.values["cmd_seq"] == seq)
+    assert ack.values["cause_trigger_index"] == 41 and ack.values["rtt_ns"] > 0
+    assert fired.values["cause_trigger_index"] == 41 and fired.values["cause_t_frame_ns"] == t_frame
+    assert 0 < fired.values["latency_ns"] < 1e9
     p = pulses(sim.wait_edges(PIN_TTL, 2, 2.0, since))
     # The rising edge is immediate; the end is loop()-timed (known limitation, firmware/README.md)
     assert len(p) == 1 and 296 <= p[0].width_us < 300 + 150
