@@ -295,7 +295,7 @@ class SerialLink:
         now = time.monotonic_ns()
         self._pending[seq] = _Pending(seq, cmd, now, now + int(self.ack_timeout_s * 1e9), cause)
         try:
-            self._ser.write(wire)
+            self._ser.write(b"\x00" + wire)  # leading delimiter: resynchronise after line noise
         except (serial.SerialException, OSError) as exc:
             self._pending.pop(seq, None)
             self._lost_port(exc)

@@ -221,6 +221,29 @@ def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> Non
         link.command("servo_us", target_us=3000)
 
 
+def test_garbage_on_the_line_changes_nothing(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    """5 kB of random bytes into the real firmware: dropped and counted, no output moves, and the
+    next command (right after the noise) still works."""
+    import random
+
+    sim, link = rig
+    before = link.status()
+    seq0 = link._seq
+    since = sim.now_cycle()
+    rng = random.Random(7)
+    assert link._ser is not None
+    for _ in range(25):
+        link._ser.write(bytes(rng.getrandbits(8) for _ in range(200)))
+        link.poll(0.005)
+    after = link.status()
+    sent = (link._seq - seq0) % 65536  # our frames since `before` (pings, STATUS)
+    assert after["rx_frames"] == before["rx_frames"] + sent  # not one garbage frame accepted
+    assert after["rx_errors"] >= before["rx_errors"] + 10  # ~1 delimiter per 256 random bytes
+    for pin in (PIN_TTL, PIN_STEP, PIN_TRIGGER, PIN_SYNC):
+        assert not sim.edges(pin, since), pin
+    assert after["servo_us"] == before["servo_us"] and after["flags"] == before["flags"]
+
+
 def test_redelivery_cycle(rig: tuple[FirmwareSim, SerialLink]) -> None:
     sim, link = rig
     link.command(Cmd.PLATFORM, up=1)

@@ -54,6 +54,7 @@ static void send_msg(uint8_t type, uint32_t t_us, const uint8_t* body, uint8_t l
   db_put_u32(payload + 3, t_us);
   for (uint8_t i = 0; i < len; i++) payload[7 + i] = body[i];
   size_t n = db_frame_build(payload, 7 + len, wire, sizeof(wire));
+  Serial.write((uint8_t)0);  // leading delimiter: a frame after line noise still parses
   for (size_t i = 0; i < n; i++) {
     // Writing a frame takes a while (and Serial.write blocks when the TX buffer is full): keep
     // ending TTL pulses on time meanwhile.
