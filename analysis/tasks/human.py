@@ -1,0 +1,105 @@
+"""Human 3-D motor assessment: joint angles, forearm supination, segment velocities, repetitions.
+
+Inputs are 3-D keypoint trajectories (T, 3) in mm (e.g. OpenPose BODY_25 + hand keypoints from two views,
+triangulated with :func:`analysis.geometry.triangulate`); NaN = missing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.errors import AnalysisError
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return v / n
+
+
+def _check(*arrays: np.ndarray) -> list[np.ndarray]:
+    out = [np.asarray(a, dtype=np.float64) for a in arrays]
+    shape = out[0].shape
+    for i, a in enumerate(out):
+        if a.ndim != 2 or a.shape[1] != 3 or a.shape != shape:
+            raise AnalysisError(f"keypoint {i}: shape {a.shape}, expected (T, 3) like the first {shape}")
+    return out
+
+
+def joint_angle(a_t3: np.ndarray, b_t3: np.ndarray, c_t3: np.ndarray) -> np.ndarray:
+    """(T,) angle at ``b`` between b->a and b->c, degrees (0..180)."""
+    a, b, c = _check(a_t3, b_t3, c_t3)
+    u, v = _unit(a - b), _unit(c - b)
+    return np.degrees(np.arccos(np.clip(np.sum(u * v, axis=1), -1.0, 1.0)))
+
+
+def elbow_angle(shoulder: np.ndarray, elbow: np.ndarray, wrist: np.ndarray) -> np.ndarray:
+    """(T,) elbow angle, degrees: 180 = arm straight."""
+    return joint_angle(shoulder, elbow, wrist)
+
+
+def shoulder_angle(hip: np.ndarray, shoulder: np.ndarray, elbow: np.ndarray) -> np.ndarray:
+    """(T,) angle between the trunk (shoulder->hip) and the upper arm (shoulder->elbow), degrees:
+    0 = arm along the body, 90 = raised to horizontal."""
+    return joint_angle(hip, shoulder, elbow)
+
+
+def supination_angle(
+    elbow: np.ndarray,
+    wrist: np.ndarray,
+    index_base: np.ndarray,
+    pinky_base: np.ndarray,
+    reference: np.ndarray | None = None,
+) -> np.ndarray:
+    """(T,) forearm rotation, degrees, signed about the forearm axis (elbow->wrist, right-hand rule).
+
+    The hand's across-palm vector (pinky base -> index base, e.g. OpenPose hand points 17 and 5) is projected
+    on the plane normal to the forearm and compared with ``reference`` (3,) projected the same way (default:
+    world +z). Increasing values = rotation counter-clockwise looking from the elbow to the wrist.
+    """
+    e, w, i, p = _check(elbow, wrist, index_base, pinky_base)
+    axis = _unit(w - e)
+    palm = i - p
+    palm = _unit(palm - np.sum(palm * axis, axis=1, keepdims=True) * axis)
+    ref = np.broadcast_to(
+        np.array([0.0, 0.0, 1.0]) if reference is None else np.asarray(reference, float), e.shape
+    )
+    ref = _unit(ref - np.sum(ref * axis, axis=1, keepdims=True) * axis)
+    sin = np.sum(np.cross(ref, palm) * axis, axis=1)
+    cos = np.sum(ref * palm, axis=1)
+    return np.degrees(np.arctan2(sin, cos))
+
+
+def point_speed(t_s: np.ndarray, p_t3: np.ndarray) -> np.ndarray:
+    """(T,) speed of a keypoint, mm/s."""
+    (p,) = _check(p_t3)
+    return np.linalg.norm(np.gradient(p, np.asarray(t_s, dtype=np.float64), axis=0), axis=1)
+
+
+def segment_repetitions(
+    t_s: np.ndarray, signal_t: np.ndarray, min_prominence: float, min_interval_s: float = 0.3
+) -> list[tuple[int, int, int]]:
+    """Repetitions of a cyclic movement (e.g. elbow flexion, supination): peaks of ``signal_t`` with at
+    least ``min_prominence`` and ``min_interval_s`` apart; each repetition runs from the trough before its
+    peak to the trough after. Returns (start, peak, end) sample indices."""
+    from scipy.signal import find_peaks
+
+    t = np.asarray(t_s, dtype=np.float64)
+    x = np.asarray(signal_t, dtype=np.float64)
+    if x.shape != t.shape:
+        raise AnalysisError(f"signal has shape {x.shape}, t_s {t.shape}")
+    ok = np.isfinite(x)
+    if ok.sum() < 3:
+        return []
+    xf = np.interp(t, t[ok], x[ok])
+    dt = float(np.median(np.diff(t)))
+    peaks, _ = find_peaks(xf, prominence=min_prominence, distance=max(1, int(min_interval_s / dt)))
+    troughs, _ = find_peaks(-xf, prominence=min_prominence / 2)
+    reps = []
+    for pk in peaks:
+        before = troughs[troughs < pk]
+        after = troughs[troughs > pk]
+        start = int(before[-1]) if len(before) else 0
+        end = int(after[0]) if len(after) else len(x) - 1
+        reps.append((start, int(pk), end))
+    return reps
