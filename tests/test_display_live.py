@@ -29,6 +29,7 @@ from tests.display_helpers import (
 from tests.sessions import start_session, wait_for_log
 
 pytestmark = pytest.mark.gui
+PIPELINE = ("cam-front", "cam-side", "detector", "triangulator", "recorder")
 
 
 def _pump(win, app, until, timeout: float) -> bool:
@@ -61,7 +62,12 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
             return all(
                 state.views[c].image is not None and state.boxes(c) and state.reprojection(c) is not None
                 for c in state.cameras
-            ) and any(h.stats is not None and h.stats.processed > 0 for h in state.health.values())
+            ) and all(
+                n in state.health
+                and state.health[n].stats is not None
+                and state.health[n].stats.processed > 0
+                for n in PIPELINE
+            )
 
         assert _pump(win, app, paw_in_view, 60), "no frames with detections and 3-D reached the window"
         _pump(win, app, lambda: False, 0.3)  # let the 5 Hz texts catch up
@@ -79,7 +85,7 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
             patch = rgb[int(r.top()) : int(r.bottom()), int(r.left()) : int(r.right())].astype(int)
             assert not np.any((patch[..., 1] > 180) & (patch[..., 0] < 100) & (patch[..., 2] < 100))
         # counters on screen are the stats the window received
-        shown = {row[0]: row for row in win.health_rows()}
+        shown = {row[0].split(" ")[0]: row for row in win.health_rows()}
         for node in ("cam-front", "cam-side", "detector", "triangulator", "recorder"):
             st = state.health[node].stats
             assert st is not None and shown[node][2] == str(st.processed) and shown[node][3] == str(st.drops)
@@ -133,7 +139,10 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "run", "--quiet", "--output", str(tmp_path), "--trials", "3"]
-        + ["--set", "pipeline.display.enabled=true"],
+        + ["--set", "pipeline.display.enabled=true"]
+        # 60 Hz keeps the pipeline clear of the CPU's limit on a shared 2-core machine, so that any drop
+        # would be the display's doing; the principle (the display is one more subscriber) is rate-free
+        + ["--set", "rig.trigger.rate_hz=60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -155,7 +164,7 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     s = load_session(folder)
     assert s.meta["status"] == "complete"
     for cam, table in s.frames.items():
-        assert len(table["seq"]) > 300
+        assert len(table["seq"]) > 450
         assert int(np.sum(table["dropped"])) == 0, f"{cam}: frames dropped while the display was frozen"
     final = last_stats(folder)
     for node, st in final.items():
