@@ -64,3 +64,12 @@ def last_stats(session_dir: Path) -> dict[str, dict]:
 
 def box_contains(box: m.Box, uv, margin: float = 4.0) -> bool:
     return bool(box.x1 - margin <= uv[0] <= box.x2 + margin and box.y1 - margin <= uv[1] <= box.y2 + margin)
+
+
+def gui_env() -> dict[str, str]:
+    """Environment for a GUI subprocess: Qt offscreen, without what importing cv2 left in os.environ."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not (k.startswith("QT_QPA_") and "cv2" in v)}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    return env

@@ -22,6 +22,7 @@ from rig.session import load_session
 from tests.display_helpers import (
     box_contains,
     green_fraction_on_edges,
+    gui_env,
     last_stats,
     qimage_rgb,
     wait_bridge,
@@ -136,7 +137,7 @@ def _display_pid(out) -> int:
 def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     """SIGSTOP the display node for 4 s mid-session: every frame is still recorded, no node drops one; the
     display skipped frames, for itself alone."""
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env = gui_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rig.cli", "run", "--quiet", "--output", str(tmp_path), "--trials", "3"]
         + ["--set", "pipeline.display.enabled=true"]
@@ -183,7 +184,7 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
 
 
 def _run_display_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env = gui_env()
     return subprocess.run(
         [sys.executable, "-m", "rig.cli", "display", *args, "--error-linger", "0.3"],
         capture_output=True,

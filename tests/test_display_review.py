@@ -3,7 +3,6 @@ drawn on the recorded frames, the frame slider and the trial list."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from rig.session import load_session
-from tests.display_helpers import box_contains, green_fraction_on_edges, qimage_rgb
+from tests.display_helpers import box_contains, green_fraction_on_edges, gui_env, qimage_rgb
 from tests.sessions import run_session
 
 pytestmark = pytest.mark.gui
@@ -77,7 +76,7 @@ def test_review_draws_recorded_overlays(recorded):
 
 def test_review_cli_screenshot(recorded, tmp_path):
     png = tmp_path / "review.png"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env = gui_env()
     r = subprocess.run(
         [sys.executable, "-m", "rig.cli", "review", str(recorded.path), "--trial", "1", "--seconds", "0.5"]
         + ["--screenshot", str(png)],
@@ -87,11 +86,11 @@ def test_review_cli_screenshot(recorded, tmp_path):
         env=env,
     )
     assert r.returncode == 0, r.stderr
-    assert png.stat().st_size > 10_000
+    assert png.stat().st_size > 10_000, r.stderr
 
 
 def test_review_cli_bad_session(tmp_path):
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    env = gui_env()
     r = subprocess.run(
         [sys.executable, "-m", "rig.cli", "review", str(tmp_path)],
         capture_output=True,
@@ -99,4 +98,5 @@ def test_review_cli_bad_session(tmp_path):
         timeout=60,
         env=env,
     )
-    assert r.returncode == 2 and "not a session folder" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert "not a session folder" in r.stderr and "Traceback" not in r.stderr
