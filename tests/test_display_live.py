@@ -94,6 +94,7 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
         # controls: a mark with a note, pause and resume, then stop (two clicks) -> the session stops
         win.mark_note.setText("paw slipped")
         win.mark_button.click()
+        assert state.marks == 1 and win.mark_note.text() == ""
         win.pause_button.click()
         assert win.pause_button.text() == "Resume task"
         _pump(win, app, lambda: state.paused, 10)

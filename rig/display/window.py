@@ -278,6 +278,8 @@ class LiveWindow(ViewerBase):
             log.error("%s", exc)
             return
         self.sent.append((command, detail))
+        if command == "mark":
+            self.state.marks += 1  # a node does not hear its own messages; marks from others come as ctl
         self.control_label.setText(f"sent: {command} {detail}".strip())
 
     def on_pause(self) -> None:
