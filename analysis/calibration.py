@@ -30,6 +30,7 @@ import numpy as np
 
 from analysis.camera import Calibration, CameraModel
 from analysis.errors import AnalysisError, CalibrationError
+from analysis.plotting import pyplot, save
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +295,7 @@ class CalibrationReport:
 
     def plot(self, path: str | Path) -> Path:
         """Bar chart of per-view RMS per camera plus a scatter of corner residuals; written to ``path``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         cams = list(self.camera_rms_px)
         fig, axes = plt.subplots(2, max(1, len(cams)), figsize=(4.5 * max(1, len(cams)), 7), squeeze=False)
@@ -321,11 +319,7 @@ class CalibrationReport:
             ax2.set_aspect("equal")
             ax2.set_xlabel("residual x (px)")
             ax2.set_ylabel("residual y (px)")
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save(fig, path)
 
 
 @dataclass

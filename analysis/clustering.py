@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisError
+from analysis.plotting import pyplot, save
 
 
 def dtw_distance_matrix(
@@ -83,18 +84,11 @@ def cluster(
 def plot_dendrogram(linkage_matrix: np.ndarray, path: str | Path, labels: Sequence[str] | None = None,
                     title: str = "") -> Path:  # fmt: skip
     """Dendrogram of a linkage matrix as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from scipy.cluster.hierarchy import dendrogram
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * (len(linkage_matrix) + 1)), 4))
     dendrogram(linkage_matrix, labels=list(labels) if labels is not None else None, ax=ax)
     ax.set_ylabel("DTW distance")
     ax.set_title(title or "movement clusters")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)

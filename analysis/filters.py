@@ -88,6 +88,12 @@ def kalman_filter_series(
     return np.stack([kf.update(float(t), p) for t, p in zip(t_s, pts)])
 
 
+def true_runs(mask_t: np.ndarray) -> list[tuple[int, int]]:
+    """Inclusive (start, end) index pairs of the runs of True in a (T,) boolean mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(mask_t).astype(np.int8), [0]])))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def _as_tn(x: np.ndarray) -> tuple[np.ndarray, bool]:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim == 1:
@@ -166,8 +172,8 @@ def savgol(
         arr = interpolate_gaps(arr, max_gap)
     out = np.full_like(arr, np.nan)
     ok = np.isfinite(arr).all(axis=1)
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(int), [0]])))
-    for start, stop in zip(edges[::2], edges[1::2], strict=True):
+    for start, last in true_runs(ok):
+        stop = last + 1
         seg = arr[start:stop]
         if len(seg) >= window:
             out[start:stop] = savgol_filter(seg, window, polyorder, deriv=deriv, delta=dt_s, axis=0)

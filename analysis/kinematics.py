@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisError
-from analysis.filters import interpolate_gaps, savgol
+from analysis.filters import interpolate_gaps, savgol, true_runs
+from analysis.plotting import pyplot, save
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,6 @@ def speed(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.
     return np.linalg.norm(velocity(t_s, points_tn, smooth_window), axis=1)
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Inclusive (start, end) index pairs of True runs."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
-
-
 def segment_reaches(
     t_s: np.ndarray,
     points_t3: np.ndarray,
@@ -89,7 +84,7 @@ def segment_reaches(
         p = savgol(p, smooth_window, 3)
     fast = np.nan_to_num(sp, nan=0.0) > off
     strong = np.nan_to_num(sp, nan=0.0) > onset_speed_mm_s
-    moves = [(a, b) for a, b in _runs(fast) if strong[a : b + 1].any()]
+    moves = [(a, b) for a, b in true_runs(fast) if strong[a : b + 1].any()]
     merged: list[list[int]] = []
     for a, b in moves:
         if merged and t[a] - t[merged[-1][1]] <= merge_gap_s and np.isfinite(p[merged[-1][1] : a + 1]).all():
@@ -151,7 +146,7 @@ def velocity_curves(
 
 def plot_trajectories(points_t3: np.ndarray, reaches: list[Reach], path: str | Path, title: str = "") -> Path:
     """3-D trajectories of the reaches (one colour each, onset marked) as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig = plt.figure(figsize=(6, 5))
     ax = fig.add_subplot(projection="3d")
@@ -165,12 +160,12 @@ def plot_trajectories(points_t3: np.ndarray, reaches: list[Reach], path: str | P
     ax.set_ylabel("y (mm)")
     ax.set_zlabel("z (mm)")
     ax.set_title(title or f"{len(reaches)} reaches")
-    return _save(fig, path)
+    return save(fig, path, tight=False)
 
 
 def plot_velocity_curves(u: np.ndarray, curves: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Speed against normalized reach time: every reach (thin) and the mean +- SD (thick) as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for c in curves:
@@ -183,20 +178,4 @@ def plot_velocity_curves(u: np.ndarray, curves: np.ndarray, path: str | Path, ti
     ax.set_xlabel("normalized reach time")
     ax.set_ylabel("speed (mm/s)")
     ax.set_title(title or f"velocity of {len(curves)} reaches")
-    return _save(fig, path)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
-    return path
+    return save(fig, path, tight=False)
