@@ -398,3 +398,29 @@ def test_calibrate_commands_report_bad_input(bouguet_dir, tmp_path, capsys):
     assert rc == 0 and baseline_mm(load_calibration(out), "left", "right") == pytest.approx(
         BASELINE_MM, abs=0.01
     )
+
+
+def test_calibration_from_videos_matches_images(bouguet_dir, bouguet_detections, tmp_path):
+    """Lossless (FFV1) videos of the 14 pairs give exactly the image-based calibration."""
+    from analysis.calibration import calibrate_sources
+
+    views, dets, _ = bouguet_detections
+    sources = {}
+    for cam in ("left", "right"):
+        path = tmp_path / f"{cam}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10, (640, 480), isColor=False)
+        assert writer.isOpened(), "OpenCV's FFV1 writer is needed for this test"
+        for _, img in views[cam]:
+            writer.write(img)
+        writer.release()
+        sources[cam] = path
+    res = calibrate_sources(sources, Checkerboard(9, 6, 30.0))
+    ref = calibrate_from_detections(dets, {"left": (640, 480), "right": (640, 480)})
+    for cam in ("left", "right"):
+        np.testing.assert_allclose(res.calibration[cam].matrix, ref.calibration[cam].matrix, rtol=1e-9)
+        np.testing.assert_allclose(res.calibration[cam].tvec, ref.calibration[cam].tvec, atol=1e-6)
+    assert res.report.views[0].label == "left.avi#0"
+    with pytest.raises(CalibrationError, match=r"different numbers of views.*left=14, right=7"):
+        calibrate_sources(
+            {"left": sources["left"], "right": bouguet_dir / "right0[1-7].jpg"}, Checkerboard(9, 6, 30)
+        )

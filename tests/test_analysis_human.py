@@ -59,3 +59,34 @@ def test_arm_angles_and_supination_follow_the_truth():
 def test_angles_check_shapes():
     with pytest.raises(AnalysisError, match=r"keypoint 1: shape \(4, 2\)"):
         elbow_angle(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros((4, 3)))
+
+
+def test_triangulate_openpose_tables_from_two_views():
+    from analysis.camera import Calibration, CameraModel
+    from analysis.io.pose import PoseTable
+    from analysis.tasks.human import triangulate_keypoints
+
+    k = np.array([[1000.0, 0, 640], [0, 1000, 360], [0, 0, 1]])
+    left = CameraModel("left", (1280, 720), k, [-0.05, 0, 0, 0, 0])
+    right = CameraModel("right", (1280, 720), k, [0.02, 0, 0, 0, 0], [0.0, -0.3, 0.0], [-900.0, 0.0, 150.0])
+    calib = Calibration({"left": left, "right": right}, reference="left")
+    rng = np.random.default_rng(4)
+    truth = rng.uniform([-300, -300, 2500], [300, 300, 3000], (20, 4, 3))
+    tables = {}
+    for cam in (right, left):  # order of the mapping, not of the calibration, names the views
+        px = cam.project(truth.reshape(-1, 3)).reshape(20, 1, 4, 2)
+        conf = np.ones((20, 1, 4))
+        conf[3, 0, 2] = 0.05 if cam.name == "left" else 1.0  # below min_confidence: that point has one view
+        parts = ["RShoulder", "RElbow", "RWrist", "MidHip"]
+        tables[cam.name] = PoseTable(px, conf, parts, ["p0"], np.arange(20), source=f"{cam.name}/")
+    xyz, err = triangulate_keypoints(calib, tables)
+    assert np.isnan(xyz[3, 2]).all()
+    ok = np.isfinite(xyz).all(axis=2)
+    np.testing.assert_allclose(xyz[ok], truth[ok], atol=1e-6)
+    assert np.nanmax(err) < 1e-6 and err.shape == (2, 20, 4)
+    lt = tables["left"]
+    short = PoseTable(
+        lt.points[:10], lt.confidence[:10], lt.bodyparts, ["p0"], np.arange(10), source="left10/"
+    )
+    with pytest.raises(AnalysisError, match=r"left10/: 10 frames but right/ \(right\) has 20"):
+        triangulate_keypoints(calib, {"right": tables["right"], "left": short})

@@ -6,9 +6,14 @@ triangulated with :func:`analysis.geometry.triangulate`); NaN = missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
+from analysis.camera import Calibration
 from analysis.errors import AnalysisError
+from analysis.geometry import reprojection_errors, triangulate, triangulate_ransac
+from analysis.io.pose import PoseTable
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -103,3 +108,42 @@ def segment_repetitions(
         end = int(after[0]) if len(after) else len(x) - 1
         reps.append((start, int(pk), end))
     return reps
+
+
+def triangulate_keypoints(
+    calib: Calibration,
+    tables: Mapping[str, PoseTable],
+    individual: int = 0,
+    min_confidence: float = 0.1,
+    ransac_threshold_px: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """2-D keypoints of the same person from several named cameras -> 3-D.
+
+    ``tables``: camera name -> :class:`PoseTable` (e.g. from :func:`analysis.io.pose.read_openpose`), all
+    with the same frames and body parts. Views below ``min_confidence`` are ignored; confidence weights the
+    rest. With ``ransac_threshold_px`` a wrong view is voted out (needs 3+ cameras to help).
+    Returns (T, K, 3) world points (mm) and (C, T, K) reprojection errors (px).
+    """
+    names = list(tables)
+    if len(names) < 2:
+        raise AnalysisError(f"need keypoints from at least 2 cameras, got {len(names)}")
+    first = tables[names[0]]
+    for n in names[1:]:
+        tb = tables[n]
+        if tb.n_frames != first.n_frames:
+            raise AnalysisError(
+                f"{tb.source}: {tb.n_frames} frames but {first.source} ({names[0]}) has {first.n_frames}"
+            )
+        if tb.bodyparts != first.bodyparts:
+            raise AnalysisError(f"{tb.source}: body parts differ from {first.source}")
+    cams = calib.subset(names)
+    n_t, n_k = first.n_frames, len(first.bodyparts)
+    pts = np.stack([tables[n].points[:, individual, :, :2].reshape(-1, 2) for n in names])  # (C, T*K, 2)
+    conf = np.stack([np.nan_to_num(tables[n].confidence[:, individual].reshape(-1), nan=1.0) for n in names])
+    w = np.where(conf >= min_confidence, conf, 0.0)
+    if ransac_threshold_px is None:
+        xyz = triangulate(cams, pts, w)
+    else:
+        xyz, _ = triangulate_ransac(cams, pts, w, threshold_px=ransac_threshold_px)
+    err = reprojection_errors(cams, xyz, pts)
+    return xyz.reshape(n_t, n_k, 3), err.reshape(len(names), n_t, n_k)
