@@ -40,6 +40,10 @@ def test_nwb_round_trip(tmp_path):
         },
     )
     assert [p.name for p in tmp_path.iterdir()] == ["s.nwb"]
+    from pynwb import validate
+
+    problems = validate(path=str(out))  # a list of schema violations
+    assert isinstance(problems, list) and not problems, problems
     with NWBHDF5IO(str(out), "r") as io:
         nwb = io.read()
         assert nwb.identifier == "sess-1" and nwb.session_start_time == start
