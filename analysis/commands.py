@@ -76,6 +76,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, help="output folder (default SESSION/analysis/reaching)")
     r.set_defaults(func=_cmd_reaching)
 
+    tc = subparsers.add_parser(
+        "three-chamber", help="three-chamber sociability from a pose file (DLC/SLEAP/OpenPose)"
+    )
+    tc.add_argument("pose", type=Path, help="pose file with the head/snout track")
+    tc.add_argument("--geometry", required=True, type=Path, help="YAML: chambers {name: [x0,y0,x1,y1]}, "
+                    "cups {name: [cx,cy,r]}, interaction_margin")  # fmt: skip
+    tc.add_argument("--part", default="snout", help="body part used as the head (default snout)")
+    tc.add_argument("--fps", type=float, required=True, help="video frame rate")
+    tc.add_argument("--out", type=Path, required=True)
+    tc.set_defaults(func=_cmd_three_chamber)
+
+    so = subparsers.add_parser("social", help="two-mouse interaction from a multi-animal pose file")
+    so.add_argument("pose", type=Path, help="multi-animal DeepLabCut or SLEAP analysis file (2 individuals)")
+    so.add_argument("--fps", type=float, required=True, help="video frame rate")
+    so.add_argument("--threshold", type=float, required=True, help="close-contact body-centre distance")
+    so.add_argument("--parts", default="nose,center,tail", help="nose,center,tail part names in the file")
+    so.add_argument("--out", type=Path, required=True)
+    so.set_defaults(func=_cmd_social)
+
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from analysis.calibration import calibrate_sources, parse_board
@@ -141,4 +160,85 @@ def _cmd_reaching(args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(res["summary"], indent=1, default=float))
     print(f"wrote {out}")
+    return 0
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _cmd_three_chamber(args: argparse.Namespace) -> int:
+    import numpy as np
+    import yaml
+
+    from analysis.io.pose import read_pose
+    from analysis.tasks.social import ThreeChamberGeometry, three_chamber
+
+    try:
+        try:
+            g = yaml.safe_load(args.geometry.read_text())
+            geom = ThreeChamberGeometry(
+                chambers={str(k): tuple(map(float, v)) for k, v in g["chambers"].items()},  # type: ignore[misc]
+                cups={str(k): tuple(map(float, v)) for k, v in g["cups"].items()},  # type: ignore[misc]
+                interaction_margin=float(g.get("interaction_margin", 20.0)),
+            )
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise AnalysisError(f"{args.geometry}: bad three-chamber geometry ({exc!r})") from None
+        table = read_pose(args.pose)
+        head = table.part(args.part)
+        t = np.arange(len(head)) / args.fps
+        res = three_chamber(t, head, geom)
+    except AnalysisError as exc:
+        return _fail(exc)
+    summary = {
+        k: res[k] for k in ("occupancy_s", "transitions", "sociability_index", "distance", "mean_speed")
+    }
+    summary["cups"] = {}
+    for cup, d in res["cups"].items():
+        bouts_s = [[s / args.fps, e / args.fps] for s, e in d["bouts"]]
+        summary["cups"][cup] = {k: v for k, v in d.items() if k != "bouts"} | {"bouts_s": bouts_s}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "three_chamber.json").write_text(json.dumps(summary, indent=1, default=float))
+    print(json.dumps(summary, indent=1, default=float))
+    return 0
+
+
+def _cmd_social(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from analysis.io.pose import read_pose
+    from analysis.tasks.social import plot_contact_distance, repair_identities, two_mouse_interaction
+
+    try:
+        names = [p.strip() for p in args.parts.split(",")]
+        if len(names) != 3:
+            raise AnalysisError(f"--parts {args.parts!r}: expected nose,center,tail")
+        table = read_pose(args.pose)
+        if len(table.individuals) != 2:
+            raise AnalysisError(f"{args.pose}: {len(table.individuals)} individuals, expected 2")
+        _, _, swapped = repair_identities(table.part(names[1], 0), table.part(names[1], 1))
+        parts = []
+        for who in (0, 1):
+            d = {
+                role: table.part(n, who).copy()
+                for role, n in zip(("nose", "center", "tail"), names, strict=True)
+            }
+            parts.append(d)
+        for role in ("nose", "center", "tail"):  # apply the identity repair to every part
+            pa, pb = parts[0][role], parts[1][role]
+            pa[swapped], pb[swapped] = pb[swapped].copy(), pa[swapped].copy()
+        t = np.arange(table.n_frames) / args.fps
+        res = two_mouse_interaction(t, parts[0], parts[1], args.threshold)
+    except AnalysisError as exc:
+        return _fail(exc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    epochs = [
+        {"start_s": s / args.fps, "end_s": e / args.fps, "type": k, "min_distance": d}
+        for s, e, k, d in res["epochs"]
+    ]
+    summary = {"individuals": table.individuals, "frames_swapped": int(swapped.sum()), "epochs": epochs}
+    (args.out / "social.json").write_text(json.dumps(summary, indent=1, default=float))
+    plot_contact_distance(t, res, args.threshold, args.out / "distance.png")
+    print(json.dumps(summary, indent=1, default=float))
     return 0

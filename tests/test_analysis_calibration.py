@@ -3,7 +3,6 @@ the file format's golden example, and the ``calibrate`` commands."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import re
@@ -29,6 +28,7 @@ from analysis.calibration_io import import_anipose, import_bouguet, import_calib
 from analysis.camera import Calibration, CameraModel, calibration_from_dict, load_calibration
 from analysis.errors import AnalysisError, CalibrationError, CalibrationFileError
 from analysis.geometry import triangulate
+from tests.analysis_helpers import run_cli
 
 # Bouguet's own per-camera results (Calib_Results_{left,right}.mat, quoted in the data set's SOURCE.txt).
 # fc_error / cc_error are the toolbox's stated uncertainties (about three standard deviations).
@@ -330,18 +330,9 @@ def test_parse_board_specs():
         parse_board("checker:9x6")
 
 
-def _cli(argv: list[str]) -> int:
-    from analysis.commands import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
 def test_calibrate_command_writes_file_report_and_plot(bouguet_dir, tmp_path, capsys):
     out = tmp_path / "rig.calib.yaml"
-    rc = _cli(
+    rc = run_cli(
         [
             "calibrate",
             "--camera",
@@ -371,7 +362,7 @@ def test_calibrate_command_writes_file_report_and_plot(bouguet_dir, tmp_path, ca
 
 def test_calibrate_commands_report_bad_input(bouguet_dir, tmp_path, capsys):
     out = tmp_path / "x.yaml"
-    rc = _cli(
+    rc = run_cli(
         [
             "calibrate",
             "--camera",
@@ -384,9 +375,9 @@ def test_calibrate_commands_report_bad_input(bouguet_dir, tmp_path, capsys):
     )
     assert rc == 2 and "none*.png: no images found" in capsys.readouterr().err
     assert not out.exists()
-    rc = _cli(["calibrate-import", str(tmp_path / "missing.toml"), "--out", str(out)])
+    rc = run_cli(["calibrate-import", str(tmp_path / "missing.toml"), "--out", str(out)])
     assert rc == 2 and "missing.toml: file not found" in capsys.readouterr().err
-    rc = _cli(
+    rc = run_cli(
         [
             "calibrate-import",
             str(bouguet_dir / "Calib_Results_left.mat"),

@@ -12,6 +12,7 @@ import pytest
 from analysis.errors import AnalysisError
 from analysis.kinematics import segment_reaches, speed, velocity, velocity_curves
 from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials, success_summary
+from tests.analysis_helpers import run_cli
 
 RATE = 200.0
 ONSETS = [1.0, 4.0, 7.5, 12.0]
@@ -130,20 +131,12 @@ def test_analyze_reaching_from_session_tables(tmp_path):
 
 
 def test_reaching_command(tmp_path, capsys):
-    import argparse
-
-    from analysis.commands import register
-
     t, path, _ = _session()
     t_ns = 1_000_000_000 + np.round(t * 1e9).astype(np.int64)
     pd.DataFrame(
         {"name": "paw", "x": path[:, 0], "y": path[:, 1], "z": path[:, 2], "t_frame_ns": t_ns}
     ).to_csv(tmp_path / "points3d.csv", index=False)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["reaching", str(tmp_path), "--smooth", "9"])
-    assert args.func(args) == 0
+    assert run_cli(["reaching", str(tmp_path), "--smooth", "9"]) == 0
     assert json.loads((tmp_path / "analysis" / "reaching" / "summary.json").read_text())["n_reaches"] == 4
-    args = parser.parse_args(["reaching", str(tmp_path / "nope")])
-    assert args.func(args) == 2
+    assert run_cli(["reaching", str(tmp_path / "nope")]) == 2
     assert "points3d.csv: cannot read points table" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from analysis.tasks.social import (
     three_chamber,
     two_mouse_interaction,
 )
+from tests.analysis_helpers import run_cli
 
 GEOM = ThreeChamberGeometry(
     chambers={"left": (0, 0, 200, 300), "center": (200, 0, 400, 300), "right": (400, 0, 600, 300)},
@@ -77,3 +78,66 @@ def test_two_mouse_identity_repair_and_contact_epochs(tmp_path):
     assert plot_contact_distance(t, res, 40.0, tmp_path / "d.png").stat().st_size > 3000
     with pytest.raises(AnalysisError, match="mouse B lacks part"):
         two_mouse_interaction(t, pa, {"center": pb["center"]}, 40.0)
+
+
+def test_three_chamber_command_on_real_dlc_labels(shared_data, tmp_path, capsys):
+    import json
+
+    import yaml
+
+    labels = shared_data / "dlc-openfield-pranav" / "labeled-data" / "m4s1" / "CollectedData_Pranav.h5"
+    geom = {"chambers": {"left": [0, 0, 213, 480], "center": [213, 0, 426, 480], "right": [426, 0, 640, 480]},
+            "cups": {"a": [100, 240, 40], "b": [540, 240, 40]}, "interaction_margin": 30}  # fmt: skip
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(geom))
+    out = tmp_path / "out"
+    rc = run_cli(
+        [
+            "three-chamber",
+            str(labels),
+            "--geometry",
+            str(tmp_path / "g.yaml"),
+            "--fps",
+            "30",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "three_chamber.json").read_text())
+    assert sum(summary["occupancy_s"].values()) == pytest.approx(
+        116 / 30
+    )  # every labelled frame is in the arena
+    assert summary["distance"] > 0 and summary["transitions"] >= 0
+    (tmp_path / "g.yaml").write_text("chambers: [1, 2]\n")
+    assert run_cli(["three-chamber", str(labels), "--geometry", str(tmp_path / "g.yaml"), "--fps", "30",
+                 "--out", str(out)]) == 2  # fmt: skip
+    assert "g.yaml: bad three-chamber geometry" in capsys.readouterr().err
+
+
+def test_social_command_on_multi_animal_dlc_file(tmp_path):
+    import json
+
+    import pandas as pd
+
+    t, pa, pb = _mice()
+    flips = np.zeros(len(t), dtype=bool)
+    flips[[40, 41, 200]] = True
+    cols = pd.MultiIndex.from_product(
+        [["sc"], ["m1", "m2"], ["nose", "center", "tail"], ["x", "y", "likelihood"]],
+        names=["scorer", "individuals", "bodyparts", "coords"],
+    )
+    data = []
+    for parts, other in ((pa, pb), (pb, pa)):  # columns m1 then m2
+        for bp in ("nose", "center", "tail"):
+            xy = np.where(flips[:, None], other[bp], parts[bp])  # the detector swaps labels in 3 frames
+            data += [xy[:, 0], xy[:, 1], np.ones(len(t))]
+    pd.DataFrame(np.stack(data, axis=1), columns=cols).to_hdf(tmp_path / "ma.h5", key="df_with_missing")
+    out = tmp_path / "out"
+    assert (
+        run_cli(["social", str(tmp_path / "ma.h5"), "--fps", "30", "--threshold", "40", "--out", str(out)])
+        == 0
+    )
+    summary = json.loads((out / "social.json").read_text())
+    assert summary["frames_swapped"] == 3 and summary["individuals"] == ["m1", "m2"]
+    assert [e["type"] for e in summary["epochs"]] == ["nose-to-nose"]
+    assert (out / "distance.png").stat().st_size > 3000

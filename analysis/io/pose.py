@@ -311,3 +311,24 @@ def read_sleap_analysis(path: str | Path) -> PoseTable:
         str(path),
         meta={"format": "sleap-analysis"},
     )
+
+
+def read_pose(path: str | Path) -> PoseTable:
+    """Any supported pose file: a folder of OpenPose JSON, a DeepLabCut .csv/.h5, or a SLEAP analysis .h5."""
+    path = Path(path)
+    if path.is_dir() or path.suffix.lower() == ".json":
+        return read_openpose(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as f:
+                is_sleap = "tracks" in f and "node_names" in f
+        except OSError as exc:
+            raise ImportFormatError(f"{path}: not an HDF5 file ({exc})") from None
+        return read_sleap_analysis(path) if is_sleap else read_dlc(path)
+    if path.suffix.lower() == ".csv":
+        return read_dlc(path)
+    raise ImportFormatError(
+        f"{path}: unknown pose format (OpenPose JSON folder, DeepLabCut .csv/.h5, SLEAP .h5)"
+    )
