@@ -241,12 +241,13 @@ def load_dlc_boxes(
     names = list(groups)
     ds = BoxDataset(names=names)
     n_header = len(header)
+    skipped: list[int] = []
     for ri, row in enumerate(rows[n_header:], n_header + 1):
         if not row or not row[0]:
             continue
         img = root / row[0]
         if skip_missing and not img.is_file():
-            log.warning("%s: line %d: image %s is missing; row skipped", csv_path, ri, img)
+            skipped.append(ri)
             continue
         h, w = image_shape(img, csv_path)
         boxes = []
@@ -268,6 +269,9 @@ def load_dlc_boxes(
             hh = max((max(ys) - min(ys)) / 2 + margin_px, min_size_px / 2)
             boxes.append(Box(max(cx - hw, 0), max(cy - hh, 0), min(cx + hw, w), min(cy + hh, h), ci))
         ds.items[img] = boxes
+    if skipped:
+        log.warning("%s: %d rows (lines %d..%d) name missing images; skipped", csv_path, len(skipped),
+                    skipped[0], skipped[-1])  # fmt: skip
     return ds.validate(csv_path)
 
 

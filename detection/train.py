@@ -8,6 +8,7 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from detection.base import DetectionError
 
@@ -33,9 +34,10 @@ def train(
     name: str = "train",
     workers: int = 0,
     threads: int | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """``model``: a ``.pt`` checkpoint (transfer learning) or a ``.yaml`` model file (random init),
-    e.g. ``yolo11n.yaml``. Returns the best weights and the per-epoch results CSV."""
+    e.g. ``yolo11n.yaml``. ``overrides`` go to Ultralytics' ``train`` (lr0, optimizer, mosaic...). Returns the best weights and the per-epoch results CSV."""
     from detection.ultra import configure_offline
 
     configure_offline()
@@ -55,7 +57,7 @@ def train(
     yolo.train(
         data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True,
         device=device, workers=workers, amp=False, plots=False, project=str(out), name=name, exist_ok=True,
-        verbose=False, patience=1000,
+        verbose=False, patience=1000, **overrides,
     )  # fmt: skip
     run = out / name
     return TrainResult(run / "weights" / "best.pt", run / "results.csv", name)

@@ -2,7 +2,7 @@
 """Detector latency and throughput per runner at batch 1 and 2, written to BENCHMARKS.md (block ``detector``).
 
 Frames are real synthetic-camera frames (448 x 460) with the paw in view; each runner sees what the
-online detector feeds it: the 96 x 96 ROI crops (the steady state) and the half-scale full-frame search
+online detector feeds it: the ROI crops (64 x 64 by default) (the steady state) and the half-scale full-frame search
 (the fallback). Also the whole online step (ROI tracking, both cameras) per stereo pair.
 ONNX Runtime CUDA and TensorRT are measured when a GPU and the packages exist.
 
