@@ -81,8 +81,9 @@ def cluster(
     return labels, z
 
 
-def plot_dendrogram(linkage_matrix: np.ndarray, path: str | Path, labels: Sequence[str] | None = None,
-                    title: str = "") -> Path:  # fmt: skip
+def plot_dendrogram(
+    linkage_matrix: np.ndarray, path: str | Path, labels: Sequence[str] | None = None, title: str = ""
+) -> Path:
     """Dendrogram of a linkage matrix as a PNG."""
     plt = pyplot()
     from scipy.cluster.hierarchy import dendrogram

@@ -80,8 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "three-chamber", help="three-chamber sociability from a pose file (DLC/SLEAP/OpenPose)"
     )
     tc.add_argument("pose", type=Path, help="pose file with the head/snout track")
-    tc.add_argument("--geometry", required=True, type=Path, help="YAML: chambers {name: [x0,y0,x1,y1]}, "
-                    "cups {name: [cx,cy,r]}, interaction_margin")  # fmt: skip
+    tc.add_argument(
+        "--geometry",
+        required=True,
+        type=Path,
+        help="YAML: chambers {name: [x0,y0,x1,y1]}, cups {name: [cx,cy,r]}, interaction_margin",
+    )
     tc.add_argument("--part", default="snout", help="body part used as the head (default snout)")
     tc.add_argument("--fps", type=float, required=True, help="video frame rate")
     tc.add_argument("--out", type=Path, required=True)
@@ -94,6 +98,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     so.add_argument("--parts", default="nose,center,tail", help="nose,center,tail part names in the file")
     so.add_argument("--out", type=Path, required=True)
     so.set_defaults(func=_cmd_social)
+
+    hu = subparsers.add_parser(
+        "human", help="3-D arm angles from OpenPose JSON of two or more calibrated views"
+    )
+    hu.add_argument("--calibration", required=True, type=Path, help="calibration file naming the cameras")
+    hu.add_argument(
+        "--camera",
+        action="append",
+        required=True,
+        metavar="NAME=FOLDER",
+        help="a camera and its OpenPose *_keypoints.json folder; repeat per camera",
+    )
+    hu.add_argument("--side", choices=["R", "L"], default="R", help="arm to measure (default R)")
+    hu.add_argument("--fps", type=float, required=True, help="video frame rate")
+    hu.add_argument("--out", type=Path, required=True)
+    hu.set_defaults(func=_cmd_human)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -241,4 +261,55 @@ def _cmd_social(args: argparse.Namespace) -> int:
     (args.out / "social.json").write_text(json.dumps(summary, indent=1, default=float))
     plot_contact_distance(t, res, args.threshold, args.out / "distance.png")
     print(json.dumps(summary, indent=1, default=float))
+    return 0
+
+
+def _cmd_human(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from analysis.camera import load_calibration
+    from analysis.io.pose import read_openpose
+    from analysis.tasks.human import (
+        elbow_angle,
+        point_speed,
+        shoulder_angle,
+        supination_angle,
+        triangulate_keypoints,
+    )
+
+    side, hand = args.side, "hand_right" if args.side == "R" else "hand_left"
+    try:
+        calib = load_calibration(args.calibration)
+        tables = {}
+        for item in args.camera:
+            name, sep, folder = item.partition("=")
+            if not sep:
+                raise AnalysisError(f"--camera {item!r}: expected NAME=FOLDER")
+            calib[name]  # fails early, naming the calibration file, if the camera is not in it
+            tables[name] = read_openpose(folder, parts=("pose", hand))
+        xyz, err = triangulate_keypoints(calib, tables)
+        parts = next(iter(tables.values())).bodyparts
+
+        def kp(n: str) -> np.ndarray:
+            return xyz[:, parts.index(n)]
+
+        t = np.arange(len(xyz)) / args.fps
+        sh, el, wr = kp(f"{side}Shoulder"), kp(f"{side}Elbow"), kp(f"{side}Wrist")
+        table = pd.DataFrame(
+            {
+                "t_s": t,
+                "elbow_angle_deg": elbow_angle(sh, el, wr),
+                "shoulder_angle_deg": shoulder_angle(kp("MidHip"), sh, el),
+                "supination_deg": supination_angle(el, wr, kp(f"{hand}_Index1"), kp(f"{hand}_Pinky1")),
+                "wrist_speed_mm_s": point_speed(t, wr),
+                "elbow_speed_mm_s": point_speed(t, el),
+                "reprojection_px": np.nanmedian(err, axis=(0, 2)),
+            }
+        )
+    except AnalysisError as exc:
+        return _fail(exc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "arm_angles.csv", index=False)
+    print(table.describe().T[["mean", "min", "max"]].to_string())
     return 0

@@ -22,7 +22,8 @@ def _rot(axis: np.ndarray, ang: float) -> np.ndarray:
     return cv2.Rodrigues(np.asarray(axis, float) * ang)[0]
 
 
-def test_arm_angles_and_supination_follow_the_truth():
+def _arm():
+    """A right arm with known elbow angle, shoulder abduction and forearm rotation over 4 s at 100 Hz."""
     t = np.arange(0, 4, 0.01)
     flex = 90 + 60 * np.sin(2 * np.pi * 0.5 * t)  # elbow angle, degrees
     abd = 40 + 20 * np.sin(2 * np.pi * 0.25 * t)  # shoulder abduction, degrees
@@ -44,6 +45,21 @@ def test_arm_angles_and_supination_follow_the_truth():
         across = _rot(axis, np.radians(sup[k])) @ ref
         index[k] = wrist[k] + 40 * axis + 35 * across
         pinky[k] = wrist[k] + 40 * axis - 35 * across
+    return (
+        t,
+        flex,
+        abd,
+        sup,
+        {"shoulder": shoulder, "hip": hip, "elbow": elbow, "wrist": wrist, "index": index, "pinky": pinky},
+    )
+
+
+def test_arm_angles_and_supination_follow_the_truth():
+    t, flex, abd, sup, arm = _arm()
+    shoulder, hip, elbow, wrist, index, pinky = (
+        arm[k] for k in ("shoulder", "hip", "elbow", "wrist", "index", "pinky")
+    )
+    n = len(t)
     np.testing.assert_allclose(elbow_angle(shoulder, elbow, wrist), flex, atol=1e-6)
     np.testing.assert_allclose(shoulder_angle(hip, shoulder, elbow), abd, atol=1e-6)
     got = supination_angle(elbow, wrist, index, pinky)
@@ -90,3 +106,59 @@ def test_triangulate_openpose_tables_from_two_views():
     )
     with pytest.raises(AnalysisError, match=r"left10/: 10 frames but right/ \(right\) has 20"):
         triangulate_keypoints(calib, {"right": tables["right"], "left": short})
+
+
+def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from analysis.camera import Calibration, CameraModel, save_calibration
+    from tests.analysis_helpers import run_cli
+
+    t, flex, abd, sup, arm = _arm()
+    t, flex, abd, sup = t[::10], flex[::10], abd[::10], sup[::10]
+    arm = {k: v[::10] for k, v in arm.items()}
+    k = np.array([[1000.0, 0, 640], [0, 1000, 360], [0, 0, 1]])
+    # cameras 3 m in front of the subject (world z up), looking along +y
+    r0 = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    import cv2
+
+    cams = {}
+    for name, x in (("left", -400.0), ("right", 400.0)):
+        c = np.array([x, -3000.0, 1200.0])
+        cams[name] = CameraModel(
+            name, (1280, 720), k, [-0.05, 0.01, 0, 0, 0], cv2.Rodrigues(r0)[0].ravel(), -r0 @ c
+        )
+    save_calibration(Calibration(cams, reference=None), tmp_path / "c.yaml")
+    body_idx = {"shoulder": 2, "elbow": 3, "wrist": 4, "hip": 8}
+    hand_idx = {"wrist": 0, "index": 5, "pinky": 17}
+    for name, cam in cams.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in range(len(t)):
+            body, hand = np.zeros((25, 3)), np.zeros((21, 3))
+            for part, i in body_idx.items():
+                body[i] = [*cam.project(arm[part][f])[0], 0.9]
+            for part, i in hand_idx.items():
+                hand[i] = [*cam.project(arm[part][f])[0], 0.8]
+            person = {
+                "pose_keypoints_2d": body.ravel().tolist(),
+                "hand_right_keypoints_2d": hand.ravel().tolist(),
+                "hand_left_keypoints_2d": [],
+            }
+            (folder / f"{name}_{f:012d}_keypoints.json").write_text(
+                json.dumps({"version": 1.3, "people": [person]})
+            )
+    out = tmp_path / "out"
+    cams_arg = f"--camera left={tmp_path / 'left'} --camera right={tmp_path / 'right'}"
+    argv = f"human --calibration {tmp_path / 'c.yaml'} {cams_arg} --fps 10 --out {out}".split()
+    rc = run_cli(argv)
+    assert rc == 0
+    res = pd.read_csv(out / "arm_angles.csv")
+    np.testing.assert_allclose(res["elbow_angle_deg"], flex, atol=1e-3)
+    np.testing.assert_allclose(res["shoulder_angle_deg"], abd, atol=1e-3)
+    np.testing.assert_allclose(res["supination_deg"], sup, atol=1e-3)
+    assert res["reprojection_px"].max() < 1e-3
+    rc = run_cli([a.replace("left=", "top=") for a in argv])
+    assert rc == 2 and "c.yaml: no camera named 'top' (it has: left, right)" in capsys.readouterr().err

@@ -182,10 +182,17 @@ def test_yolo_txt_and_tensorbox_json(tmp_path):
     with pytest.raises(ImportFormatError, match=r"f1.txt: line 1: expected 'class cx cy w h \[conf\]'"):
         read_yolo_txt(tmp_path, (400, 300))
     tb = tmp_path / "tb.json"
-    tb.write_text(json.dumps([
-        {"image_path": "frame0.png", "rects": [{"x1": 10, "y1": 20, "x2": 30, "y2": 60, "score": 0.8}]},
-        {"image_path": "frame1.png", "rects": []},
-    ]))  # fmt: skip
+    tb.write_text(
+        json.dumps(
+            [
+                {
+                    "image_path": "frame0.png",
+                    "rects": [{"x1": 10, "y1": 20, "x2": 30, "y2": 60, "score": 0.8}],
+                },
+                {"image_path": "frame1.png", "rects": []},
+            ]
+        )
+    )
     df = read_tensorbox_json(tb, label="paw")
     assert len(df) == 1 and df.attrs["n_frames"] == 2
     assert df.iloc[0][["left", "top", "width", "height", "confidence"]].tolist() == [10, 20, 20, 40, 0.8]

@@ -74,8 +74,13 @@ def test_nwb_bad_input_leaves_no_file(tmp_path):
     start = datetime(2026, 11, 21, tzinfo=UTC)
     bad = PoseSeries(np.zeros((5, 2, 2)), np.arange(4.0), ["a", "b"])
     with pytest.raises(AnalysisError, match="pose 'front': 4 timestamps for 5 frames"):
-        export_nwb(tmp_path / "x.nwb", identifier="x", session_description="d", session_start_time=start,
-                   pose={"front": bad})  # fmt: skip
+        export_nwb(
+            tmp_path / "x.nwb",
+            identifier="x",
+            session_description="d",
+            session_start_time=start,
+            pose={"front": bad},
+        )
     assert not list(tmp_path.iterdir())
     with pytest.raises(AnalysisError, match="timezone-aware"):
         export_nwb(

@@ -108,9 +108,14 @@ def test_analyze_reaching_from_session_tables(tmp_path):
     pd.concat([rows, other]).to_csv(tmp_path / "points3d.csv", index=False)
     starts = [0.5, 3.5, 7.0, 11.5, 13.5]
     outcomes = ["success", "miss", "knocked_off", "success", "no_reach"]
-    pd.DataFrame({"trial": range(5), "t_start_ns": [t0_ns + int(s * 1e9) for s in starts],
-                  "t_end_ns": [t0_ns + int((s + 1.4) * 1e9) for s in starts], "outcome": outcomes}).to_csv(
-        tmp_path / "trials.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "trial": range(5),
+            "t_start_ns": [t0_ns + int(s * 1e9) for s in starts],
+            "t_end_ns": [t0_ns + int((s + 1.4) * 1e9) for s in starts],
+            "outcome": outcomes,
+        }
+    ).to_csv(tmp_path / "trials.csv", index=False)
     ts, paw = load_points3d(tmp_path / "points3d.csv", "paw")
     assert paw.shape == (len(t), 3) and np.isnan(paw).any()
     trials = load_trials(tmp_path / "trials.csv")

@@ -86,31 +86,22 @@ def test_three_chamber_command_on_real_dlc_labels(shared_data, tmp_path, capsys)
     import yaml
 
     labels = shared_data / "dlc-openfield-pranav" / "labeled-data" / "m4s1" / "CollectedData_Pranav.h5"
-    geom = {"chambers": {"left": [0, 0, 213, 480], "center": [213, 0, 426, 480], "right": [426, 0, 640, 480]},
-            "cups": {"a": [100, 240, 40], "b": [540, 240, 40]}, "interaction_margin": 30}  # fmt: skip
+    geom = {
+        "chambers": {"left": [0, 0, 213, 480], "center": [213, 0, 426, 480], "right": [426, 0, 640, 480]},
+        "cups": {"a": [100, 240, 40], "b": [540, 240, 40]},
+        "interaction_margin": 30,
+    }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(geom))
     out = tmp_path / "out"
-    rc = run_cli(
-        [
-            "three-chamber",
-            str(labels),
-            "--geometry",
-            str(tmp_path / "g.yaml"),
-            "--fps",
-            "30",
-            "--out",
-            str(out),
-        ]
-    )
+    argv = f"three-chamber {labels} --geometry {tmp_path / 'g.yaml'} --fps 30 --out {out}".split()
+    rc = run_cli(argv)
     assert rc == 0
     summary = json.loads((out / "three_chamber.json").read_text())
-    assert sum(summary["occupancy_s"].values()) == pytest.approx(
-        116 / 30
-    )  # every labelled frame is in the arena
+    # every labelled frame is in the arena
+    assert sum(summary["occupancy_s"].values()) == pytest.approx(116 / 30)
     assert summary["distance"] > 0 and summary["transitions"] >= 0
     (tmp_path / "g.yaml").write_text("chambers: [1, 2]\n")
-    assert run_cli(["three-chamber", str(labels), "--geometry", str(tmp_path / "g.yaml"), "--fps", "30",
-                 "--out", str(out)]) == 2  # fmt: skip
+    assert run_cli(argv) == 2
     assert "g.yaml: bad three-chamber geometry" in capsys.readouterr().err
 
 
