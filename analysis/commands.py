@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--filtered", action="store_true", help="use the online Kalman-filtered positions")
     r.add_argument("--onset-speed", type=float, default=50.0, help="reach onset speed, mm/s (default 50)")
     r.add_argument("--smooth", type=int, default=0, help="Savitzky-Golay window in samples (odd; 0 = none)")
+    r.add_argument("--clusters", type=int, default=0, help="cluster reach paths by DTW into N groups")
     r.add_argument("--out", type=Path, help="output folder (default SESSION/analysis/reaching)")
     r.set_defaults(func=_cmd_reaching)
 
@@ -173,7 +174,13 @@ def _cmd_reaching(args: argparse.Namespace) -> int:
         trials_path = args.session / "trials.csv"
         trials = load_trials(trials_path) if trials_path.exists() else None
         res = analyze_reaching(
-            t_s, paw, trials, out_dir=out, onset_speed_mm_s=args.onset_speed, smooth_window=args.smooth
+            t_s,
+            paw,
+            trials,
+            out_dir=out,
+            n_clusters=args.clusters,
+            onset_speed_mm_s=args.onset_speed,
+            smooth_window=args.smooth,
         )
     except AnalysisError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -141,7 +141,12 @@ def test_reaching_command(tmp_path, capsys):
     pd.DataFrame(
         {"name": "paw", "x": path[:, 0], "y": path[:, 1], "z": path[:, 2], "t_frame_ns": t_ns}
     ).to_csv(tmp_path / "points3d.csv", index=False)
-    assert run_cli(["reaching", str(tmp_path), "--smooth", "9"]) == 0
-    assert json.loads((tmp_path / "analysis" / "reaching" / "summary.json").read_text())["n_reaches"] == 4
+    assert run_cli(["reaching", str(tmp_path), "--smooth", "9", "--clusters", "2"]) == 0
+    out = tmp_path / "analysis" / "reaching"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_reaches"] == 4
+    # the four reaches scale one path by 1.0, 1.1, 1.2, 1.3: DTW groups the two short and the two long ones
+    assert list(pd.read_csv(out / "reaches.csv")["cluster"]) in ([1, 1, 2, 2], [2, 2, 1, 1])
+    assert (out / "dendrogram.png").exists()
     assert run_cli(["reaching", str(tmp_path / "nope")]) == 2
     assert "points3d.csv: cannot read points table" in capsys.readouterr().err

@@ -117,10 +117,15 @@ def analyze_reaching(
     paw_t3: np.ndarray,
     trials: Any | None = None,
     out_dir: str | Path | None = None,
+    n_clusters: int = 0,
     **segment_kwargs: Any,
 ) -> dict[str, Any]:
     """Segment reaches, measure them, relate them to trials; with ``out_dir`` write ``reaches.csv``,
-    ``trials_outcomes.csv``, ``summary.json``, ``trajectories.png`` and ``velocity.png``."""
+    ``trials_outcomes.csv``, ``summary.json``, ``trajectories.png`` and ``velocity.png``.
+
+    ``n_clusters`` > 0 also clusters the reaches' 3-D paths (onset-aligned) by dynamic time warping into a
+    ``cluster`` column of the reach table and ``dendrogram.png``.
+    """
     reaches = segment_reaches(t_s, paw_t3, **segment_kwargs)
     table = reach_table(reaches)
     sp = speed(t_s, paw_t3)
@@ -140,6 +145,15 @@ def analyze_reaching(
     if trials is not None:
         result["trial_outcomes"] = trial_outcomes(trials, reaches)
         summary.update(success_summary(trials["outcome"]))
+    linkage = None
+    if n_clusters > 0 and len(reaches) >= 2:
+        from analysis.clustering import cluster, dtw_distance_matrix
+
+        paths = [np.asarray(paw_t3, float)[r.onset : r.offset + 1] for r in reaches]
+        paths = [p - p[0] for p in paths]
+        labels, linkage = cluster(dtw_distance_matrix(paths), n_clusters=min(n_clusters, len(reaches)))
+        table["cluster"] = labels
+        summary["cluster_sizes"] = {int(c): int((labels == c).sum()) for c in np.unique(labels)}
     result["summary"] = summary
     if out_dir is not None:
         out = Path(out_dir)
@@ -149,6 +163,10 @@ def analyze_reaching(
             result["trial_outcomes"].to_csv(out / "trials_outcomes.csv", index=False)
         plot_trajectories(np.asarray(paw_t3, float), reaches, out / "trajectories.png")
         plot_velocity_curves(u, curves, out / "velocity.png")
+        if linkage is not None:
+            from analysis.clustering import plot_dendrogram
+
+            plot_dendrogram(linkage, out / "dendrogram.png", labels=[f"r{i}" for i in range(len(reaches))])
         tmp = out / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=1, default=float))
         tmp.replace(out / "summary.json")  # written last: its presence means the analysis finished
