@@ -100,6 +100,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     so.add_argument("--out", type=Path, required=True)
     so.set_defaults(func=_cmd_social)
 
+    nw = subparsers.add_parser(
+        "nwb-export", help="export a recorded session folder to NWB (pynwb + ndx-pose)"
+    )
+    nw.add_argument("session", type=Path, help="session folder")
+    nw.add_argument("--out", type=Path, help="output .nwb (default SESSION/SESSION_NAME.nwb)")
+    nw.add_argument("--species", default="Mus musculus")
+    nw.set_defaults(func=_cmd_nwb)
+
     hu = subparsers.add_parser(
         "human", help="3-D arm angles from OpenPose JSON of two or more calibrated views"
     )
@@ -319,4 +327,16 @@ def _cmd_human(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "arm_angles.csv", index=False)
     print(table.describe().T[["mean", "min", "max"]].to_string())
+    return 0
+
+
+def _cmd_nwb(args: argparse.Namespace) -> int:
+    from analysis.session_nwb import session_to_nwb
+
+    out = args.out or args.session / f"{args.session.resolve().name}.nwb"
+    try:
+        session_to_nwb(args.session, out, species=args.species)
+    except AnalysisError as exc:
+        return _fail(exc)
+    print(f"wrote {out}")
     return 0
