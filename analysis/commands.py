@@ -208,7 +208,7 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
     import yaml
 
     from analysis.io.pose import read_pose
-    from analysis.tasks.social import ThreeChamberGeometry, three_chamber
+    from analysis.tasks.social import ThreeChamberGeometry, plot_three_chamber, three_chamber
 
     try:
         try:
@@ -235,6 +235,7 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
         summary["cups"][cup] = {k: v for k, v in d.items() if k != "bouts"} | {"bouts_s": bouts_s}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "three_chamber.json").write_text(json.dumps(summary, indent=1, default=float))
+    plot_three_chamber(head, geom, args.out / "trajectory.png")
     print(json.dumps(summary, indent=1, default=float))
     return 0
 
@@ -287,7 +288,9 @@ def _cmd_human(args: argparse.Namespace) -> int:
     from analysis.io.pose import read_openpose
     from analysis.tasks.human import (
         elbow_angle,
+        plot_angles,
         point_speed,
+        segment_repetitions,
         shoulder_angle,
         supination_angle,
         triangulate_keypoints,
@@ -326,6 +329,9 @@ def _cmd_human(args: argparse.Namespace) -> int:
         return _fail(exc)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "arm_angles.csv", index=False)
+    angles = {c.replace("_deg", ""): table[c].to_numpy() for c in table.columns if c.endswith("_deg")}
+    reps = segment_repetitions(table["t_s"].to_numpy(), angles["elbow_angle"], min_prominence=20.0)
+    plot_angles(table["t_s"].to_numpy(), angles, args.out / "arm_angles.png", reps)
     print(table.describe().T[["mean", "min", "max"]].to_string())
     return 0
 

@@ -160,5 +160,6 @@ def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
     np.testing.assert_allclose(res["shoulder_angle_deg"], abd, atol=1e-3)
     np.testing.assert_allclose(res["supination_deg"], sup, atol=1e-3)
     assert res["reprojection_px"].max() < 1e-3
+    assert (out / "arm_angles.png").stat().st_size > 3000
     rc = run_cli([a.replace("left=", "top=") for a in argv])
     assert rc == 2 and "c.yaml: no camera named 'top' (it has: left, right)" in capsys.readouterr().err

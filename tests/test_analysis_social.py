@@ -100,6 +100,7 @@ def test_three_chamber_command_on_real_dlc_labels(shared_data, tmp_path, capsys)
     # every labelled frame is in the arena
     assert sum(summary["occupancy_s"].values()) == pytest.approx(116 / 30)
     assert summary["distance"] > 0 and summary["transitions"] >= 0
+    assert (out / "trajectory.png").stat().st_size > 3000
     (tmp_path / "g.yaml").write_text("chambers: [1, 2]\n")
     assert run_cli(argv) == 2
     assert "g.yaml: bad three-chamber geometry" in capsys.readouterr().err

@@ -7,6 +7,7 @@ triangulated with :func:`analysis.geometry.triangulate`); NaN = missing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -147,3 +148,24 @@ def triangulate_keypoints(
         xyz, _ = triangulate_ransac(cams, pts, w, threshold_px=ransac_threshold_px)
     err = reprojection_errors(cams, xyz, pts)
     return xyz.reshape(n_t, n_k, 3), err.reshape(len(names), n_t, n_k)
+
+
+def plot_angles(
+    t_s: np.ndarray,
+    angles: dict[str, np.ndarray],
+    path: str | Path,
+    repetitions: list[tuple[int, int, int]] | None = None,
+) -> Path:
+    """Angle-time curves (degrees), one panel per angle, repetitions shaded, as a PNG."""
+    from analysis.plotting import pyplot, save
+
+    plt = pyplot()
+    t = np.asarray(t_s, dtype=np.float64)
+    fig, axes = plt.subplots(len(angles), 1, figsize=(8, 2.2 * len(angles)), sharex=True, squeeze=False)
+    for ax, (name, a) in zip(axes[:, 0], angles.items(), strict=True):
+        ax.plot(t, a, lw=1)
+        for s, _, e in repetitions or []:
+            ax.axvspan(t[s], t[e], color="0.85", lw=0)
+        ax.set_ylabel(f"{name} (deg)")
+    axes[-1, 0].set_xlabel("time (s)")
+    return save(fig, path)

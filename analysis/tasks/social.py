@@ -95,6 +95,27 @@ def three_chamber(
     }
 
 
+def plot_three_chamber(head_t2: np.ndarray, geometry: ThreeChamberGeometry, path: str | Path) -> Path:
+    """Head trajectory over the chambers (rectangles) and cups with their interaction zones, as a PNG."""
+    plt = pyplot()
+    from matplotlib.patches import Circle, Rectangle
+
+    head = _track(head_t2, "head")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (x0, y0, x1, y1) in geometry.chambers.items():
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1, ec="0.4"))
+        ax.text((x0 + x1) / 2, y0, name, ha="center", va="bottom", color="0.4")
+    for name, (cx, cy, r) in geometry.cups.items():
+        ax.add_patch(Circle((cx, cy), r, color="tab:orange", alpha=0.6))
+        ax.add_patch(Circle((cx, cy), r + geometry.interaction_margin, fill=False, ls="--", ec="tab:orange"))
+        ax.text(cx, cy, name, ha="center", va="center", fontsize=8)
+    ax.plot(head[:, 0], head[:, 1], lw=0.6, color="tab:blue")
+    ax.set_aspect("equal")
+    ax.invert_yaxis()  # image coordinates
+    ax.set_title("head trajectory")
+    return save(fig, path)
+
+
 # ------------------------------------------------------------------------------------ two mice
 def repair_identities(a_t2: np.ndarray, b_t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fix frames where the detector swapped the two mice's labels: a frame is swapped back when exchanging
