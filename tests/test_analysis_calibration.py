@@ -415,3 +415,38 @@ def test_calibration_from_videos_matches_images(bouguet_dir, bouguet_detections,
         calibrate_sources(
             {"left": sources["left"], "right": bouguet_dir / "right0[1-7].jpg"}, Checkerboard(9, 6, 30)
         )
+
+
+def test_cameras_without_views_shared_with_the_reference_are_chained():
+    """'far' never sees the board together with 'ref': it is placed through 'mid'. A camera sharing no
+    views with any placed camera is an error that names it."""
+    board = Checkerboard(9, 6, 30.0)
+    obj = board.object_points()
+    k = np.array([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]])
+    target = np.array([0.0, 0.0, 700.0])
+    truth = {
+        name: CameraModel(name, (640, 480), k, np.zeros(5), *_look_at(np.asarray(c, float), target))
+        for name, c in (("ref", (0, 0, 0)), ("mid", (-200, 0, 50)), ("far", (-400, 0, 150)))
+    }
+    rng = np.random.default_rng(5)
+    dets: dict[str, list[Detection | None]] = {n: [] for n in truth}
+    seen_by = [("ref", "mid")] * 8 + [("mid", "far")] * 8 + [("ref",), ("mid",), ("far",)] * 3
+    for cams in seen_by:
+        rb = cv2.Rodrigues(rng.uniform(-0.4, 0.4, 3))[0]
+        tb = target + rng.uniform(-50, 50, 3) - rb @ np.array([120.0, 75.0, 0.0])
+        for name, cam in truth.items():
+            if name not in cams:
+                dets[name].append(None)
+                continue
+            r, t = cam.rotation @ rb, cam.rotation @ tb + cam.tvec
+            px = cv2.projectPoints(obj, cv2.Rodrigues(r)[0], t, k, np.zeros(5))[0].reshape(-1, 2)
+            dets[name].append(Detection(np.arange(len(obj)), px + rng.normal(0, 0.05, px.shape), obj))
+    sizes = {n: (640, 480) for n in truth}
+    res = calibrate_from_detections(dets, sizes, reference="ref")
+    assert set(res.report.stereo_rms_px) == {"ref-mid", "mid-far"}
+    for name, cam in truth.items():
+        assert np.linalg.norm(res.calibration[name].center - cam.center) < 2.0, name
+    cut = {n: list(d) for n, d in dets.items()}
+    cut["far"] = [d if seen_by[i] == ("far",) else None for i, d in enumerate(cut["far"])]
+    with pytest.raises(CalibrationError, match=r"camera\(s\) far share fewer than 3 board views"):
+        calibrate_from_detections(cut, sizes, reference="ref")
