@@ -22,17 +22,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rig.config_base import Strict
+from rig.config_rig_control import ArduinoConfig, ClosedLoopConfig, ReachingTaskConfig
 from rig.errors import ConfigError
+
+__all__ = ["Config", "LoadedConfig", "Strict", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "sim-reaching.yaml"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 # ----------------------------------------------------------------------------- rig wiring
@@ -64,6 +64,7 @@ class RigConfig(Strict):
         description="calibration file (path relative to the config file) or 'builtin:synthetic'"
     )
     trigger: TriggerConfig = TriggerConfig()
+    arduino: ArduinoConfig | None = Field(None, description="the rig's Arduino (or its simulator)")
 
     @field_validator("cameras")
     @classmethod
@@ -83,6 +84,10 @@ class ExperimentConfig(Strict):
     n_trials: int | None = Field(10, ge=1)
     max_duration_s: float = Field(600.0, gt=0)
     notes: str = ""
+    reaching: ReachingTaskConfig = Field(
+        default_factory=ReachingTaskConfig,
+        description="reaching task parameters (its n_trials / max_duration_s are taken from experiment)",
+    )
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -143,6 +148,7 @@ class PipelineConfig(Strict):
     recorder: RecorderConfig = RecorderConfig()
     bridge: BridgeConfig = BridgeConfig()
     display: DisplayConfig = DisplayConfig()
+    closed_loop: ClosedLoopConfig = ClosedLoopConfig()
     stats_period_s: float = Field(1.0, gt=0)
 
 
@@ -183,6 +189,8 @@ class Config(Strict):
                     f"rig.cameras.{name}.exposure_us={cam.exposure_us:g} is not shorter than the "
                     f"trigger period {1e6 / rate:.0f} us at rig.trigger.rate_hz={rate:g}"
                 )
+        if self.rig.trigger.source == "firmware" and self.rig.arduino is None:
+            raise ValueError("rig.trigger.source 'firmware' needs an 'arduino' section in rig")
         uses_synthetic = any(c.backend == "synthetic" for c in self.rig.cameras.values())
         if uses_synthetic and self.simulation is None:
             raise ValueError("synthetic cameras need a 'simulation' section")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rig.config import Strict
+from rig.config_base import Strict
 
 # The firmware's fixed wiring (firmware/PROTOCOL.md). The config states it so a rig file documents the
 # cabling; a different value is refused (rebuild the firmware to change a pin).

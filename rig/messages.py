@@ -9,7 +9,8 @@ topic                  struct              published by
 ``det.<camera>``       Detections          detector node
 ``point3d.<name>``     Point3D             triangulator node
 ``sim.truth``          Truth               synthetic world (side channel: tests/benchmarks only)
-``trigger``            Trigger             trigger source
+``trigger``            Trigger             trigger source (world clock, or the Arduino node)
+``sim.input``          SimInput            synthetic world -> simulated Arduino's input pins
 ``task.event``         TaskEvent           task / world (trial start/end, outcomes, marks)
 ``serial.event``       SerialEvent         arduino node
 ``cmd.arduino``        Command             controller / closed-loop rule
@@ -130,6 +131,14 @@ class Truth(Msg, tag="truth", frozen=True):
     phase: str
 
 
+class SimInput(Msg, tag="sim_input", frozen=True):
+    """Simulation only: the synthetic world sets an input pin of the simulated Arduino (the IR sensor)."""
+
+    pin: str
+    level: bool
+    t_host_ns: int
+
+
 class Trigger(Msg, tag="trigger", frozen=True):
     """One camera trigger pulse; ``t_fw_us`` is the firmware's clock when it comes from the Arduino."""
 
@@ -210,6 +219,7 @@ AnyMsg = (
     | Point3D
     | Truth
     | Trigger
+    | SimInput
     | TaskEvent
     | SerialEvent
     | Command

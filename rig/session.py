@@ -279,8 +279,10 @@ def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
         try:
             arr = np.array(vals, dtype=np.int64)
         except ValueError:
-            try:
-                arr = np.array(vals, dtype=np.float64)
+            try:  # empty cells are missing numbers (NaN), e.g. the coordinates of an invalid 3-D point
+                arr = np.array([v if v != "" else "nan" for v in vals], dtype=np.float64)
+                if all(v == "" for v in vals):
+                    arr = np.array(vals, dtype=object)
             except ValueError:
                 arr = np.array(vals, dtype=object)
         cols[name] = arr

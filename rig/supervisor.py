@@ -10,6 +10,7 @@ closed) or ``failed`` (a fatal node crash or error, with the reason).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -32,7 +33,14 @@ from rig.config import LoadedConfig
 from rig.errors import RigError
 from rig.frames import ring_path
 from rig.nodes.base import NodeSpec, Runtime, run_node
-from rig.session import create_session, finish_session, load_session, resolve_calibration, ring_name
+from rig.session import (
+    create_session,
+    finish_session,
+    load_session,
+    resolve_calibration,
+    ring_name,
+    storage_error,
+)
 
 log = logging.getLogger("rig.supervisor")
 
@@ -48,8 +56,33 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
     cam_nodes = [f"cam-{c}" for c in cams]
     synthetic = any(c.backend == "synthetic" for c in cfg.rig.cameras.values())
     specs: list[NodeSpec] = []
+    arduino = cfg.rig.arduino is not None
+    if arduino:
+        specs.append(
+            NodeSpec(
+                "arduino",
+                "rig.nodes.arduino:ArduinoNode",
+                ("supervisor", "task", "world"),
+                ("ctl", "cmd.arduino", "sim.input"),
+            )
+        )
+        specs.append(
+            NodeSpec(
+                "task",
+                "rig.nodes.task:TaskNode",
+                ("supervisor", "arduino", "triangulator"),
+                ("ctl", "serial.event", "point3d."),
+            )
+        )
     if synthetic:
-        specs.append(NodeSpec("world", "rig.nodes.world:WorldNode", ("supervisor",), ("ctl",)))
+        specs.append(
+            NodeSpec(
+                "world",
+                "rig.nodes.world:WorldNode",
+                ("supervisor", *(("arduino", "task") if arduino else ())),
+                ("ctl", "trigger", "serial.event", "cmd.arduino", "node.arduino"),
+            )
+        )
     for cam, node in zip(cams, cam_nodes):
         specs.append(
             NodeSpec(node, "rig.nodes.camera:CameraNode", ("supervisor",), ("ctl",), params={"camera": cam})
@@ -229,7 +262,8 @@ class Supervisor:
             log.info("session %s: %s %s", self.session_dir.name, self.status, self.stop_reason)
             root.removeHandler(file_handler)
             file_handler.close()
-            self.stats_file.close()
+            with contextlib.suppress(OSError):
+                self.stats_file.close()
             self.pub.close()
             self.sub.close()
             self.ctx.term()
@@ -281,7 +315,7 @@ class Supervisor:
                 if msg.node in self.nodes:  # stats also say "alive and set up" (a lost 'ready' is harmless)
                     self.nodes[msg.node].last_stats = msg
                     self.nodes[msg.node].ready = True
-                self.stats_file.write(json.dumps(m.to_builtins(msg)) + "\n")
+                self._write_stats(msg)
             elif isinstance(msg, m.NodeStatus):
                 n = self.nodes.get(msg.node)
                 if n is not None and msg.status == "ready":
@@ -297,6 +331,19 @@ class Supervisor:
                     self.outcomes[msg.outcome] = self.outcomes.get(msg.outcome, 0) + 1
                 elif msg.kind == "session_end" and not self.stop_reason:
                     self.stop_reason = "task finished"
+
+    def _write_stats(self, msg: m.Stats) -> None:
+        if self.stats_file.closed:
+            return
+        try:
+            self.stats_file.write(json.dumps(m.to_builtins(msg)) + "\n")
+        except OSError as exc:  # disk full: stop the session, keep what is written
+            with contextlib.suppress(OSError):
+                self.stats_file.close()
+            err = storage_error(exc, self.session_dir / "stats.jsonl")
+            log.error("%s", err)
+            if not self.stop_reason:
+                self.status, self.stop_reason = "failed", str(err)
 
     def _user_request(self, msg: m.Control) -> None:
         """A user's request from a display (topic ``ui.control``): stop the session, pause/resume the task."""
@@ -409,7 +456,15 @@ class Supervisor:
             return
         now = time.monotonic_ns
         names = list(self.nodes)
-        for stage in (["world"], [n for n in names if n.startswith("cam-")], ["detector"], ["triangulator"]):
+        stages = (
+            ["task"],
+            ["arduino"],
+            ["world"],
+            [n for n in names if n.startswith("cam-")],
+            ["detector"],
+            ["triangulator"],
+        )
+        for stage in stages:
             stage = [n for n in stage if n in self.nodes]
             for n in stage:
                 self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
@@ -419,7 +474,8 @@ class Supervisor:
         others = [
             n
             for n in names
-            if n not in ("world", "detector", "triangulator", "recorder") and not n.startswith("cam-")
+            if n not in ("task", "arduino", "world", "detector", "triangulator", "recorder")
+            and not n.startswith("cam-")
         ]
         self._wait_exit(others, 10.0)
         self._pump(100)

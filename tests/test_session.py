@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -36,6 +37,23 @@ def test_session_completes_with_summary(session):
     assert kinds.count("trial_start") == 2 and kinds.count("trial_end") == 2
     for f in ("config.yaml", "calibration.yaml", "versions.json", "session.log", "stats.jsonl"):
         assert (s.path / f).stat().st_size > 0
+
+
+def test_trials_run_through_the_real_firmware(session):
+    """The default rig runs the real firmware in simavr: its events are all there, numbered without gaps."""
+    _, s = session
+    serial = [e for e in s.events if e.get("topic") == "serial.event"]
+    kinds = {e["kind"] for e in serial}
+    assert {"dispense_done", "servo_done", "ir"} <= kinds, kinds
+    seqs = [e["fw_seq"] for e in serial if e["fw_seq"] >= 0]
+    assert all(b > a for a, b in itertools.pairwise(seqs)), "firmware events out of order"
+    # the driver checks every frame number (including acks it consumes itself) and reports a 'gap'
+    assert "gap" not in kinds
+    # the task's commands were acknowledged by the firmware
+    acks = [e for e in serial if e["kind"] == "ack"]
+    assert {a["values"].get("cmd_name") for a in acks} >= {"dispense", "platform"}
+    outcomes = [t["outcome"] for t in s.trials]
+    assert len(outcomes) == 2 and all(o in ("success", "knocked_off", "miss", "no_reach") for o in outcomes)
 
 
 def test_zero_dropped_frames_and_stereo_complete(session):
@@ -101,7 +119,7 @@ def test_3d_error_against_ground_truth(session):
 def test_latency_stats_present(session):
     _, s = session
     pts = s.meta["summary"]["points3d"]
-    assert 0 < pts["latency_ms_p50"] <= pts["latency_ms_p99"] < 1000
+    assert 0 < pts["latency_ms_p50"] <= pts["latency_ms_p99"]  # values: BENCHMARKS.md, not a test
     assert "frame->3D latency p50" in session[0].stdout
 
 

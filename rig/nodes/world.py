@@ -1,9 +1,16 @@
-"""The simulated world node: the internal trigger clock and the synthetic mouse.
+"""The simulated world node: the synthetic mouse and apparatus, clocked by the camera trigger.
 
-On ``ctl start`` it fires triggers at ``rig.trigger.rate_hz`` from the host clock; for each pulse it
-advances the synthetic world and publishes ``trigger`` and ``sim.truth`` (which the synthetic cameras
-render). With no task attached, a :class:`~rig.sim.world.FreeRunSchedule` runs the trials and
-publishes ``task.event`` trial_start / outcome / trial_end, then ``session_end``.
+Trigger source ``internal``: on ``ctl start`` it fires triggers at ``rig.trigger.rate_hz`` from the
+host clock, and a :class:`~rig.sim.world.FreeRunSchedule` runs trials on its own, publishing
+``task.event`` trial_start / outcome / trial_end, then ``session_end``.
+
+Trigger source ``firmware``: the real firmware in the simulator makes the trigger; each ``trigger``
+message from the Arduino node (one per rising edge of the trigger pin) advances the world to the
+pulse's firmware time. The task's commands move the platform (``cmd.arduino platform``), the firmware's
+``dispense_done`` puts a pellet on it, and the world tells the simulated IR sensor whether a pellet sits
+there (``sim.input``), so trials play out through the real firmware and task.
+
+Either way, each pulse publishes ``sim.truth`` (which the synthetic cameras render).
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ class WorldNode(Node):
         sim = self.cfg.simulation
         assert sim is not None
         self.world = World(sim)
-        self.schedule = FreeRunSchedule(self.world, sim.trial_period_s, self.cfg.experiment.n_trials)
+        self.firmware = self.cfg.rig.trigger.source == "firmware"
+        self.schedule = (
+            None
+            if self.firmware
+            else FreeRunSchedule(self.world, sim.trial_period_s, self.cfg.experiment.n_trials)
+        )
+        self.fw0_us: int | None = None  # firmware time of pulse 0
+        self.host0_ns = 0
+        self.ir: bool | None = None
         self.period_ns = round(1e9 / self.cfg.rig.trigger.rate_hz)
         self.started = False
         self.t0_ns = 0
@@ -31,6 +46,9 @@ class WorldNode(Node):
 
     def step(self) -> None:
         assert self.sub is not None
+        if self.firmware:
+            self._step_firmware()
+            return
         if not self.started:
             got = self.sub.recv(50)
             if got and isinstance(got[1], m.Control):
@@ -58,9 +76,45 @@ class WorldNode(Node):
         self._fire(t_ns, (target - self.t0_ns) / 1e9)
         self.index += 1
 
+    def _step_firmware(self) -> None:
+        assert self.sub is not None
+        for topic, msg in self.sub.recv_all(5, limit=500):
+            if isinstance(msg, m.Trigger):
+                if self.fw0_us is None:
+                    self.fw0_us, self.host0_ns = msg.t_fw_us, msg.t_host_ns
+                self.index = msg.index
+                self._fire(msg.t_host_ns, (msg.t_fw_us - self.fw0_us) / 1e6)
+            elif isinstance(msg, m.Command) and msg.name == "platform":
+                self.world.platform(self._t_world(msg.t_host_ns), bool(msg.args.get("up")))
+            elif isinstance(msg, m.Command) and msg.name == "dispense":
+                self.world.new_trial(self.world.trial + 1)
+            elif isinstance(msg, m.SerialEvent) and msg.kind == "dispense_done":
+                self.world.load_pellet(self._t_world(msg.t_host_ns))
+            elif (
+                isinstance(msg, m.NodeStatus)
+                and topic == "node.arduino"
+                and msg.status in ("eos", "exiting", "failed")
+            ):
+                self._finish()  # the trigger source is gone: no more frames
+                return
+        # the IR beam sees the pellet on the platform; tell the simulated sensor when that changes
+        beam = self.world.ir_beam_blocked()
+        if beam != self.ir:
+            self.ir = beam
+            self.publish("sim.input", m.SimInput(pin="ir", level=beam, t_host_ns=time.monotonic_ns()))
+
+    def _t_world(self, t_host_ns: int) -> float:
+        """World time (s since pulse 0) of a host time; before the first pulse, 0."""
+        return max(0.0, (t_host_ns - self.host0_ns) / 1e9) if self.fw0_us is not None else 0.0
+
     def _fire(self, t_ns: int, t_s: float) -> None:
-        for kind, trial, outcome in self.schedule.step(t_s):
-            self.publish("task.event", m.TaskEvent(kind=kind, trial=trial, t_host_ns=t_ns, outcome=outcome))
+        if self.schedule is not None:
+            for kind, trial, outcome in self.schedule.step(t_s):
+                self.publish(
+                    "task.event", m.TaskEvent(kind=kind, trial=trial, t_host_ns=t_ns, outcome=outcome)
+                )
+        else:
+            self.world.events.clear()  # with a task, the firmware's IR sensor reports what happened
         st = self.world.step(t_s)
         self.publish("trigger", m.Trigger(index=self.index, t_host_ns=t_ns))
         self.publish(
@@ -80,7 +134,7 @@ class WorldNode(Node):
             ),
         )
         self.processed += 1
-        if self.schedule.finished and not self.session_end_sent:
+        if self.schedule is not None and self.schedule.finished and not self.session_end_sent:
             self.session_end_sent = True
             self.publish(
                 "task.event", m.TaskEvent(kind="session_end", trial=self.schedule.trial, t_host_ns=t_ns)
