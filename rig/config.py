@@ -134,12 +134,15 @@ class RecorderConfig(Strict):
 
 class BridgeConfig(Strict):
     enabled: bool = False
-    bind: str = "tcp://127.0.0.1:0"
+    bind: str = Field("tcp://127.0.0.1:0", description="tcp://0.0.0.0:0 to serve other machines")
     downscale: int = Field(1, ge=1, le=8)
+    max_fps: float = Field(60.0, ge=0, description="frames/s per camera sent on; 0 = every frame")
 
 
 class DisplayConfig(Strict):
     enabled: bool = False
+    rate_hz: float = Field(40.0, gt=0, le=240, description="window refresh rate")
+    trail_s: float = Field(5.0, gt=0, description="seconds of 3-D paw trace shown")
 
 
 class PipelineConfig(Strict):

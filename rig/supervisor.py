@@ -131,6 +131,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                     "ui.",
                 ),
                 nice=10,  # a remote consumer's needs come after the pipeline's
+                essential=False,
             )
         )
     if pipe.display.enabled:
@@ -142,6 +143,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "stats.", "node.", "ctl"),
                 restartable=True,
                 nice=10,  # drawing yields the CPU to the pipeline; the display samples, it can wait
+                essential=False,
             )
         )
     if pipe.recorder.enabled:
@@ -400,6 +402,11 @@ class Supervisor:
                     new = self._start_node(n.spec)
                     new.restarts = n.restarts
                     self.nodes[name] = new
+                elif not n.spec.essential:
+                    n.exited = True
+                    msg = f"node {name} died (exit code {code}); the session goes on without it"
+                    log.warning(msg)
+                    self.restarts.append(msg)
                 else:
                     self._pump(200)  # collect the node's last words
                     self.status = "failed"
@@ -477,6 +484,8 @@ class Supervisor:
             if n not in ("task", "arduino", "world", "detector", "triangulator", "recorder")
             and not n.startswith("cam-")
         ]
+        for n in others:
+            self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
         self._wait_exit(others, 10.0)
         self._pump(100)
         for proc in self.nodes.values():
