@@ -41,8 +41,8 @@ class NodeSpec:
     topics: tuple[str, ...] = ()
     restartable: bool = False
     params: dict[str, Any] = field(default_factory=dict)
-    nice: int = 0
-    essential: bool = True  # False: if it dies for good the session goes on without it (display, bridge)  # > 0 yields the CPU to latency-critical nodes (the recorder buffers, so it can wait)
+    nice: int = 0  # > 0 yields the CPU to latency-critical nodes (the recorder buffers, so it can wait)
+    essential: bool = True  # False: if it dies for good the session goes on without it (display, bridge)
 
 
 @dataclass(frozen=True)
