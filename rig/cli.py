@@ -88,6 +88,13 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             f"frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
             f" p99 {p['latency_ms_p99']:.2f} ms"
         )
+    c = s.get("closed_loop")
+    if c:
+        lines.append(
+            f"  closed loop: {c['pulses']} TTL pulses; trigger -> TTL pin "
+            f"p50 {c['trigger_to_ttl_ms_p50']:.2f} ms, p99 {c['trigger_to_ttl_ms_p99']:.2f} ms "
+            "(firmware clock)"
+        )
     for r in s.get("restarts", []):
         lines.append(f"  restart: {r}")
     lines.append(f"  session folder: {path}")

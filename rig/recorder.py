@@ -224,3 +224,4 @@ TRUTH_COLUMNS = [
     "phase",
 ]
 TRIAL_COLUMNS = ["trial", "t_start_ns", "t_end_ns", "outcome"]
+TRIGGER_COLUMNS = ["index", "t_host_ns", "t_fw_us"]

@@ -320,6 +320,25 @@ def load_session(path: str | Path) -> Session:
         with open(p / "trials.csv", newline="") as f:
             trials = list(csv.DictReader(f))
     truth = read_csv_columns(p / "truth.csv") if (p / "truth.csv").exists() else None
+    extra: dict[str, Any] = {}
+    if (p / "triggers.csv").exists():
+        extra["triggers"] = read_csv_columns(p / "triggers.csv")
     det = read_csv_columns(p / "detections.csv") if (p / "detections.csv").exists() else {}
     pts = read_csv_columns(p / "points3d.csv") if (p / "points3d.csv").exists() else {}
-    return Session(p, meta, config, calib, frames, det, pts, trials, events, truth)
+    return Session(p, meta, config, calib, frames, det, pts, trials, events, truth, extra)
+
+
+def closed_loop_latencies_ms(s: Session) -> np.ndarray:
+    """Per closed-loop TTL pulse: trigger pulse of the frame that caused it -> TTL pin edge, in ms, both
+    on the firmware's clock (exposure, transfer, detection, 3-D, rule, serial and firmware included)."""
+    trig = s.extra.get("triggers")
+    if not trig or not len(trig.get("index", [])):
+        return np.zeros(0)
+    fw = dict(zip(trig["index"].tolist(), trig["t_fw_us"].tolist()))
+    out = []
+    for e in s.events:
+        if e.get("topic") == "serial.event" and e.get("kind") == "ttl_fired":
+            k = e.get("values", {}).get("cause_trigger_index", -1)
+            if k in fw and fw[k] >= 0 and e.get("t_fw_us", -1) >= 0:
+                out.append((e["t_fw_us"] - fw[k]) / 1000.0)
+    return np.asarray(out, dtype=float)

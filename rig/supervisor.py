@@ -34,6 +34,7 @@ from rig.errors import RigError
 from rig.frames import ring_path
 from rig.nodes.base import NodeSpec, Runtime, run_node
 from rig.session import (
+    closed_loop_latencies_ms,
     create_session,
     finish_session,
     load_session,
@@ -153,7 +154,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "recorder",
                 "rig.nodes.recorder:RecorderNode",
                 everyone,
-                ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl"),
+                ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
                 nice=5,
             )
         )
@@ -522,6 +523,13 @@ class Supervisor:
                 "valid": int(np.sum(p["valid"])),
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
                 "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
+            }
+        cl = closed_loop_latencies_ms(s)
+        if len(cl):
+            out["closed_loop"] = {
+                "pulses": len(cl),
+                "trigger_to_ttl_ms_p50": round(float(np.percentile(cl, 50)), 3),
+                "trigger_to_ttl_ms_p99": round(float(np.percentile(cl, 99)), 3),
             }
         succ = self.outcomes.get("success", 0)
         out["success_rate"] = round(succ / self.trials_done, 3) if self.trials_done else None

@@ -19,6 +19,7 @@ from rig.recorder import (
     FRAME_COLUMNS,
     POINT_COLUMNS,
     TRIAL_COLUMNS,
+    TRIGGER_COLUMNS,
     TRUTH_COLUMNS,
     JsonLines,
     Table,
@@ -42,6 +43,8 @@ class RecorderNode(Node):
             self.det_table = Table(d / "detections.csv", DETECTION_COLUMNS)
             self.point_table = Table(d / "points3d.csv", POINT_COLUMNS)
             self.trial_table = Table(d / "trials.csv", TRIAL_COLUMNS)
+            # the clock model: each trigger pulse on the host clock and the firmware's (when it has one)
+            self.trigger_table = Table(d / "triggers.csv", TRIGGER_COLUMNS)
             self.truth_table = (
                 Table(d / "truth.csv", TRUTH_COLUMNS) if rc.record_truth and self.cfg.simulation else None
             )
@@ -90,6 +93,8 @@ class RecorderNode(Node):
                 self.on_detections(msg)
             elif isinstance(msg, m.Point3D):
                 self.on_point(msg)
+            elif isinstance(msg, m.Trigger):
+                self.trigger_table.write([msg.index, msg.t_host_ns, msg.t_fw_us])
             elif isinstance(msg, m.Truth):
                 self.on_truth(msg)
             elif isinstance(msg, m.TaskEvent):
@@ -202,6 +207,7 @@ class RecorderNode(Node):
             self.det_table,
             self.point_table,
             self.trial_table,
+            self.trigger_table,
             self.events,
         ]
         if self.truth_table is not None:
@@ -232,7 +238,7 @@ class RecorderNode(Node):
         files = [*getattr(self, "frame_tables", {}).values()]
         files += [
             getattr(self, n, None)
-            for n in ("det_table", "point_table", "trial_table", "truth_table", "events")
+            for n in ("det_table", "point_table", "trial_table", "trigger_table", "truth_table", "events")
         ]
         for t in files:
             if t is None:

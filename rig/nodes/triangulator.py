@@ -38,6 +38,9 @@ class TriangulatorNode(Node):
         self.topic = f"point3d.{tc.point_name}"
         self.eos: set[str] = set()
         self.incomplete = 0
+        self.late = 0
+        self.solved: set[int] = set()  # recent solved trigger indices (a late detection is not solved twice)
+        self.solved_below = -1
         self.rejected = 0
 
     def step(self) -> None:
@@ -46,6 +49,9 @@ class TriangulatorNode(Node):
             if isinstance(msg, m.Detections):
                 if msg.eos:
                     self.eos.add(msg.camera)
+                    continue
+                if msg.trigger_index <= self.solved_below and msg.trigger_index in self.solved:
+                    self.late += 1  # its set was already solved without it (pair timeout)
                     continue
                 entry = self.pending.setdefault(msg.trigger_index, {"t": time.monotonic()})
                 entry[msg.camera] = msg
@@ -66,6 +72,10 @@ class TriangulatorNode(Node):
             self.done = True
 
     def solve(self, k: int, entry: dict) -> None:
+        self.solved.add(k)
+        self.solved_below = max(self.solved_below, k)
+        if len(self.solved) > 4096:
+            self.solved = {i for i in self.solved if i > self.solved_below - 2048}
         dets: list[m.Detections | None] = [entry.get(c) for c in self.cam_names]
         present = [d for d in dets if d is not None]
         boxes = [boxes_array(d.boxes) if d is not None else np.zeros((0, 5)) for d in dets]
@@ -99,7 +109,11 @@ class TriangulatorNode(Node):
         return len(self.pending)
 
     def extra_stats(self) -> dict[str, float]:
-        return {"incomplete_sets": float(self.incomplete), "rejected": float(self.rejected)}
+        return {
+            "incomplete_sets": float(self.incomplete),
+            "rejected": float(self.rejected),
+            "late_detections": float(self.late),
+        }
 
 
 def boxes_array(boxes: list[m.Box]) -> np.ndarray:

@@ -116,7 +116,8 @@ class WorldNode(Node):
         else:
             self.world.events.clear()  # with a task, the firmware's IR sensor reports what happened
         st = self.world.step(t_s)
-        self.publish("trigger", m.Trigger(index=self.index, t_host_ns=t_ns))
+        if not self.firmware:  # with the firmware, the Arduino node publishes the pulses
+            self.publish("trigger", m.Trigger(index=self.index, t_host_ns=t_ns))
         self.publish(
             "sim.truth",
             m.Truth(
