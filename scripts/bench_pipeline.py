@@ -25,7 +25,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, pct, write_block
 
-from rig.session import load_session
+from rig.session import closed_loop_latencies_ms, load_session
 
 
 def sample_cpu(out: Path, stop: threading.Event, cpu: dict[str, list[float]]) -> None:
@@ -104,6 +104,9 @@ def main() -> int:
         "**frame -> 3-D (total)**": [lat],
         "trigger -> 3-D": [trig],
     }
+    cl = closed_loop_latencies_ms(s)
+    if len(cl):
+        stage[f"closed loop: trigger pulse -> TTL pin edge, firmware clock ({len(cl)} pulses)"] = [cl]
     rows = []
     for name, arrs in stage.items():
         a = np.concatenate([np.asarray(x, float) for x in arrs])
