@@ -1,6 +1,7 @@
 """``deepbehavior detect ...``: the training workflow as CLI subcommands.
 
     detect extract VIDEO OUT [-n 200]                 diverse frames (k-means) for labeling
+    detect label FRAMES LABELS.json [--names a,b]     the labeling tool (resumes where it stopped)
     detect convert --from {seed,yolo,dlc} SRC --to {seed,yolo} DST [--names ...] [--group head=snout,leftear]
     detect train DATA OUT [--model yolo11n.yaml | --model my.pt] [--compare other.yaml|.pt]
     detect evaluate MODEL DATA OUT                    IoU, precision/recall, mAP50 per class + report.png
@@ -162,6 +163,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from detection.label_tool import main as label_main
+
+    extra = ["--yolo", args.yolo] if args.yolo else []
+    return label_main([args.frames, args.labels, "--names", ",".join(_names(args)), *extra])
+
+
 def _safe(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -200,6 +208,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("dst")
     names_args(q)
     q.set_defaults(func=_safe(cmd_convert))
+
+    q = sub.add_parser("label", help="labeling tool (Qt): two clicks per box; writes seed JSON (+ YOLO txt)")
+    q.add_argument("frames")
+    q.add_argument("labels", help="seed JSON file (created, or resumed where it stopped)")
+    q.add_argument("--yolo", help="also write YOLO txt under this folder")
+    names_args(q)
+    q.set_defaults(func=_safe(cmd_label))
 
     q = sub.add_parser("train", help="train (transfer from --model X.pt, or random init from a yaml)")
     q.add_argument("data", help="Ultralytics data.yaml")
