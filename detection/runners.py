@@ -280,6 +280,10 @@ class UltralyticsRunner(YoloRunner):
 # -- TensorRT ----------------------------------------------------------------------------------------
 
 
+class TensorRTUnavailable(DetectionError):
+    """No tensorrt package or no CUDA GPU on this machine."""
+
+
 def engine_cache_path(onnx_path: Path, cache_dir: Path, gpu_name: str, trt_version: str, fp16: bool) -> Path:
     """Cache file name keyed by the ONNX file's hash, the GPU and the TensorRT version."""
     key = hashlib.sha256(f"{file_hash(onnx_path)}|{gpu_name}|{trt_version}|fp16={fp16}".encode()).hexdigest()
@@ -309,11 +313,11 @@ class TensorRTRunner(YoloRunner):
             import tensorrt as trt
             import torch
         except ImportError as e:
-            raise DetectionError(
+            raise TensorRTUnavailable(
                 f"runner 'tensorrt' needs the tensorrt package ({e}); model {self.path}"
             ) from e
         if not torch.cuda.is_available():
-            raise DetectionError(f"runner 'tensorrt' needs a CUDA GPU; none visible (model {self.path})")
+            raise TensorRTUnavailable(f"runner 'tensorrt' needs a CUDA GPU; none visible (model {self.path})")
         self._torch, self.trt = torch, trt
         self.confidence, self.iou, self.input_size = confidence, iou, input_size
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -394,7 +398,13 @@ def make_runner(dc: Any, base_dir: str | os.PathLike[str] | None = None) -> Runn
             path, threads=int(opts.get("threads", 1)), device=str(opts.get("device", "cpu")), **common
         )
     if dc.runner == "tensorrt":
-        return TensorRTRunner(
-            path, fp16=bool(opts.get("fp16", True)), cache_dir=opts.get("cache_dir"), **common
-        )
+        try:
+            fp16 = bool(opts.get("fp16", True))
+            return TensorRTRunner(path, fp16=fp16, cache_dir=opts.get("cache_dir"), **common)
+        except TensorRTUnavailable as e:
+            if not opts.get("cpu_fallback", True):
+                raise
+            log.warning("!!! GPU FALLBACK: %s; running ONNX Runtime on the CPU instead !!!", e)
+            threads = int(opts.get("threads", 1))
+            return OnnxRuntimeRunner(path, threads=threads, providers=opts.get("providers"), **common)
     raise DetectionError(f"unknown runner {dc.runner!r} (onnxruntime, tensorrt, ultralytics)")

@@ -37,7 +37,8 @@ def train(
     **overrides: Any,
 ) -> TrainResult:
     """``model``: a ``.pt`` checkpoint (transfer learning) or a ``.yaml`` model file (random init),
-    e.g. ``yolo11n.yaml``. ``overrides`` go to Ultralytics' ``train`` (lr0, optimizer, mosaic...). Returns the best weights and the per-epoch results CSV."""
+    e.g. ``yolo11n.yaml``. ``overrides`` go to Ultralytics' ``train`` (lr0, optimizer, mosaic...).
+    Returns the best weights and the per-epoch results CSV."""
     from detection.ultra import configure_offline
 
     configure_offline()

@@ -2,8 +2,8 @@
 """Detector latency and throughput per runner at batch 1 and 2, written to BENCHMARKS.md (block ``detector``).
 
 Frames are real synthetic-camera frames (448 x 460) with the paw in view; each runner sees what the
-online detector feeds it: the ROI crops (64 x 64 by default) (the steady state) and the half-scale full-frame search
-(the fallback). Also the whole online step (ROI tracking, both cameras) per stereo pair.
+online detector feeds it: the ROI crops (64 x 64 by default; the steady state) and the half-scale
+full-frame search (the fallback). Also the whole online step (ROI tracking, both cameras) per stereo pair.
 ONNX Runtime CUDA and TensorRT are measured when a GPU and the packages exist.
 
 Usage: ``python scripts/bench_detector.py [--n 300] [--threads 1] [--no-write]``

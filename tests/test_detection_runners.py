@@ -106,6 +106,32 @@ def _synthetic_sequence(n: int, seed: int = 3):
     return list(rend), seq
 
 
+def test_gpu_fallback_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA execution provider present: no fallback to observe")
+    r = OnnxRuntimeRunner(
+        MODEL.with_suffix(".onnx"), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert r.providers == ["CPUExecutionProvider"]
+    assert "GPU FALLBACK" in caplog.text
+    caplog.clear()
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("TensorRT and a GPU present: no fallback to observe")
+    except ImportError:
+        pass
+    onnx = str(MODEL.with_suffix(".onnx"))
+    r2 = make_runner(_cfg(runner="tensorrt", model=onnx))
+    assert r2.name == "onnxruntime" and "GPU FALLBACK" in caplog.text
+    with pytest.raises(DetectionError, match="tensorrt"):
+        make_runner(_cfg(runner="tensorrt", model=onnx, options={"cpu_fallback": False}))
+
+
 @pytest.mark.skipif(not MODEL.with_suffix(".onnx").is_file(), reason="bundled paw model not built")
 def test_bundled_paw_model_tracks_the_synthetic_paw() -> None:
     runner = make_runner(_cfg(model="detection/models/paw-yolo11p-96.onnx"), base_dir=REPO)

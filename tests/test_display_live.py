@@ -152,7 +152,7 @@ def test_frozen_display_costs_the_pipeline_nothing(tmp_path):
     )
     try:
         pid = _display_pid(tmp_path)
-        wait_for_log(tmp_path, r"world: start received", 90)
+        wait_for_log(tmp_path, r"world: .*first trigger pulse", 90)
         time.sleep(1.0)
         os.kill(pid, signal.SIGSTOP)
         time.sleep(4.0)

@@ -54,7 +54,7 @@ class WorldNode(Node):
             if got and isinstance(got[1], m.Control):
                 if got[1].command == "start":
                     self.started = True
-                    self.log.info("world: start received")
+                    self.log.info("world: start received; first trigger pulse in 20 ms (internal clock)")
                     self.t0_ns = time.monotonic_ns() + 20_000_000
                 elif got[1].command == "stop" and got[1].detail in ("", self.name):
                     self._finish()
@@ -82,6 +82,7 @@ class WorldNode(Node):
             if isinstance(msg, m.Trigger):
                 if self.fw0_us is None:
                     self.fw0_us, self.host0_ns = msg.t_fw_us, msg.t_host_ns
+                    self.log.info("world: first trigger pulse received (firmware clock)")
                 self.index = msg.index
                 self._fire(msg.t_host_ns, (msg.t_fw_us - self.fw0_us) / 1e6)
             elif isinstance(msg, m.Command) and msg.name == "platform":
