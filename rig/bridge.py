@@ -36,7 +36,7 @@ import logging
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ import zmq
 
 from analysis.camera import Calibration, calibration_from_dict, calibration_to_dict
 from rig import messages as m
+from rig.display.model import zones_from_config
 from rig.errors import InputError, ProtocolError, SchemaMismatch
 from rig.frames import FrameRing
 from rig.nodes.base import Node
@@ -124,6 +125,7 @@ class BridgeNode(Node):
         except Exception as exc:  # the bridge works without a calibration (no reprojection then)
             self.log.warning("bridge: no calibration for remote consumers: %s", exc)
             calib = None
+        zones, pellet = zones_from_config(self.cfg.model_dump(mode="json"))
         self.info: dict[str, Any] = {
             "schema": m.SCHEMA_VERSION,
             "session_id": self.rt.session_id,
@@ -138,6 +140,9 @@ class BridgeNode(Node):
             "downscale": self.downscale,
             "max_fps": self.max_fps,
             "calibration": calib,
+            # what the display draws on its 3-D panels: the closed-loop zone, the rest sphere, the pellet
+            "zones": [asdict(z) for z in zones],
+            "pellet_configured": pellet,
             "ended": False,
             "t_start_ns": -1,
             "task": {"trial": 0, "done": 0, "outcomes": {}},  # so a consumer that joins late starts right

@@ -363,7 +363,9 @@ class Supervisor:
             if self.status == "complete":
                 self.status = "stopped"
         elif msg.command in ("pause", "resume"):
-            self.pub.publish("ctl", m.Control(command=msg.command, t_host_ns=now, detail=""))
+            self.pub.publish(
+                "ctl", m.Control(command=msg.command, t_host_ns=now, detail=msg.detail or "display")
+            )
 
     def _main_loop(self) -> None:
         last_print = time.monotonic()

@@ -12,6 +12,9 @@ Inputs: :meth:`ReachingTask.on_serial` (firmware events from :class:`rig.serial_
 returns the :class:`~rig.messages.Command` and :class:`~rig.messages.TaskEvent` messages to publish.
 Times are host ``monotonic_ns``. The serial link going away pauses the task with the platform
 lowered as soon as it is back (``paused`` state); the trial in progress is scored ``aborted``.
+A user's pause (:meth:`ReachingTask.pause`, from the display) lets the trial in progress finish
+and holds the task in ``paused`` with the platform down before the next one; :meth:`ReachingTask.resume`
+starts the next trial (or cancels a pause not yet in effect).
 
 Outcome rules (``ReachingTaskConfig``): a *reach* is the paw coming within ``reach_radius_mm`` of the
 pellet. When the IR sensor reports the pellet gone, the trial is a *success* if the paw was within
@@ -90,6 +93,9 @@ class ReachingTask:
         self._paw_near: list[tuple[int, float]] = []  # (t_frame_ns, distance to pellet mm)
         self._was_near = False
         self._dispense_tries = 0
+        self._user_pause = False  # a user asked to pause: take effect at the next trial boundary
+        self._pause_by = ""
+        self._pause_reason = ""
         self._states: dict[str, Callable[[str, Any], None]] = {
             "dispense": self._dispense,
             "raise": self._raise,
@@ -116,12 +122,43 @@ class ReachingTask:
             self._dispatch("timeout", None)
         return self._flush()
 
+    def pause(self, t_ns: int, by: str = "user") -> Out:
+        """A user's pause: at once between trials, else when the trial in progress ends."""
+        self._now = t_ns
+        if self.done or self._user_pause or self.state == "idle":
+            return self._flush()
+        self._user_pause, self._pause_by = True, by
+        if self.state == "iti":
+            self._pause_reason = f"paused by {by}"
+            self._goto("paused")
+        else:
+            self._emit("pause_pending", detail={"by": by, "after_trial": self.trial})
+        return self._flush()
+
+    def resume(self, t_ns: int, by: str = "user") -> Out:
+        """Undo :meth:`pause`: the next trial starts now (a link-loss pause waits for the link)."""
+        self._now = t_ns
+        if not self._user_pause:
+            return self._flush()
+        self._user_pause = False
+        if self.state == "paused" and self._pause_reason.startswith("paused by"):
+            self._emit("resumed", detail={"by": by})
+            self._next_trial()
+        elif self.state != "paused":
+            self._emit("pause_cancelled", detail={"by": by})
+        return self._flush()
+
+    @property
+    def paused(self) -> bool:
+        return self.state == "paused"
+
     def on_serial(self, ev: SerialEvent, t_ns: int) -> Out:
         self._now = t_ns
         if ev.kind == "ir":
             self.pellet_present = bool(ev.values.get("pellet_present"))
         if ev.kind == "disconnected" and self.state not in ("done", "paused"):
             self._abort_trial("serial link lost")
+            self._pause_reason = "serial link lost"
             self._goto("paused")
         else:
             self._dispatch(ev.kind, ev)
@@ -208,10 +245,11 @@ class ReachingTask:
 
     def _paused(self, ev: str, data: Any) -> None:
         if ev == "entry":
-            self._emit("paused")
-        elif ev == "reconnected":
-            self._emit("resumed")
-            self._goto("lower")
+            self._emit("paused", detail={"reason": self._pause_reason})
+        elif ev == "reconnected" and self._pause_reason == "serial link lost":
+            self._emit("resumed", detail={"by": "serial link back"})
+            self._pause_reason = ""
+            self._goto("lower")  # lower -> iti -> next trial, or a user's pause
 
     def _done(self, ev: str, data: Any) -> None:
         if ev == "entry":
@@ -231,6 +269,10 @@ class ReachingTask:
         n = self.cfg.n_trials
         if (n is not None and self.trial >= n) or elapsed_s >= self.cfg.max_duration_s:
             self._goto("done")
+            return
+        if self._user_pause:
+            self._pause_reason = f"paused by {self._pause_by}"
+            self._goto("paused")
             return
         self.trial += 1
         self._rec = TrialRecord(self.trial, self._now)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rig.bridge import BridgeClient, read_bridge_file
-from rig.display.model import LiveState
+from rig.display.model import LiveState, zones_from_bridge_info
 from rig.display.sources import BridgeSource
 from rig.session import load_session
 from tests.display_helpers import (
@@ -56,6 +56,8 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
         state = LiveState(list(info.cameras), info.calibration)
         for c, size in info.cameras.items():
             state.views[c].full_size = size
+        state.zones, state.pellet_configured = zones_from_bridge_info(info.raw)
+        assert [z.label for z in state.zones] == ["closed-loop zone", "rest"]  # the default config's
         win = LiveWindow(state, BridgeSource(client), rate_hz=40)
         win.show()
 
@@ -90,6 +92,12 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
         for node in ("cam-front", "cam-side", "detector", "triangulator", "recorder"):
             st = state.health[node].stats
             assert st is not None and shown[node][2] == str(st.processed) and shown[node][3] == str(st.drops)
+        # the closed-loop zone is outlined on the side view, in its colour
+        zone = state.zones[0]
+        r = win.traces.zone_rect_in_window(win, zone).adjusted(-3, -3, 3, 3)
+        patch = rgb[int(r.top()) : int(r.bottom()), int(r.left()) : int(r.right())].astype(int)
+        near = np.abs(patch - np.array(zone.color)).max(axis=2) < 40
+        assert near.sum() > 40, f"closed-loop zone outline not drawn ({near.sum()} px)"
         win.screenshot(str(tmp_path / "live.png"))
         # controls: a mark with a note, pause and resume, then stop (two clicks) -> the session stops
         win.mark_note.setText("paw slipped")
@@ -98,6 +106,8 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
         win.pause_button.click()
         assert win.pause_button.text() == "Resume task"
         _pump(win, app, lambda: state.paused, 10)
+        # the task acts on it: it pauses now (between trials) or after the trial in progress
+        assert _pump(win, app, lambda: "paus" in state.state, 20), state.state
         win.pause_button.click()
         win.stop_button.click()
         assert proc.poll() is None  # the first click only arms the button
@@ -116,6 +126,9 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
     s = load_session(folder)
     assert s.meta["status"] == "stopped" and "display" in s.meta["reason"]
     assert [e["detail"] for e in s.events if e.get("command") == "mark"] == ["paw slipped"]
+    task_kinds = [e.get("kind") for e in s.events if e.get("topic") == "task.event"]
+    assert "pause_pending" in task_kinds or "paused" in task_kinds, task_kinds
+    assert "resumed" in task_kinds or "pause_cancelled" in task_kinds, task_kinds
     kinds = [e.get("kind") for e in s.events]
     assert {"user_pause", "user_resume", "user_stop"} <= set(kinds)
     # the counters the window ended with are the session's final stats

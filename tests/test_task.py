@@ -125,6 +125,54 @@ def test_pause_on_link_loss_and_resume() -> None:
     assert [t.outcome for t in task.stats.trials] == ["aborted", "no_reach"]
 
 
+def test_user_pause_waits_for_the_trial_then_holds_until_resume() -> None:
+    task = ReachingTask(ReachingTaskConfig(n_trials=3, iti_s=0.5, response_window_s=2.0, settle_s=0.2))
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    rig.wait_state("wait_response")
+    rig.feed(task.pause(rig.t))  # mid-trial: the trial plays out, scored as usual
+    assert task.state == "wait_response"
+    assert rig.events[-1].kind == "pause_pending" and rig.events[-1].detail["after_trial"] == 1
+    run_trial(rig, "success")
+    rig.wait_state("paused")
+    n_commands = len(rig.commands)
+    rig.advance(60.0)  # a long pause: nothing dispensed, the platform stays down
+    assert task.state == "paused" and len(rig.commands) == n_commands
+    assert rig.commands[-1].name == "platform" and rig.commands[-1].args == {"up": 0}
+    rig.feed(task.resume(rig.t))
+    assert task.trial == 2 and rig.commands[n_commands].name == "dispense"
+    # a pause between trials takes effect at once; a resume before a pending pause cancels it
+    rig.wait_state("iti")
+    rig.feed(task.pause(rig.t))
+    assert task.state == "paused"
+    rig.feed(task.resume(rig.t))
+    rig.wait_state("wait_response")
+    rig.feed(task.pause(rig.t))
+    rig.feed(task.resume(rig.t))
+    rig.wait_state("done")
+    kinds = [e.kind for e in rig.events]
+    assert kinds.count("paused") == 2 and kinds.count("resumed") == 2 and "pause_cancelled" in kinds
+    assert [t.outcome for t in task.stats.trials] == ["success", "no_reach", "no_reach"]
+
+
+def test_user_pause_during_link_loss_holds_after_reconnect() -> None:
+    task = ReachingTask(ReachingTaskConfig(n_trials=2, iti_s=0.1, response_window_s=1.0))
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    rig.wait_state("wait_response")
+    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="disconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.feed(task.pause(rig.t))
+    rig.feed(task.resume(rig.t + 1))  # a user's resume cannot end a link-loss pause
+    rig.feed(task.pause(rig.t + 2))
+    assert task.state == "paused"
+    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="reconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.wait_state("paused")  # lowered, then held by the user's pause
+    assert task.trial == 1 and rig.events[-1].detail["reason"] == "paused by user"
+    rig.feed(task.resume(rig.t))
+    rig.wait_state("done")
+    assert [t.outcome for t in task.stats.trials] == ["aborted", "no_reach"]
+
+
 def test_dispenser_failure_stops_session() -> None:
     task = ReachingTask(ReachingTaskConfig(n_trials=3, dispense_timeout_s=0.5))
     out = task.start(0)

@@ -23,7 +23,7 @@ def cmd_display(args: argparse.Namespace) -> int:
     if args.nice:
         os.nice(args.nice)  # first (before Qt loads): on the rig machine itself the pipeline comes first
     from rig.bridge import BridgeClient, read_bridge_file
-    from rig.display.model import LiveState
+    from rig.display.model import LiveState, zones_from_bridge_info
     from rig.display.sources import BridgeSource
     from rig.display.window import LiveWindow, qt_app, run_qt
 
@@ -47,6 +47,7 @@ def cmd_display(args: argparse.Namespace) -> int:
     for c, size in info.cameras.items():
         state.views[c].full_size = size
     state.seed(info.raw.get("task", {}), int(info.raw.get("t_start_ns", -1)))
+    state.zones, state.pellet_configured = zones_from_bridge_info(info.raw)
     win = LiveWindow(state, BridgeSource(client), rate_hz=args.rate, title=f"DeepBehavior live: {endpoint}")
     print(
         f"attached to {endpoint}: session {info.session_id}, cameras {', '.join(cams)}, "

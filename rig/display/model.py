@@ -21,6 +21,45 @@ from rig import messages as m
 DET_KEEP = 64  # detections kept per camera to match the frame on screen (0.5 s at 124 Hz)
 
 
+@dataclass(frozen=True)
+class Zone:
+    """A sphere drawn on the 3-D panels: the closed-loop zone, the reach-onset rest sphere."""
+
+    label: str
+    center: tuple[float, float, float]
+    radius_mm: float
+    color: tuple[int, int, int]
+
+
+def zones_from_config(cfg: dict) -> tuple[list[Zone], tuple[float, float, float] | None]:
+    """The zones to draw and the configured pellet position, from a resolved config (as a dict:
+    ``Config.model_dump()``, a session's ``config.json`` or a bridge's info)."""
+    cl = (cfg.get("pipeline") or {}).get("closed_loop") or {}
+    zones = []
+    if cl.get("enabled"):
+        zones.append(Zone("closed-loop zone", _vec(cl["zone_center_mm"]), float(cl["zone_radius_mm"]),
+                          (60, 220, 90)))  # fmt: skip
+        zones.append(Zone("rest", _vec(cl["rest_xyz_mm"]), float(cl["rest_radius_mm"]), (140, 140, 140)))
+    reaching = (cfg.get("experiment") or {}).get("reaching") or {}
+    pellet = _vec(reaching["pellet_xyz_mm"]) if "pellet_xyz_mm" in reaching else None
+    return zones, pellet
+
+
+def zones_from_bridge_info(raw: dict) -> tuple[list[Zone], tuple[float, float, float] | None]:
+    """The same, from a bridge's ``bridge.info`` (which carries them as plain JSON)."""
+    zones = [
+        Zone(str(z["label"]), _vec(z["center"]), float(z["radius_mm"]), tuple(int(c) for c in z["color"][:3]))  # type: ignore[arg-type]
+        for z in raw.get("zones") or []
+    ]
+    pellet = raw.get("pellet_configured")
+    return zones, _vec(pellet) if pellet else None
+
+
+def _vec(v) -> tuple[float, float, float]:
+    x, y, z = (float(a) for a in v)
+    return (x, y, z)
+
+
 @dataclass
 class NodeHealth:
     """One node's last stats and status, plus what the display derived from them."""
@@ -56,8 +95,12 @@ class LiveState:
     views: dict[str, CameraView] = field(default_factory=dict)
     detections: dict[str, OrderedDict[int, m.Detections]] = field(default_factory=dict)
     point: m.Point3D | None = None
+    points: OrderedDict[int, m.Point3D] = field(default_factory=OrderedDict)  # recent, by trigger index
     trail: deque[tuple[int, tuple[float, float, float]]] = field(default_factory=lambda: deque(maxlen=4096))
     pellet: tuple[float, float, float] | None = None
+    pellet_configured: tuple[float, float, float] | None = None  # where the pellet is presented (config)
+    zones: list[Zone] = field(default_factory=list)
+    truth_seen: bool = False  # a simulated rig tells where the pellet is, and when it is gone
     state: str = ""
     trial: int = 0
     trials_done: int = 0
@@ -88,6 +131,9 @@ class LiveState:
         elif isinstance(msg, m.Point3D):
             self._clock(msg.t_out_ns)
             self.point = msg
+            self.points[msg.trigger_index] = msg
+            while len(self.points) > DET_KEEP:
+                self.points.popitem(last=False)
             xyz = msg.xyz_filtered if msg.valid else None
             if xyz is not None and all(math.isfinite(v) for v in xyz):
                 self.trail.append((msg.t_frame_ns, xyz))
@@ -95,6 +141,7 @@ class LiveState:
             while self.trail and self.trail[0][0] < horizon:
                 self.trail.popleft()
         elif isinstance(msg, m.Truth):
+            self.truth_seen = True
             self.pellet = msg.pellet_xyz if msg.pellet_present else None
             if not self.state:
                 self.state = msg.phase
@@ -145,6 +192,8 @@ class LiveState:
             node = str(e.detail.get("node", "?"))
             self.health.setdefault(node, NodeHealth(node)).restarts += 1
             self.warn(f"{node} restarted (exit code {e.detail.get('exit_code')})")
+        elif e.kind == "pause_pending":
+            self.state = f"{e.state} (pausing after trial {e.trial})"
         elif e.kind in ("user_pause", "user_resume"):
             self.paused = e.kind == "user_pause"
 
@@ -163,6 +212,10 @@ class LiveState:
         v.skipped += skipped
         if v.full_size == (0, 0):
             v.full_size = (header.width, header.height)
+
+    def pellet_shown(self) -> tuple[float, float, float] | None:
+        """The simulated pellet while it is there; on a real rig, the configured position."""
+        return self.pellet if self.truth_seen else self.pellet_configured
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
@@ -196,11 +249,16 @@ class LiveState:
         return list(next(reversed(d.values())).boxes)
 
     def reprojection(self, camera: str) -> np.ndarray | None:
-        """(2,) full-frame pixel position of the current 3-D point in ``camera``, or None."""
-        p = self.point
+        """(2,) full-frame pixel position in ``camera`` of the 3-D point of the frame on screen (triangulated
+        from that frame's boxes), or of the newest filtered point while that frame has none yet."""
+        v = self.views.get(camera)
+        p = self.points.get(v.header.trigger_index) if v is not None and v.header is not None else None
+        xyz_of = "xyz"
+        if p is None:
+            p, xyz_of = self.point, "xyz_filtered"
         if p is None or not p.valid or self.calibration is None or camera not in self.calibration.cameras:
             return None
-        xyz = np.asarray(p.xyz_filtered, float)
+        xyz = np.asarray(getattr(p, xyz_of), float)
         if not np.all(np.isfinite(xyz)):
             return None
         return self.calibration[camera].project(xyz[None])[0]

@@ -14,7 +14,7 @@ import time
 import zmq
 
 from rig import messages as m
-from rig.display.model import LiveState
+from rig.display.model import LiveState, zones_from_config
 from rig.display.sources import BusSource
 from rig.nodes.base import Node
 from rig.session import session_calibration
@@ -38,6 +38,7 @@ class DisplayNode(Node):
             self.log.warning("display: no calibration, no reprojection: %s", exc)
             calib = None
         self.state = LiveState(cams, calib)
+        self.state.zones, self.state.pellet_configured = zones_from_config(self.cfg.model_dump(mode="json"))
         for c, cc in self.cfg.rig.cameras.items():
             self.state.views[c].full_size = (cc.width, cc.height)
         self.source = BusSource(self.sub.sock, self.rt.session_id, self.publish, on_message=self._watch)

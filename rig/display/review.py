@@ -18,6 +18,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from rig import messages as m
+from rig.display.model import zones_from_config
 from rig.display.window import ViewerBase
 from rig.errors import InputError
 from rig.recorder import y_plane
@@ -99,6 +100,8 @@ class ReviewWindow(ViewerBase):
         self.boxes = self._boxes(session.detections)
         self._points(session.points3d)
         self._pellet(session.truth)
+        zones, self.pellet_configured = zones_from_config(session.config or {})
+        self.traces.set_zones(zones)
         self.trials = [
             (int(t["trial"]), int(t["t_start_ns"]), int(t["t_end_ns"]), t["outcome"]) for t in session.trials
         ]
@@ -244,8 +247,8 @@ class ReviewWindow(ViewerBase):
         return cal[cam].project(p[None])[0]
 
     def _pellet_at(self, trigger: int) -> np.ndarray | None:
-        if not len(self.pellet_trigger):
-            return None
+        if not len(self.pellet_trigger):  # a real rig's session: the configured pellet position
+            return None if self.pellet_configured is None else np.asarray(self.pellet_configured)
         j = min(int(np.searchsorted(self.pellet_trigger, trigger)), len(self.pellet_trigger) - 1)
         return self.pellet_xyz[j] if self.pellet_present[j] else None
 

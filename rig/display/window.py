@@ -20,7 +20,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from rig import messages as m
-from rig.display.model import LiveState
+from rig.display.model import LiveState, Zone
 from rig.display.sources import Source
 from rig.errors import RigError
 
@@ -107,10 +107,14 @@ class CameraPanel:
 
     def to_widget(self, widget: QtWidgets.QWidget, x: float, y: float) -> QtCore.QPointF:
         """Full-frame pixel (x, y) -> position in ``widget`` (for tests that read screenshots)."""
-        scene = self.vb.mapViewToScene(QtCore.QPointF(x, y))
-        view = self.plot.scene().views()[0]
-        local = view.mapFromScene(scene)
-        return QtCore.QPointF(view.mapTo(widget, local))
+        return plot_to_widget(self.plot, widget, x, y)
+
+
+def plot_to_widget(plot: pg.PlotItem, widget: QtWidgets.QWidget, x: float, y: float) -> QtCore.QPointF:
+    """Data coordinates (x, y) of ``plot`` -> position in ``widget``."""
+    scene = plot.getViewBox().mapViewToScene(QtCore.QPointF(x, y))
+    view = plot.scene().views()[0]
+    return QtCore.QPointF(view.mapTo(widget, view.mapFromScene(scene)))
 
 
 class TracePanels:
@@ -153,6 +157,33 @@ class TracePanels:
     @staticmethod
     def _views(p_n3: np.ndarray) -> list[np.ndarray]:
         return [oblique(p_n3), p_n3[:, [1, 2]], p_n3[:, [0, 1]]]
+
+    def set_zones(self, zones: list[Zone]) -> None:
+        """Draw each sphere as its outline in every view (in the oblique view, the outline of the sphere's
+        circle around its projected center: the cabinet projection keeps y-z circles round)."""
+        circle = np.linspace(0, 2 * np.pi, 65)
+        self.zone_items: list[tuple[Zone, list]] = []
+        for z in zones:
+            c = np.asarray(z.center, float)[None]
+            items = []
+            for p, v in zip(self.plots, self._views(c)):
+                x = v[0, 0] + z.radius_mm * np.cos(circle)
+                y = v[0, 1] + z.radius_mm * np.sin(circle)
+                item = p.plot(x, y, pen=pg.mkPen(z.color, width=2, style=QtCore.Qt.PenStyle.DashLine))
+                items.append(item)
+            label = pg.TextItem(z.label, color=z.color, anchor=(0.5, 1.0))
+            top = self._views(c)[1]
+            label.setPos(float(top[0, 0]), float(top[0, 1] + z.radius_mm))
+            self.plots[1].addItem(label)
+            self.zone_items.append((z, items))
+
+    def zone_rect_in_window(self, widget: QtWidgets.QWidget, zone: Zone, view: int = 1) -> QtCore.QRectF:
+        """Where ``zone``'s outline is drawn in ``widget`` (view 0 oblique, 1 side, 2 top)."""
+        c = self._views(np.asarray(zone.center, float)[None])[view][0]
+        r = zone.radius_mm
+        a = plot_to_widget(self.plots[view], widget, c[0] - r, c[1] - r)
+        b = plot_to_widget(self.plots[view], widget, c[0] + r, c[1] + r)
+        return QtCore.QRectF(a, b).normalized()
 
     def update(self, trail_n3: np.ndarray, head: np.ndarray | None, pellet: np.ndarray | None) -> None:
         for curve, v in zip(self.curves, self._views(trail_n3)):
@@ -224,6 +255,7 @@ class LiveWindow(ViewerBase):
         super().__init__(state.cameras, title or "DeepBehavior live")
         self.state = state
         self.source = source
+        self.traces.set_zones(state.zones)
         self.ticks = 0
         self.refresh_s: list[float] = []
         self.task_label = QtWidgets.QLabel()
@@ -335,7 +367,8 @@ class LiveWindow(ViewerBase):
             head = None
             if st.point is not None and st.point.valid:
                 head = np.asarray(st.point.xyz_filtered, float)
-            self.traces.update(st.trail_n3(), head, np.asarray(st.pellet) if st.pellet is not None else None)
+            pellet = st.pellet_shown()
+            self.traces.update(st.trail_n3(), head, np.asarray(pellet) if pellet is not None else None)
         if now - self._text_t > 0.2:  # text and tables at 5 Hz: cheap for the CPU, fast enough to read
             self._text_t = now
             self._task_text()

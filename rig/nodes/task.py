@@ -44,13 +44,18 @@ class TaskNode(Node):
             elif isinstance(msg, m.Point3D):
                 if self.started:
                     self._emit(self.task.on_point(msg, now))
-                    self._emit(list(self.rule.update(msg, now)))
+                    if not self.task.paused:  # a paused task stimulates nothing
+                        self._emit(list(self.rule.update(msg, now)))
                     self.processed += 1
                     self.latency.add((now - msg.t_frame_ns) / 1e6)
             elif isinstance(msg, m.Control):
                 if msg.command == "start" and not self.started:
                     self.started = True
                     self._emit(self.task.start(now))
+                elif msg.command == "pause" and self.started:
+                    self._emit(self.task.pause(now, by=msg.detail or "user"))
+                elif msg.command == "resume" and self.started:
+                    self._emit(self.task.resume(now, by=msg.detail or "user"))
                 self.on_control(msg)
         if self.started:
             self._emit(self.task.tick(time.monotonic_ns()))

@@ -1,0 +1,1 @@
+"""The test suite (a package, so that ``tests.*`` always means these files, whatever site-packages holds)."""
