@@ -8,6 +8,7 @@ console and the session log); stats go out once a second as ``stats.<name>``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -201,6 +202,10 @@ class Node:
             self.status("failed", f"{type(exc).__name__}: {exc}")
             return 1
         finally:
+            # closing files must not be cut short: a further SIGTERM (the supervisor dying after a stop
+            # began, a second Ctrl-C) waits until teardown is done; SIGKILL still ends a hung node
+            with contextlib.suppress(ValueError, OSError):
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
             try:
                 self.teardown()
             finally:
