@@ -34,8 +34,11 @@ class InputError(UserError):
     """An input file (video, keypoints, session folder) cannot be read."""
 
 
-class DeviceError(RigError):
-    """Hardware misbehaved: a camera, the Arduino, a GPU."""
+class DeviceError(UserError):
+    """Hardware misbehaved or is missing: a camera, the Arduino, a GPU. The message names the device
+    (and the feature); the fix is at the rig (a cable, a serial number, a setting), so no traceback."""
+
+    exit_code = 3
 
 
 class AcquisitionTimeout(DeviceError):
