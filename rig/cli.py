@@ -134,33 +134,40 @@ def cmd_session_info(args: argparse.Namespace) -> int:
 def cmd_reanalyze(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rig.reanalyze import run_batch
+    from rig.reanalyze import Options, run_batch, slurm_options
 
-    slurm = None
-    if args.slurm:
-        slurm = {"cores": 1, "processes": 1, "memory": args.slurm_memory, "walltime": args.slurm_walltime}
-        if args.slurm_queue:
-            slurm["queue"] = args.slurm_queue
+    slurm = slurm_options(args.slurm_queue, args.slurm_memory, args.slurm_walltime) if args.slurm else None
+    model = str(Path(args.model).resolve()) if args.model else None
+    if model and not Path(model).is_file():
+        raise UserError(f"--model {args.model}: no such file")
+    options = Options(detect=args.detect, model=model, analyses=not args.no_analyses)
     bar = tqdm(total=len(args.sessions), unit="session", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
-    results = run_batch(args.sessions, args.scheduler, args.workers, args.force, progress, slurm)
-    bar.close()
+    try:
+        results = run_batch(args.sessions, args.scheduler, args.workers, args.force, progress, slurm, options)
+    finally:
+        bar.close()
     failed = 0
     for path, r in results.items():
         if "error" in r:
             failed += 1
             print(f"FAILED  {path}: {r['error']}")
+            if args.verbose and r.get("traceback"):
+                print(r["traceback"], file=sys.stderr)
         elif r.get("skipped"):
-            print(f"skipped {path} (already reanalysed; --force to redo)")
+            print(f"skipped {path} (already reanalysed with these options; --force to redo)")
         else:
-            diff = r.get("max_abs_diff_vs_online_mm")
-            extra = f", max |offline - online| = {diff:.2e} mm" if diff is not None else ""
+            d = r.get("diff_vs_online_mm") or {}
+            extra = ""
+            if d.get("n"):
+                extra = f", |offline - online| median {d['median']:.2g} max {d['max']:.2g} mm"
+            fps = f", {r['frames_per_s']:.0f} frames/s" if r.get("frames_per_s") else ""
             print(
                 f"done    {path}: {r['valid']}/{r['n_points']} valid 3-D points "
-                f"in {r['seconds']:.1f} s{extra}"
+                f"in {r['seconds']:.1f} s{fps}{extra}"
             )
     print(
         f"{len(results) - failed} of {len(results)} sessions reanalysed"
@@ -205,10 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_session_info)
     ra = sub.add_parser(
         "reanalyze",
-        help="re-run 3-D reconstruction over recorded sessions on Dask (resumable)",
-        description="Re-run the online triangulation over recorded sessions (same code, same settings) on a "
-        "Dask cluster: local by default, a scheduler address, or SLURM through dask-jobqueue. Results go to "
-        "SESSION/reanalysis/; finished sessions are skipped unless --force.",
+        help="re-run detection, 3-D and analyses over recorded sessions on Dask (resumable)",
+        description="Re-run the online pipeline's code over recorded sessions (same code, same settings) "
+        "on a Dask cluster: local by default, a scheduler address, or SLURM through dask-jobqueue. By "
+        "default the recorded detections are re-triangulated; --detect re-detects from the videos. Then the "
+        "task's analyses (reaching). Results go to SESSION/reanalysis/; sessions finished with the same "
+        "options are skipped unless --force.",
     )
     ra.add_argument("sessions", nargs="+", help="session folders")
     ra.add_argument("--workers", type=int, default=2, help="local (or SLURM) workers (default 2)")
@@ -217,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--slurm-queue", help="SLURM partition")
     ra.add_argument("--slurm-memory", default="4GB")
     ra.add_argument("--slurm-walltime", default="01:00:00")
+    ra.add_argument(
+        "--detect", action="store_true", help="re-detect from the videos with the session's detector settings"
+    )
+    ra.add_argument("--model", help="re-detect with this model file instead (implies --detect)")
+    ra.add_argument("--no-analyses", action="store_true", help="3-D only, no task analyses")
     ra.add_argument("--force", action="store_true", help="redo sessions already reanalysed")
     ra.add_argument("--quiet", action="store_true", help="no progress bar")
     ra.set_defaults(func=cmd_reanalyze)

@@ -1,60 +1,207 @@
 """Batch reanalysis of recorded sessions, on Dask.
 
-For each session: rebuild every stereo set from the recorded detections and run it through
-:class:`analysis.tracking.PointTracker` with the session's own calibration and triangulator settings
-(the code the online triangulator runs), in the online order. The result goes to
-``<session>/reanalysis/points3d.csv`` (same columns as the online table) and ``summary.json``,
-which also records how far the offline 3-D is from the online 3-D (it should be ~0: same code).
+For each session, the same code the online pipeline runs, over what the session recorded:
 
-Sessions already reanalysed are skipped (resumable) unless ``force``; a session that fails is reported
-and the others go on.
+1. **Detections.** By default the recorded ``detections.csv`` (re-triangulating them reproduces the
+   online 3-D to the digits written on disk). With ``detect`` (or a ``model``), every camera's video is
+   decoded, frames are paired into stereo sets by trigger index through the frame tables
+   (``video_index`` says which video frame a row is; dropped rows have none), and each set goes through
+   :class:`detection.online.OnlineDetector` (ROI tracking, full-frame search) with the session's own
+   detector settings, as the detector node does; ``model`` swaps only the model file.
+2. **3-D.** Every stereo set, in trigger order, through :class:`analysis.tracking.PointTracker` with the
+   session's calibration and triangulator settings (the online triangulator's code).
+3. **Analyses.** For a reaching session: :func:`analysis.tasks.reaching.analyze_reaching` (reaches,
+   kinematics, success rate from ``trials.csv``), the function behind the ``reaching`` command.
+
+Output, ``<session>/reanalysis/``: ``points3d.csv`` (the online columns less the online-only timings),
+``detections.csv`` (with re-detection; ``t_start_ns``/``t_end_ns`` are the offline detector's), the
+``reaching/`` folder of the ``reaching`` command, and ``summary.json``: options, counts, timings, the
+difference to the online 3-D and, for a simulated session, the error against the simulator's truth.
+Everything is written into ``.reanalysis.partial/`` (summary last) and renamed into place, so a
+half-written result never looks finished. A session whose ``summary.json`` has the same options is
+skipped (resumable) unless ``force``; a session that fails is reported and the others go on.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
+import shutil
 import time
+import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.tracking import PointTracker
-from rig.errors import InputError
-from rig.recorder import POINT_COLUMNS, Table
+from rig.errors import InputError, UserError
+from rig.recorder import DETECTION_COLUMNS, POINT_COLUMNS, Table
 from rig.session import Session, load_session, write_json_atomic
 
+log = logging.getLogger(__name__)
+
 OUT_DIR = "reanalysis"
+PARTIAL_DIR = ".reanalysis.partial"
+OLD_DIR = ".reanalysis.old"
+# points3d.csv columns offline: the online ones less t_det_ns/t_out_ns, which only exist online
+OFFLINE_POINT_COLUMNS = [c for c in POINT_COLUMNS if c not in ("t_det_ns", "t_out_ns")]
 
 
-def detections_by_set(session: Session) -> dict[int, dict[str, np.ndarray]]:
-    """trigger index -> camera -> (K, 5) boxes from ``detections.csv``."""
-    d = session.detections
+@dataclass(frozen=True)
+class Options:
+    """What a reanalysis does; recorded in ``summary.json`` (a finished session is skipped only when its
+    options match). ``model`` (an absolute path) implies ``detect``."""
+
+    detect: bool = False
+    model: str | None = None
+    analyses: bool = True
+
+    @property
+    def redetect(self) -> bool:
+        return self.detect or self.model is not None
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self), "detect": self.redetect}
+
+
+# ----------------------------------------------------------------------------- detections
+def detections_by_set(det: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    """Columns of ``detections.csv`` -> trigger index -> camera -> (K, 5) boxes ``x1 y1 x2 y2 conf``."""
     sets: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    if not d or not len(d.get("trigger_index", [])):
+    if not det or not len(det.get("trigger_index", [])):
         return {}
-    for i in range(len(d["trigger_index"])):
-        k, cam = int(d["trigger_index"][i]), str(d["camera"][i])
-        rows = sets[k][cam]
-        if int(d["n_boxes"][i]) > 0:
-            rows.append([float(d[c][i]) for c in ("x1", "y1", "x2", "y2", "confidence")])
+    box = np.stack([np.asarray(det[c], dtype=np.float64) for c in ("x1", "y1", "x2", "y2", "confidence")], 1)
+    for i, (k, cam, n) in enumerate(zip(det["trigger_index"], det["camera"], det["n_boxes"])):
+        rows = sets[int(k)][str(cam)]
+        if int(n) > 0:
+            rows.append(box[i])
     return {
         k: {c: np.array(v, dtype=np.float64).reshape(-1, 5) for c, v in cams.items()}
         for k, cams in sets.items()
     }
 
 
-def retriangulate(session: Session) -> dict[str, np.ndarray]:
-    """Re-run the online triangulation over a recorded session; columns like ``points3d.csv``."""
+def detector_config(session: Session, model: str | None = None) -> Any:
+    """The session's ``pipeline.detector`` with its model path made absolute (``model`` replaces it)."""
+    from rig.config import DetectorConfig
+
+    dc = dict(session.config["pipeline"]["detector"])
+    where = f"{session.path / 'config.yaml'}: pipeline.detector"
+    if model is not None:
+        path = Path(model).expanduser().resolve()
+        if path.suffix == ".pt":
+            dc["runner"] = "ultralytics"
+        elif dc.get("runner") not in ("onnxruntime", "tensorrt"):
+            dc["runner"] = "onnxruntime"
+    else:
+        if dc.get("runner") == "oracle" or not dc.get("model"):
+            raise InputError(
+                f"{where}: runner {dc.get('runner')!r} has no model to re-detect with; give --model PATH"
+            )
+        path = Path(dc["model"]).expanduser()
+        if not path.is_absolute():  # relative to the config file the session was run from
+            src = session.meta.get("config_source")
+            path = (Path(src).parent if src else session.path) / path
+    if not path.exists():
+        raise InputError(f"{where}.model: {path} not found; give --model PATH")
+    dc["model"] = str(path)
+    return DetectorConfig.model_validate(dc)
+
+
+def stereo_frames(session: Session) -> Iterator[tuple[int, dict[str, tuple[int, np.ndarray]]]]:
+    """Decode every camera's video and yield ``(trigger_index, {camera: (frame_row, image (H, W) uint8)})``
+    in trigger order, one set per trigger index with the cameras that recorded it. Frames without a trigger
+    index (-1) cannot be paired and are left out."""
+    names = list(session.config["rig"]["cameras"])
+
+    def stream(cam: str) -> Iterator[tuple[int, int, np.ndarray]]:
+        table = session.frames[cam]
+        last = -1
+        for n, (row, img) in enumerate(session.read_frames(cam)):
+            if int(table["video_index"][row]) != n:
+                raise InputError(
+                    f"{session.path / f'{cam}.frames.csv'}: line {row + 2} has video_index "
+                    f"{table['video_index'][row]}, but it is video frame {n}"
+                )
+            k = int(table["trigger_index"][row])
+            if k < 0:
+                continue
+            if k <= last:
+                raise InputError(
+                    f"{session.path / f'{cam}.frames.csv'}: line {row + 2}: trigger_index {k} after {last} "
+                    "(frames cannot be paired by trigger index)"
+                )
+            last = k
+            yield k, row, img
+
+    streams = {c: stream(c) for c in names}
+    heads = {c: next(s, None) for c, s in streams.items()}
+    while True:
+        live = [h[0] for h in heads.values() if h is not None]
+        if not live:
+            return
+        k = min(live)
+        group: dict[str, tuple[int, np.ndarray]] = {}
+        for c in names:
+            h = heads[c]
+            if h is not None and h[0] == k:
+                group[c] = (h[1], h[2])
+                heads[c] = next(streams[c], None)
+        yield k, group
+
+
+def redetect(session: Session, model: str | None = None) -> dict[str, np.ndarray]:
+    """Run the online detection code over the session's videos; columns like ``detections.csv``."""
+    from detection.online import OnlineDetector, OnlineOptions
+    from detection.runners import make_runner
+
+    dc = detector_config(session, model)
+    names = list(session.config["rig"]["cameras"])
+    runner = make_runner(dc)
+    online = OnlineDetector(runner, names, OnlineOptions.from_options(dc.options))
+    out: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
+    try:
+        for k, group in stereo_frames(session):
+            cams = [c for c in names if c in group]
+            t_start = time.monotonic_ns()
+            boxes = online.detect([group[c][1] for c in cams], cams)
+            t_end = time.monotonic_ns()
+            for cam, dets in zip(cams, boxes):
+                table, row = session.frames[cam], group[cam][0]
+                base = [
+                    cam,
+                    int(table["seq"][row]),
+                    k,
+                    int(table["t_host_ns"][row]),
+                    t_start,
+                    t_end,
+                    len(dets),
+                ]
+                rows = [[i, d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_id] for i, d in enumerate(dets)]
+                for r in rows or [[-1, math.nan, math.nan, math.nan, math.nan, math.nan, -1]]:
+                    for c, v in zip(DETECTION_COLUMNS, base + r):
+                        out[c].append(v)
+    finally:
+        runner.close()
+    return {c: np.asarray(v, dtype=object if c == "camera" else None) for c, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- 3-D
+def triangulate_sets(
+    session: Session, det: dict[str, np.ndarray], order: Iterable[int] | None = None
+) -> dict[str, np.ndarray]:
+    """Every stereo set of ``det`` (columns of ``detections.csv``) through the online triangulator's
+    :class:`PointTracker`, in ``order`` (default: trigger order); columns of ``OFFLINE_POINT_COLUMNS``.
+    ``t_frame_ns`` is the earliest frame of the set and ``t_trigger_ns`` its trigger, as online."""
     cfg = session.config
     tc = cfg["pipeline"]["triangulator"]
     names = list(cfg["rig"]["cameras"])
-    cams = [session.calibration[n] for n in names]
     tracker = PointTracker(
-        cams,
+        [session.calibration[n] for n in names],
         float(cfg["rig"]["trigger"]["rate_hz"]),
         float(tc["min_confidence"]),
         float(tc["max_reproj_error_px"]),
@@ -63,82 +210,244 @@ def retriangulate(session: Session) -> dict[str, np.ndarray]:
         else None,
         float(tc["predict_ms"]) / 1000,
     )
-    sets = detections_by_set(session)
-    online = session.points3d
-    order = [int(k) for k in online["trigger_index"]] if online else sorted(sets)
-    out: dict[str, list] = {
-        c: []
-        for c in (
-            "trigger_index",
-            "x",
-            "y",
-            "z",
-            "x_filt",
-            "y_filt",
-            "z_filt",
-            "valid",
-            "reproj_error_px",
-            "reason",
-        )
-    }
-    for k in order:
+    sets = detections_by_set(det)
+    t_frame: dict[int, int] = {}
+    if det and len(det.get("trigger_index", [])):
+        for k, t in zip(det["trigger_index"].tolist(), det["t_frame_ns"].tolist()):
+            t_frame[k] = min(t_frame.get(k, t), t)
+    t_trigger: dict[int, int] = {}
+    for table in session.frames.values():
+        for k, t in zip(table["trigger_index"].tolist(), table["t_trigger_ns"].tolist()):
+            if k >= 0:
+                t_trigger[k] = min(t_trigger.get(k, t), t)
+    out: dict[str, list] = {c: [] for c in OFFLINE_POINT_COLUMNS}
+    for k in sorted(sets) if order is None else order:
         cams_boxes = sets.get(k, {})
-        boxes = [cams_boxes.get(n, np.zeros((0, 5))) for n in names]
-        r = tracker.solve(k, boxes)
-        out["trigger_index"].append(k)
-        for c, v in zip(("x", "y", "z"), r.xyz):
+        r = tracker.solve(k, [cams_boxes.get(n, np.zeros((0, 5))) for n in names])
+        row = [
+            k,
+            tc["point_name"],
+            *r.xyz,
+            *r.xyz_filtered,
+            *r.xyz_predicted,
+            int(r.valid),
+            r.reproj_error_px,
+            "+".join(r.cameras),
+            t_frame.get(k, -1),
+            t_trigger.get(k, -1),
+            r.reason,
+        ]
+        for c, v in zip(OFFLINE_POINT_COLUMNS, row):
             out[c].append(v)
-        for c, v in zip(("x_filt", "y_filt", "z_filt"), r.xyz_filtered):
-            out[c].append(v)
-        out["valid"].append(int(r.valid))
-        out["reproj_error_px"].append(r.reproj_error_px)
-        out["reason"].append(r.reason)
     return {c: np.asarray(v) for c, v in out.items()}
 
 
-def reanalyze_session(path: str | Path, force: bool = False) -> dict[str, Any]:
-    """Reanalyse one session folder; returns its summary (also written to disk)."""
-    p = Path(path)
-    done = p / OUT_DIR / "summary.json"
-    if done.exists() and not force:
-        return {**json.loads(done.read_text()), "skipped": True}
-    t0 = time.perf_counter()
-    s = load_session(p)
-    if not s.detections:
-        raise InputError(f"{p}: no detections.csv to reanalyse")
-    pts = retriangulate(s)
-    (p / OUT_DIR).mkdir(exist_ok=True)
-    table = Table(p / OUT_DIR / "points3d.csv", [c for c in POINT_COLUMNS if c in pts])
-    for i in range(len(pts["trigger_index"])):
-        table.write([_fmt(pts[c][i]) for c in table.columns])
-    table.close()
-    summary: dict[str, Any] = {
-        "session": str(p),
-        "n_points": len(pts["trigger_index"]),
-        "valid": int(pts["valid"].sum()),
-        "seconds": round(time.perf_counter() - t0, 3),
+def retriangulate(session: Session) -> dict[str, np.ndarray]:
+    """Re-run the online triangulation over the recorded detections, in the online order."""
+    online = session.points3d
+    order = [int(k) for k in online["trigger_index"]] if online else None
+    return triangulate_sets(session, session.detections, order)
+
+
+def _stats(d: np.ndarray) -> dict[str, Any]:
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return {"n": 0, "median": None, "p99": None, "max": None}
+    return {
+        "n": int(d.size),
+        "median": float(np.median(d)),
+        "p99": float(np.percentile(d, 99)),
+        "max": float(d.max()),
     }
-    on = s.points3d
+
+
+def compare_points(pts: dict[str, np.ndarray], session: Session) -> dict[str, Any]:
+    """Offline vs online 3-D (sets both solved, by trigger index) and, when the session has the
+    simulator's ``truth.csv``, both against the true paw position. Distances in mm."""
+    res: dict[str, Any] = {}
+    xyz = np.stack([pts[c] for c in "xyz"], 1).astype(float)
+    on = session.points3d
     if on and len(on["trigger_index"]):
+        k_off = pts["trigger_index"].astype(np.int64)
+        _, i_on, i_off = np.intersect1d(on["trigger_index"].astype(np.int64), k_off, return_indices=True)
         # Online, a stereo set still incomplete after pair_timeout_ms is solved with the views it has; the
         # recording holds every detection, so offline such a set may be complete. Compare the rest.
-        timed_out = np.array([str(r) == "fewer than 2 views" for r in on["reason"]]) & (pts["valid"] == 1)
-        same = ~timed_out
-        a = np.stack([pts[c] for c in "xyz"], 1)[same]
-        b = np.stack([on[c] for c in "xyz"], 1).astype(float)[same]
+        timed_out = np.array([str(r) == "fewer than 2 views" for r in on["reason"][i_on]]) & (
+            pts["valid"][i_off] == 1
+        )
+        i_on, i_off = i_on[~timed_out], i_off[~timed_out]
+        a = xyz[i_off]
+        b = np.stack([on[c] for c in "xyz"], 1).astype(float)[i_on]
         both = np.isfinite(a).all(1) & np.isfinite(b).all(1)
-        summary["max_abs_diff_vs_online_mm"] = float(np.abs(a[both] - b[both]).max()) if both.any() else None
-        summary["validity_agrees"] = bool(np.array_equal(pts["valid"][same], on["valid"].astype(int)[same]))
-        summary["online_sets_timed_out_completed_offline"] = int(timed_out.sum())
-    tmp = p / OUT_DIR / "summary.json"
-    write_json_atomic(tmp, summary)
+        agree = pts["valid"][i_off].astype(int) == on["valid"][i_on].astype(int)
+        res["online_sets_compared"] = len(i_on)
+        res["online_sets_timed_out_completed_offline"] = int(timed_out.sum())
+        res["max_abs_diff_vs_online_mm"] = float(np.abs(a[both] - b[both]).max()) if both.any() else None
+        res["diff_vs_online_mm"] = _stats(np.linalg.norm(a[both] - b[both], axis=1))
+        res["validity_agreement"] = float(agree.mean()) if len(agree) else None
+        res["validity_agrees"] = bool(agree.all())
+    truth = session.truth
+    if truth is not None and len(truth.get("trigger_index", [])):
+        true_xyz = dict(
+            zip(
+                truth["trigger_index"].tolist(), np.stack([truth[f"paw_{c}"] for c in "xyz"], 1).astype(float)
+            )
+        )
+        errors = {}
+        for label, table in (("offline", pts), ("online", on)):
+            if not table or not len(table["trigger_index"]):
+                continue
+            p = np.stack([table[c] for c in "xyz"], 1).astype(float)
+            t = np.array([true_xyz.get(int(k), (np.nan,) * 3) for k in table["trigger_index"]], float)
+            errors[label] = _stats(np.linalg.norm(p - t, axis=1))
+        res["error_vs_truth_mm"] = errors
+    return res
+
+
+# ----------------------------------------------------------------------------- analyses
+def run_analyses(session: Session, points_csv: Path, out_dir: Path) -> dict[str, Any]:
+    """The task's analyses on the offline 3-D; returns {analysis: summary}. Figures and tables go to
+    ``out_dir/<analysis>/`` exactly as the analysis's own command writes them."""
+    task = session.config.get("experiment", {}).get("task")
+    if task != "reaching":
+        return {}
+    from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials
+
+    name = session.config["pipeline"]["triangulator"]["point_name"]
+    t_s, paw = load_points3d(points_csv, name)
+    trials_path = session.path / "trials.csv"
+    trials = load_trials(trials_path) if trials_path.exists() else None
+    res = analyze_reaching(t_s, paw, trials, out_dir=out_dir / "reaching")
+    return {"reaching": res["summary"]}
+
+
+# ----------------------------------------------------------------------------- one session
+def finished(path: str | Path, options: Options) -> dict[str, Any] | None:
+    """The summary of a finished reanalysis done with ``options``, else None."""
+    import json
+
+    done = Path(path) / OUT_DIR / "summary.json"
+    try:
+        summary = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("options") == options.record() else None
+
+
+def _write_table(path: Path, columns: list[str], cols: dict[str, np.ndarray]) -> None:
+    table = Table(path, columns)
+    try:
+        for i in range(len(cols[columns[0]])):
+            table.write([_fmt(cols[c][i]) for c in columns])
+    finally:
+        table.close()
+
+
+def reanalyze_session(
+    path: str | Path, force: bool = False, options: Options | None = None
+) -> dict[str, Any]:
+    """Reanalyse one session folder; returns its summary (also written to ``reanalysis/summary.json``)."""
+    options = options or Options()
+    p = Path(path)
+    if not force and (prev := finished(p, options)) is not None:
+        return {**prev, "skipped": True}
+    t0 = time.perf_counter()
+    s = load_session(p)
+    timings: dict[str, float] = {}
+    if options.redetect:
+        det = redetect(s, options.model)
+        order = None
+    else:
+        if not s.detections:
+            raise InputError(f"{p}: no detections.csv to reanalyse (use --detect to detect from the videos)")
+        det, order = s.detections, ([int(k) for k in s.points3d["trigger_index"]] if s.points3d else None)
+    timings["detections_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    pts = triangulate_sets(s, det, order)
+    timings["triangulation_s"] = time.perf_counter() - t1
+    partial = p / PARTIAL_DIR
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    if options.redetect:
+        _write_table(partial / "detections.csv", DETECTION_COLUMNS, det)
+    _write_table(partial / "points3d.csv", OFFLINE_POINT_COLUMNS, pts)
+    t2 = time.perf_counter()
+    analyses = run_analyses(s, partial / "points3d.csv", partial) if options.analyses else {}
+    timings["analyses_s"] = time.perf_counter() - t2
+    # detections.csv has a row per box (or per empty frame): count frames, not rows
+    n_frames = len({(c, int(q)) for c, q in zip(det["camera"], det["seq"])}) if options.redetect else 0
+    seconds = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "session": str(p),
+        "options": options.record(),
+        "n_points": len(pts["trigger_index"]),
+        "valid": int(pts["valid"].sum()),
+        "frames_detected": n_frames,
+        "frames_per_s": n_frames / seconds if n_frames else None,
+        "seconds": round(seconds, 3),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        **compare_points(pts, s),
+        "analyses": analyses,
+    }
+    write_json_atomic(partial / "summary.json", summary)  # last: its presence means finished
+    final, old = p / OUT_DIR, p / OLD_DIR
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return summary
+
+
+def _run_one(path: str, force: bool, options: Options) -> dict[str, Any]:
+    """A Dask task: a session's failure comes back as ``{"error": one line}`` (plus the traceback when it
+    is not a user error), so the worker does not log it as a crash and the batch goes on."""
+    try:
+        return reanalyze_session(path, force, options)
+    except Exception as exc:  # one session's failure, whatever it is, must not stop the batch
+        text = str(exc).strip()
+        out = {"error": f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"}
+        if not isinstance(exc, UserError):
+            out["traceback"] = traceback.format_exc()
+        return out
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float | np.floating):
         return "" if math.isnan(v) else f"{float(v):.10g}"
     return str(v)
+
+
+# ----------------------------------------------------------------------------- the batch
+def slurm_options(
+    queue: str | None = None, memory: str = "4GB", walltime: str = "01:00:00", cores: int = 1
+) -> dict[str, Any]:
+    """Keyword arguments of ``dask_jobqueue.SLURMCluster``: one single-threaded worker per job."""
+    kw: dict[str, Any] = {"cores": cores, "processes": 1, "memory": memory, "walltime": walltime}
+    if queue:
+        kw["queue"] = queue
+    return kw
+
+
+def _client(scheduler: str | None, n_workers: int, slurm: dict[str, Any] | None) -> tuple[Any, Any]:
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="30s"), None
+        except OSError as exc:
+            raise UserError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    if slurm is not None:
+        if shutil.which("sbatch") is None:
+            raise UserError("--slurm: sbatch not found (run from a SLURM login node, or use --scheduler)")
+        from dask_jobqueue import SLURMCluster
+
+        cluster: Any = SLURMCluster(**slurm)
+        log.info("SLURM job script:\n%s", cluster.job_script())
+        cluster.scale(n_workers)
+        return Client(cluster), cluster
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None, processes=True)
+    return Client(cluster), cluster
 
 
 def run_batch(
@@ -148,38 +457,40 @@ def run_batch(
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
     slurm: dict[str, Any] | None = None,
+    options: Options | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Reanalyse sessions on a Dask cluster; returns {session: summary or {"error": message}}."""
-    from dask.distributed import Client, LocalCluster, as_completed
+    """Reanalyse sessions on a Dask cluster (a local one by default, the one at ``scheduler``, or SLURM
+    jobs with ``slurm`` keyword arguments); returns {session: summary, or {"error": one line}}.
+    Finished sessions are skipped without a worker; a failing session does not stop the others."""
+    from dask.distributed import as_completed
 
-    paths = [str(Path(s).resolve()) for s in sessions]
-    cluster: Any = None
-    if scheduler:
-        client = Client(scheduler)
-    elif slurm is not None:
-        from dask_jobqueue import SLURMCluster
-
-        cluster = SLURMCluster(**slurm)
-        cluster.scale(n_workers)
-        client = Client(cluster)
-    else:
-        cluster = LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, dashboard_address=None, processes=True
-        )
-        client = Client(cluster)
+    options = options or Options()
+    paths = list(dict.fromkeys(str(Path(s).resolve()) for s in sessions))
     results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for p in paths:
+        prev = None if force else finished(p, options)
+        if prev is not None:
+            results[p] = {**prev, "skipped": True}
+        else:
+            todo.append(p)
+    if progress:
+        progress(len(results), len(paths))
+    if not todo:
+        return results
+    client, cluster = _client(scheduler, n_workers, slurm)
     try:
-        futures = {client.submit(reanalyze_session, p, force, pure=False): p for p in paths}
-        for i, fut in enumerate(as_completed(futures), 1):
+        futures = {client.submit(_run_one, p, force, options, pure=False): p for p in todo}
+        for fut in as_completed(futures):
             p = futures[fut]
             try:
                 results[p] = fut.result()
-            except Exception as exc:
-                results[p] = {"error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # the worker itself died (KilledWorker) or the task was lost
+                results[p] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
             if progress:
-                progress(i, len(paths))
+                progress(len(results), len(paths))
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return results
+    return {p: results[p] for p in paths}
