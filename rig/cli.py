@@ -88,12 +88,20 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             f"frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
             f" p99 {p['latency_ms_p99']:.2f} ms"
         )
+        e = p.get("error_vs_truth_mm")
+        if e:
+            lines.append(f"  3-D error vs simulator truth: median {e['median']:.2f}, p95 {e['p95']:.2f} mm")
     c = s.get("closed_loop")
     if c:
         lines.append(
             f"  closed loop: {c['pulses']} TTL pulses; trigger -> TTL pin "
             f"p50 {c['trigger_to_ttl_ms_p50']:.2f} ms, p99 {c['trigger_to_ttl_ms_p99']:.2f} ms "
             "(firmware clock)"
+        )
+    if s.get("detector_skipped_late"):
+        lines.append(
+            f"  detector: {s['detector_skipped_late']} frames came too late to detect online (machine "
+            "overloaded; they are recorded: `deepbehavior reanalyze --detect` covers them)"
         )
     for r in s.get("restarts", []):
         lines.append(f"  restart: {r}")

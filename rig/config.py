@@ -97,6 +97,13 @@ class DetectorConfig(Strict):
     model: str | None = None
     confidence: float = Field(0.25, ge=0, le=1)
     oracle_noise_px: float = Field(0.5, ge=0)
+    max_lag_ms: float = Field(
+        500.0,
+        ge=0,
+        description="frames older than this when their turn comes are not detected online (counted as "
+        "skipped_late; recorded all the same, `reanalyze --detect` covers them): an overloaded machine "
+        "catches up instead of drifting ever later. 0 = detect every frame however late",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -129,6 +136,16 @@ class RecorderConfig(Strict):
     )
     preset: str = "ultrafast"
     threads: int = Field(1, ge=0, le=16)
+    encoder_nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="niceness of the encoder threads only: taking frames off the rings (cheap) runs at "
+        "the pipeline's priority so no frame is overwritten; encoding (costly) has a queue to catch up",
+    )
+    buffer_s: float = Field(
+        4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"
+    )
     record_truth: bool = True
 
 

@@ -52,6 +52,7 @@ class VideoWriter:
         self.stream.height = height
         self.stream.pix_fmt = "gray" if codec != "h264_nvenc" else "yuv420p"
         self.stream.codec_context.thread_count = cfg.threads
+        self.nice = cfg.encoder_nice
         self.thread = threading.Thread(target=self._run, name=f"video-{path.stem}", daemon=True)
         self.thread.start()
 
@@ -65,6 +66,10 @@ class VideoWriter:
             return False
 
     def _run(self) -> None:
+        if self.nice:  # this thread only (Linux niceness is per thread); x264's threads inherit it
+            with contextlib.suppress(OSError, AttributeError):
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
         while True:
             img = self.queue.get()
             if img is None:

@@ -36,6 +36,7 @@ from rig.nodes.base import NodeSpec, Runtime, run_node
 from rig.session import (
     closed_loop_latencies_ms,
     create_session,
+    error_vs_truth_mm,
     finish_session,
     load_session,
     resolve_calibration,
@@ -155,7 +156,8 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.recorder:RecorderNode",
                 everyone,
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
-                nice=5,
+                # taking frames off the rings runs at the pipeline's priority (a recording never loses a
+                # frame to detection); the encoder threads run niced (recorder.encoder_nice) behind a queue
             )
         )
     return specs
@@ -526,6 +528,12 @@ class Supervisor:
                 "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
                 "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
             }
+            err = error_vs_truth_mm(p, s.truth)["raw"]
+            if len(err):  # a simulated rig knows where the paw really was
+                out["points3d"]["error_vs_truth_mm"] = {
+                    "median": round(float(np.median(err)), 3),
+                    "p95": round(float(np.percentile(err, 95)), 3),
+                }
         cl = closed_loop_latencies_ms(s)
         if len(cl):
             out["closed_loop"] = {
@@ -533,6 +541,9 @@ class Supervisor:
                 "trigger_to_ttl_ms_p50": round(float(np.percentile(cl, 50)), 3),
                 "trigger_to_ttl_ms_p99": round(float(np.percentile(cl, 99)), 3),
             }
+        det = self.nodes.get("detector")
+        if det is not None and det.last_stats is not None and det.last_stats.extra.get("skipped_late"):
+            out["detector_skipped_late"] = int(det.last_stats.extra["skipped_late"])
         succ = self.outcomes.get("success", 0)
         out["success_rate"] = round(succ / self.trials_done, 3) if self.trials_done else None
         return out

@@ -25,7 +25,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, pct, write_block
 
-from rig.session import closed_loop_latencies_ms, load_session
+from rig.session import closed_loop_latencies_ms, error_vs_truth_mm, load_session
 
 
 def sample_cpu(out: Path, stop: threading.Event, cpu: dict[str, list[float]]) -> None:
@@ -52,7 +52,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--label", default="default config (oracle detector)")
+    ap.add_argument(
+        "--label", default="default config: firmware trigger in simavr, bundled paw model, closed loop"
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -116,12 +118,19 @@ def main() -> int:
         f"| {n} | {np.mean(v[1:]) if len(v) > 1 else float('nan'):.0f} |" for n, v in sorted(cpu.items())
     ]
     total_frames = sum(len(t["seq"]) for t in s.frames.values())
+    err = error_vs_truth_mm(p, s.truth)
+    accuracy = "".join(
+        f"3-D error vs the simulator's true paw centre ({name}, {len(e)} points): "
+        f"median {np.median(e):.2f} mm, p95 {np.percentile(e, 95):.2f} mm, max {e.max():.2f} mm.\n"
+        for name, e in err.items()
+        if len(e)
+    )
     text = f"""## Pipeline: 2 x 124 Hz simulated stereo rig ({args.label})
 
 Command: `{" ".join(["python", "scripts/bench_pipeline.py", *sys.argv[1:]])}`
 Machine: {machine()}
 Session: {dur:.0f} s, {total_frames} frames, {int(p["valid"].sum())}/{len(lat)} valid 3-D points.
-
+{accuracy}
 | camera | frames | sustained fps | dropped |
 |---|---|---|---|
 {chr(10).join(lines)}

@@ -47,6 +47,8 @@ class DetectorNode(Node):
             self.online = OnlineDetector(self.runner, self.cameras, opts)
             self.runner_name = self.runner.name
         self.ring_drops = 0
+        self.max_lag_ns = int(dc.max_lag_ms * 1e6)
+        self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
 
     def _ring(self, cam: str) -> FrameRing:
         ring = self.rings.get(cam)
@@ -98,6 +100,9 @@ class DetectorNode(Node):
     def on_frame(self, h: m.FrameHeader) -> None:
         if h.eos:
             self.eos.add(h.camera)
+            return
+        if self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns:
+            self.skipped_late += 1  # an overloaded machine catches up; the recording keeps the frame
             return
         ring = self._ring(h.camera)
         img = None
@@ -151,6 +156,7 @@ class DetectorNode(Node):
             r.close()
 
     def extra_stats(self) -> dict[str, float]:
-        if self.online is None:
-            return {}
-        return {k: float(v) for k, v in self.online.stats.items()}
+        out = {"skipped_late": float(self.skipped_late)}
+        if self.online is not None:
+            out.update({k: float(v) for k, v in self.online.stats.items()})
+        return out

@@ -34,7 +34,14 @@ class RecorderNode(Node):
         d = self.session_dir
         try:
             self.videos = {
-                cam: VideoWriter(d / f"{cam}.mkv", c.width, c.height, self.cfg.rig.trigger.rate_hz, rc)
+                cam: VideoWriter(
+                    d / f"{cam}.mkv",
+                    c.width,
+                    c.height,
+                    self.cfg.rig.trigger.rate_hz,
+                    rc,
+                    max_queue=max(64, round(rc.buffer_s * self.cfg.rig.trigger.rate_hz)),
+                )
                 for cam, c in self.cfg.rig.cameras.items()
             }
             self.frame_tables = {
