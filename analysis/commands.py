@@ -17,6 +17,13 @@ from analysis.errors import AnalysisError
 log = logging.getLogger(__name__)
 
 
+VIDEO_HELP = "SLEAP .slp holding several videos: the video's index or file name"
+
+
+def _video_choice(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate",
@@ -80,7 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tc = subparsers.add_parser(
         "three-chamber", help="three-chamber sociability from a pose file (DLC/SLEAP/OpenPose)"
     )
-    tc.add_argument("pose", type=Path, help="pose file with the head/snout track")
+    tc.add_argument(
+        "pose", type=Path, help="pose file with the head/snout track (.csv, .h5, .slp, JSON folder)"
+    )
+    tc.add_argument("--video", type=_video_choice, help=VIDEO_HELP)
     tc.add_argument(
         "--geometry",
         required=True,
@@ -93,7 +103,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tc.set_defaults(func=_cmd_three_chamber)
 
     so = subparsers.add_parser("social", help="two-mouse interaction from a multi-animal pose file")
-    so.add_argument("pose", type=Path, help="multi-animal DeepLabCut or SLEAP analysis file (2 individuals)")
+    so.add_argument(
+        "pose", type=Path, help="multi-animal DeepLabCut or SLEAP (.h5/.slp) file (2 individuals)"
+    )
+    so.add_argument("--video", type=_video_choice, help=VIDEO_HELP)
     so.add_argument("--fps", type=float, required=True, help="video frame rate")
     so.add_argument("--threshold", type=float, required=True, help="close-contact body-centre distance")
     so.add_argument("--parts", default="nose,center,tail", help="nose,center,tail part names in the file")
@@ -220,7 +233,7 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AnalysisError(f"{args.geometry}: bad three-chamber geometry ({exc!r})") from None
-        table = read_pose(args.pose)
+        table = read_pose(args.pose, video=args.video).contiguous()
         head = table.part(args.part)
         t = np.arange(len(head)) / args.fps
         res = three_chamber(t, head, geom)
@@ -250,7 +263,7 @@ def _cmd_social(args: argparse.Namespace) -> int:
         names = [p.strip() for p in args.parts.split(",")]
         if len(names) != 3:
             raise AnalysisError(f"--parts {args.parts!r}: expected nose,center,tail")
-        table = read_pose(args.pose)
+        table = read_pose(args.pose, video=args.video).contiguous()
         if len(table.individuals) != 2:
             raise AnalysisError(f"{args.pose}: {len(table.individuals)} individuals, expected 2")
         _, _, swapped = repair_identities(table.part(names[1], 0), table.part(names[1], 1))

@@ -2,6 +2,13 @@
 (YOLO/darknet, TensorBox) and StreamPix ``.seq`` video. Bad input raises
 :class:`analysis.errors.ImportFormatError` naming the file and the item at fault."""
 
-from analysis.io.pose import PoseTable, read_dlc, read_openpose, read_sleap_analysis
+from analysis.io.pose import (
+    PoseTable,
+    read_dlc,
+    read_openpose,
+    read_pose,
+    read_sleap_analysis,
+    read_sleap_slp,
+)
 
-__all__ = ["PoseTable", "read_dlc", "read_openpose", "read_sleap_analysis"]
+__all__ = ["PoseTable", "read_dlc", "read_openpose", "read_pose", "read_sleap_analysis", "read_sleap_slp"]

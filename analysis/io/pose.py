@@ -4,13 +4,16 @@
   people; a keypoint at (0, 0, 0) is missing),
 * DeepLabCut ``.csv`` / ``.h5`` (single animal: scorer/bodyparts/coords; multi-animal:
   scorer/individuals/bodyparts/coords; 2-D with likelihood or 3-D x, y, z),
-* SLEAP analysis HDF5 (``tracks``, ``node_names``, ``track_names``, ``point_scores``).
+* SLEAP analysis HDF5 (``tracks``, ``node_names``, ``track_names``, ``point_scores``),
+* SLEAP labels/predictions ``.slp`` (read with sleap-io; several tracks, user and predicted instances,
+  several videos).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ import numpy as np
 
 from analysis.errors import ImportFormatError
 from analysis.io._util import load_json
+
+log = logging.getLogger(__name__)
 
 BODY_25 = [
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip", "RHip",
@@ -65,6 +70,24 @@ class PoseTable:
             raise ImportFormatError(f"{self.source}: no body part {name!r} (has {', '.join(self.bodyparts)})")
         i = individual if isinstance(individual, int) else self.individuals.index(individual)
         return self.points[:, i, self.bodyparts.index(name)]
+
+    def contiguous(self) -> PoseTable:
+        """This table with one row per frame index from the first to the last (rows the source lacks are
+        NaN), so that row k is frame ``frames[0] + k``; itself when the frames already are contiguous or are
+        not integer indices. Per-row arrays in ``meta`` are not expanded (they are dropped)."""
+        f = np.asarray(self.frames)
+        if len(f) < 2 or not np.issubdtype(f.dtype, np.integer):
+            return self
+        if np.any(np.diff(f) <= 0):
+            raise ImportFormatError(f"{self.source}: frame indices are not increasing")
+        if f[-1] - f[0] + 1 == len(f):
+            return self
+        rows = f - f[0]
+        points = np.full((int(rows[-1]) + 1, *self.points.shape[1:]), np.nan)
+        conf = np.full(points.shape[:3], np.nan)
+        points[rows], conf[rows] = self.points, self.confidence
+        meta = {k: v for k, v in self.meta.items() if not (isinstance(v, np.ndarray) and len(v) == len(f))}
+        return replace(self, points=points, confidence=conf, frames=np.arange(f[0], f[-1] + 1), meta=meta)
 
     def check_frame_count(self, n_frames: int, what: str = "video") -> None:
         """Raise if this table's frame count disagrees with ``n_frames`` of ``what`` (a video path)."""
@@ -313,9 +336,200 @@ def read_sleap_analysis(path: str | Path) -> PoseTable:
     )
 
 
-def read_pose(path: str | Path) -> PoseTable:
-    """Any supported pose file: a folder of OpenPose JSON, a DeepLabCut .csv/.h5, or a SLEAP analysis .h5."""
+# ------------------------------------------------------------------------------------------- SLEAP .slp
+SLP_INSTANCES = ("prefer-user", "user", "predicted")
+_SLP_ITEMS = ("metadata", "videos_json", "frames", "instances")
+
+
+def read_sleap_slp(
+    path: str | Path, video: int | str | None = None, instances: str = "prefer-user"
+) -> PoseTable:
+    """SLEAP labels or predictions file (``.slp``), read with sleap-io, for one of its videos.
+
+    ``video``: index in the file's video list, or a video file name (full, or the base name when that is
+    unique); ``None`` takes the only video holding labeled frames (several: an error listing them).
+    ``instances``: ``"prefer-user"`` (default) takes predictions, but a user-labeled instance replaces the
+    prediction of the same track, the prediction it was corrected from, or (untracked single-animal file)
+    the frame's prediction, because a person's label is the better answer for that frame; ``"user"`` only
+    user labels; ``"predicted"`` only predictions (e.g. to score the model against the labels).
+
+    Rows are the labeled frames of that video in frame order; ``frames`` holds their frame indices, which
+    need not be contiguous (:meth:`PoseTable.contiguous` fills the gaps with NaN). Individuals are the
+    file's tracks that appear in the video, in the file's order, then ``instance0``... for instances
+    without a track (in each frame: user instances first, then predictions). Missing points are NaN;
+    ``confidence`` is the point score of a prediction, 1.0 for a user-labeled point, NaN where the point
+    is missing.
+    """
     path = Path(path)
+    if instances not in SLP_INSTANCES:
+        raise ImportFormatError(f"instances={instances!r}: expected one of {', '.join(SLP_INSTANCES)}")
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: file not found")
+    _check_slp_layout(path)
+    try:
+        import sleap_io
+    except ImportError:
+        raise ImportFormatError(
+            f"{path}: reading SLEAP .slp files needs sleap-io (pip install 'deepbehavior[analysis]')"
+        ) from None
+    try:
+        labels = sleap_io.load_slp(str(path), open_videos=False)
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise ImportFormatError(f"{path}: cannot read SLEAP file ({exc})") from None
+    videos = list(labels.videos)
+    by_video: list[dict[int, list[Any]]] = [{} for _ in videos]
+    for lf in labels.labeled_frames:
+        if lf.instances:
+            vi = next((i for i, v in enumerate(videos) if v is lf.video), -1)
+            if vi < 0:
+                raise ImportFormatError(f"{path}: frame {lf.frame_idx} is of a video not in the file's list")
+            by_video[vi].setdefault(int(lf.frame_idx), []).extend(lf.instances)
+    vi = _slp_video_index(path, videos, [len(d) for d in by_video], video)
+    frames_insts = sorted(by_video[vi].items())
+    single = all(
+        max(sum(_slp_is_user(i) for i in insts), sum(not _slp_is_user(i) for i in insts)) <= 1
+        and all(_slp_track(i) is None for i in insts)
+        for _, insts in frames_insts
+    )
+    chosen = [(f, sel) for f, insts in frames_insts if (sel := _slp_select(insts, instances, single))]
+    vname = _slp_video_name(videos[vi])
+    if not chosen:
+        what = {"prefer-user": "", "user": " user-labeled", "predicted": " predicted"}[instances]
+        raise ImportFormatError(f"{path}: video {vname} has no{what} instances")
+    skeletons = list({id(i.skeleton): i.skeleton for _, sel in chosen for i in sel}.values())
+    if len(skeletons) != 1:
+        used_skeletons = ", ".join(repr(s.name) for s in skeletons)
+        raise ImportFormatError(
+            f"{path}: video {vname} uses {len(skeletons)} skeletons ({used_skeletons}); need one"
+        )
+    nodes = [str(n) for n in skeletons[0].node_names]
+    used = {id(t) for _, sel in chosen for i in sel if (t := _slp_track(i)) is not None}
+    tracks = [t for t in labels.tracks if id(t) in used]
+    col = {id(t): j for j, t in enumerate(tracks)}
+    n_untracked = max(sum(_slp_track(i) is None for i in sel) for _, sel in chosen)
+    names = [str(t.name) for t in tracks]
+    if len(set(names)) != len(names) or not all(names):
+        names = [f"track{j}" for j in range(len(tracks))]
+    individuals = names + [f"instance{j}" for j in range(n_untracked)]
+    points = np.full((len(chosen), len(individuals), len(nodes), 2), np.nan)
+    conf = np.full(points.shape[:3], np.nan)
+    duplicates = 0
+    for row, (_, sel) in enumerate(chosen):
+        filled: set[int] = set()
+        free = len(tracks)
+        for inst in sel:
+            t = _slp_track(inst)
+            if t is None:
+                j, free = free, free + 1
+            else:
+                j = col[id(t)]
+                if j in filled:
+                    duplicates += 1
+                    continue
+            filled.add(j)
+            xy = np.asarray(inst.numpy(), dtype=np.float64)
+            points[row, j] = xy
+            score = np.ones(len(nodes)) if _slp_is_user(inst) else np.asarray(inst.points["score"], float)
+            conf[row, j] = np.where(np.isfinite(xy).all(axis=1), score, np.nan)
+    if duplicates:
+        log.warning(
+            "%s: %d instance(s) on a track already filled in their frame were left out", path, duplicates
+        )
+    return PoseTable(
+        points,
+        conf,
+        nodes,
+        individuals,
+        np.array([f for f, _ in chosen], dtype=np.int64),
+        str(path),
+        meta={
+            "format": "sleap-slp",
+            "video": vname,
+            "videos": [_slp_video_name(v) for v in videos],
+            "instances": instances,
+            "skeleton": skeletons[0].name,
+        },
+    )
+
+
+def _check_slp_layout(path: Path) -> None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in _SLP_ITEMS if k not in f]
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: not an HDF5 file ({exc})") from None
+    if missing:
+        raise ImportFormatError(f"{path}: not a SLEAP .slp file (no '{missing[0]}' in it)")
+
+
+def _slp_is_user(inst: Any) -> bool:
+    from sleap_io import PredictedInstance
+
+    return not isinstance(inst, PredictedInstance)
+
+
+def _slp_track(inst: Any) -> Any:
+    """An instance's track; a user instance corrected from a tracked prediction keeps that track."""
+    if inst.track is None and _slp_is_user(inst) and inst.from_predicted is not None:
+        return inst.from_predicted.track
+    return inst.track
+
+
+def _slp_select(insts: list[Any], mode: str, single: bool) -> list[Any]:
+    """The instances of one frame to keep: user ones first, then predictions they do not replace."""
+    user = [] if mode == "predicted" else [i for i in insts if _slp_is_user(i)]
+    pred = [] if mode == "user" else [i for i in insts if not _slp_is_user(i)]
+    if mode == "prefer-user" and user:
+        if single:
+            return user
+        taken = {id(t) for t in map(_slp_track, user) if t is not None}
+        sources = {id(u.from_predicted) for u in user if u.from_predicted is not None}
+        pred = [p for p in pred if id(p) not in sources and (p.track is None or id(p.track) not in taken)]
+    return user + pred
+
+
+def _slp_video_name(v: Any) -> str:
+    f = v.filename
+    return str(f) if isinstance(f, (str, Path)) else f"{f[0]} (+{len(f) - 1} images)"
+
+
+def _slp_video_index(path: Path, videos: list[Any], n_labeled: list[int], video: int | str | None) -> int:
+    listing = "; ".join(
+        f"{i}: {_slp_video_name(v)} ({n} labeled frames)" for i, (v, n) in enumerate(zip(videos, n_labeled))
+    )
+    if video is None:
+        labeled = [i for i, n in enumerate(n_labeled) if n]
+        if len(labeled) == 1:
+            return labeled[0]
+        if not labeled:
+            raise ImportFormatError(f"{path}: no labeled frames")
+        raise ImportFormatError(
+            f"{path}: labeled frames in {len(labeled)} videos; choose one by index or file name ({listing})"
+        )
+    if isinstance(video, int):
+        if not 0 <= video < len(videos):
+            raise ImportFormatError(f"{path}: no video {video} ({listing})")
+        return video
+    names = [_slp_video_name(v) for v in videos]
+    hits = [i for i, n in enumerate(names) if n == video] or [
+        i for i, n in enumerate(names) if Path(n).name == Path(video).name
+    ]
+    if len(hits) != 1:
+        how = "no" if not hits else f"{len(hits)} videos"
+        raise ImportFormatError(f"{path}: {how} video matching {video!r} ({listing})")
+    return hits[0]
+
+
+def read_pose(path: str | Path, video: int | str | None = None) -> PoseTable:
+    """Any supported pose file: a folder of OpenPose JSON, a DeepLabCut .csv/.h5, a SLEAP analysis .h5 or a
+    SLEAP .slp (``video`` chooses one of its videos, see :func:`read_sleap_slp`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".slp":
+        return read_sleap_slp(path, video=video)
+    if video is not None:
+        raise ImportFormatError(f"{path}: a video can be chosen only in a SLEAP .slp file")
     if path.is_dir() or path.suffix.lower() == ".json":
         return read_openpose(path)
     if path.suffix.lower() in (".h5", ".hdf5"):
@@ -330,5 +544,5 @@ def read_pose(path: str | Path) -> PoseTable:
     if path.suffix.lower() == ".csv":
         return read_dlc(path)
     raise ImportFormatError(
-        f"{path}: unknown pose format (OpenPose JSON folder, DeepLabCut .csv/.h5, SLEAP .h5)"
+        f"{path}: unknown pose format (OpenPose JSON folder, DeepLabCut .csv/.h5, SLEAP .h5 or .slp)"
     )
