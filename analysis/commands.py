@@ -1,4 +1,5 @@
-"""``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``, ``reaching``.
+"""``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``, ``reaching``,
+``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``, ``human``.
 
 Wired into the CLI by ``rig/cli.py`` through :func:`register`.
 """
@@ -101,6 +102,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tc.add_argument("--fps", type=float, required=True, help="video frame rate")
     tc.add_argument("--out", type=Path, required=True)
     tc.set_defaults(func=_cmd_three_chamber)
+
+    tg = subparsers.add_parser(
+        "three-chamber-geometry",
+        help="pick three-chamber geometry on a video frame or image (Qt window); writes the YAML",
+        description="Drag out the chamber rectangles and click each cup's centre then a point on its rim "
+        "(or drag centre -> rim). Keys: number keys choose the item, Tab next, z/Backspace undo, Esc cancel, "
+        "+/- interaction margin, s save, q save and quit. An existing --out file is opened for editing.",
+    )
+    tg.add_argument("source", type=Path, help="video or image of the arena")
+    tg.add_argument("--out", type=Path, required=True, help="geometry YAML to write (read by three-chamber)")
+    tg.add_argument("--frame", type=int, default=0, help="video frame index to show (default 0)")
+    tg.add_argument(
+        "--chambers", default="left,center,right", help="chamber names (default left,center,right)"
+    )
+    tg.add_argument(
+        "--cups",
+        default="left_cup,right_cup",
+        help="cup names, default left_cup,right_cup; the first is A of the sociability index (A-B)/(A+B)",
+    )
+    tg.add_argument(
+        "--margin", type=float, help="interaction margin in pixels (default 20, or the --out file's)"
+    )
+    tg.set_defaults(func=_cmd_three_chamber_geometry)
 
     so = subparsers.add_parser("social", help="two-mouse interaction from a multi-animal pose file")
     so.add_argument(
@@ -218,21 +242,12 @@ def _fail(exc: Exception) -> int:
 
 def _cmd_three_chamber(args: argparse.Namespace) -> int:
     import numpy as np
-    import yaml
 
     from analysis.io.pose import read_pose
-    from analysis.tasks.social import ThreeChamberGeometry, plot_three_chamber, three_chamber
+    from analysis.tasks.social import load_three_chamber_geometry, plot_three_chamber, three_chamber
 
     try:
-        try:
-            g = yaml.safe_load(args.geometry.read_text())
-            geom = ThreeChamberGeometry(
-                chambers={str(k): tuple(map(float, v)) for k, v in g["chambers"].items()},  # type: ignore[misc]
-                cups={str(k): tuple(map(float, v)) for k, v in g["cups"].items()},  # type: ignore[misc]
-                interaction_margin=float(g.get("interaction_margin", 20.0)),
-            )
-        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise AnalysisError(f"{args.geometry}: bad three-chamber geometry ({exc!r})") from None
+        geom = load_three_chamber_geometry(args.geometry)
         table = read_pose(args.pose, video=args.video).contiguous()
         head = table.part(args.part)
         t = np.arange(len(head)) / args.fps
@@ -250,6 +265,27 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
     (args.out / "three_chamber.json").write_text(json.dumps(summary, indent=1, default=float))
     plot_three_chamber(head, geom, args.out / "trajectory.png")
     print(json.dumps(summary, indent=1, default=float))
+    return 0
+
+
+def _cmd_three_chamber_geometry(args: argparse.Namespace) -> int:
+    from analysis.tasks.three_chamber_pick import pick_geometry
+
+    try:
+        geom = pick_geometry(
+            args.source,
+            args.out,
+            frame=args.frame,
+            chambers=[n.strip() for n in args.chambers.split(",")],
+            cups=[n.strip() for n in args.cups.split(",")],
+            margin=args.margin,
+        )
+    except AnalysisError as exc:
+        return _fail(exc)
+    if geom is None:
+        print(f"closed without saving: {args.out} not written", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
     return 0
 
 

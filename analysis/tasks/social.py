@@ -33,12 +33,93 @@ def _speed(t: np.ndarray, p: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ three-chamber
 @dataclass(frozen=True)
 class ThreeChamberGeometry:
-    """``chambers``: name -> (x0, y0, x1, y1) rectangle; ``cups``: name -> (cx, cy, radius); a head within
-    ``radius + interaction_margin`` of a cup's centre is interacting with it."""
+    """``chambers``: name -> (x0, y0, x1, y1) rectangle (x0 < x1, y0 < y1); ``cups``: name -> (cx, cy,
+    radius); a head within ``radius + interaction_margin`` of a cup's centre is interacting with it. The
+    first two cups, in order, are A and B of the sociability index. Bad values raise AnalysisError."""
 
     chambers: dict[str, tuple[float, float, float, float]]
     cups: dict[str, tuple[float, float, float]]
     interaction_margin: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name, rect in self.chambers.items():
+            if len(rect) != 4 or not np.isfinite(rect).all() or rect[2] <= rect[0] or rect[3] <= rect[1]:
+                raise AnalysisError(
+                    f"chamber {name!r}: {list(rect)} is not [x0, y0, x1, y1] with x0 < x1, y0 < y1"
+                )
+        for name, cup in self.cups.items():
+            if len(cup) != 3 or not np.isfinite(cup).all() or cup[2] <= 0:
+                raise AnalysisError(f"cup {name!r}: {list(cup)} is not [cx, cy, r] with r > 0")
+        if not np.isfinite(self.interaction_margin) or self.interaction_margin < 0:
+            raise AnalysisError(f"interaction_margin {self.interaction_margin} must be >= 0")
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ThreeChamberGeometry:
+        """From the YAML layout: ``chambers`` {name: [x0, y0, x1, y1]}, ``cups`` {name: [cx, cy, r]},
+        ``interaction_margin`` (default 20)."""
+        if not isinstance(d, dict):
+            raise AnalysisError(f"expected a mapping with 'chambers' and 'cups', got {type(d).__name__}")
+        parts: dict[str, dict[str, tuple[float, ...]]] = {}
+        for key, n in (("chambers", 4), ("cups", 3)):
+            items = d.get(key)
+            if not isinstance(items, dict):
+                raise AnalysisError(f"'{key}' must be a mapping of name: [{n} numbers]")
+            try:
+                parts[key] = {str(k): tuple(float(x) for x in v) for k, v in items.items()}
+            except (TypeError, ValueError):
+                raise AnalysisError(f"'{key}' must be a mapping of name: [{n} numbers]") from None
+        try:
+            margin = float(d.get("interaction_margin", 20.0))
+        except (TypeError, ValueError):
+            raise AnalysisError(
+                f"interaction_margin {d.get('interaction_margin')!r} is not a number"
+            ) from None
+        return cls(parts["chambers"], parts["cups"], margin)  # type: ignore[arg-type]
+
+    def to_dict(self, ndigits: int = 2) -> dict[str, Any]:
+        """The YAML layout, values rounded to ``ndigits`` decimals."""
+
+        def r(v: tuple[float, ...]) -> list[float]:
+            return [round(float(x), ndigits) for x in v]
+
+        return {
+            "chambers": {k: r(v) for k, v in self.chambers.items()},
+            "cups": {k: r(v) for k, v in self.cups.items()},
+            "interaction_margin": round(float(self.interaction_margin), ndigits),
+        }
+
+
+def load_three_chamber_geometry(path: str | Path) -> ThreeChamberGeometry:
+    """Read a geometry YAML file (see :meth:`ThreeChamberGeometry.from_dict`); errors name the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return ThreeChamberGeometry.from_dict(yaml.safe_load(path.read_text()))
+    except OSError as exc:
+        raise AnalysisError(f"{path}: bad three-chamber geometry (cannot read: {exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise AnalysisError(f"{path}: bad three-chamber geometry (not YAML: {exc})") from None
+    except AnalysisError as exc:
+        raise AnalysisError(f"{path}: bad three-chamber geometry ({exc})") from None
+
+
+def save_three_chamber_geometry(
+    geometry: ThreeChamberGeometry, path: str | Path, comment: str = ""
+) -> ThreeChamberGeometry:
+    """Write ``geometry`` as YAML (2 decimals), read it back with :func:`load_three_chamber_geometry` and
+    return what was read: the geometry the ``three-chamber`` command will use."""
+    import yaml
+
+    path = Path(path)
+    d = geometry.to_dict()
+    head = "".join(f"# {line}\n" for line in comment.splitlines())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + yaml.safe_dump(d, sort_keys=False, default_flow_style=None))
+    back = load_three_chamber_geometry(path)
+    if back.to_dict() != d:
+        raise AnalysisError(f"{path}: geometry read back differs from what was written")
+    return back
 
 
 def three_chamber(
