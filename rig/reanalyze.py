@@ -40,7 +40,7 @@ import numpy as np
 from analysis.tracking import PointTracker
 from rig.errors import InputError, UserError
 from rig.recorder import DETECTION_COLUMNS, POINT_COLUMNS, Table
-from rig.session import Session, load_session, write_json_atomic
+from rig.session import Session, error_vs_truth_mm, load_session, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -252,18 +252,32 @@ def retriangulate(session: Session) -> dict[str, np.ndarray]:
 def _stats(d: np.ndarray) -> dict[str, Any]:
     d = d[np.isfinite(d)]
     if not d.size:
-        return {"n": 0, "median": None, "p99": None, "max": None}
+        return {"n": 0, "median": None, "p95": None, "p99": None, "max": None}
     return {
         "n": int(d.size),
         "median": float(np.median(d)),
+        "p95": float(np.percentile(d, 95)),
         "p99": float(np.percentile(d, 99)),
         "max": float(d.max()),
     }
 
 
-def compare_points(pts: dict[str, np.ndarray], session: Session) -> dict[str, Any]:
-    """Offline vs online 3-D (sets both solved, by trigger index) and, when the session has the
-    simulator's ``truth.csv``, both against the true paw position. Distances in mm."""
+def frames_missing_from_video(session: Session) -> set[int]:
+    """Trigger indices with a frame the camera delivered but the recorder could not write (``dropped``):
+    the online detector may have seen it, re-detection cannot."""
+    return {
+        int(k)
+        for t in session.frames.values()
+        for k, v in zip(t["trigger_index"].tolist(), t["video_index"].tolist())
+        if v < 0 and k >= 0
+    }
+
+
+def compare_points(
+    pts: dict[str, np.ndarray], session: Session, exclude: Iterable[int] = ()
+) -> dict[str, Any]:
+    """Offline vs online 3-D (sets both solved, by trigger index; ``exclude``: sets not to compare) and,
+    when the session has the simulator's ``truth.csv``, both against the true paw position. In mm."""
     res: dict[str, Any] = {}
     xyz = np.stack([pts[c] for c in "xyz"], 1).astype(float)
     on = session.points3d
@@ -275,7 +289,9 @@ def compare_points(pts: dict[str, np.ndarray], session: Session) -> dict[str, An
         timed_out = np.array([str(r) == "fewer than 2 views" for r in on["reason"][i_on]]) & (
             pts["valid"][i_off] == 1
         )
-        i_on, i_off = i_on[~timed_out], i_off[~timed_out]
+        skip = np.isin(pts["trigger_index"][i_off], np.array(sorted(exclude), dtype=np.int64))
+        res["online_sets_with_frames_missing_from_video"] = int(skip.sum())
+        i_on, i_off = i_on[~timed_out & ~skip], i_off[~timed_out & ~skip]
         a = xyz[i_off]
         b = np.stack([on[c] for c in "xyz"], 1).astype(float)[i_on]
         both = np.isfinite(a).all(1) & np.isfinite(b).all(1)
@@ -286,21 +302,16 @@ def compare_points(pts: dict[str, np.ndarray], session: Session) -> dict[str, An
         res["diff_vs_online_mm"] = _stats(np.linalg.norm(a[both] - b[both], axis=1))
         res["validity_agreement"] = float(agree.mean()) if len(agree) else None
         res["validity_agrees"] = bool(agree.all())
-    truth = session.truth
-    if truth is not None and len(truth.get("trigger_index", [])):
-        true_xyz = dict(
-            zip(
-                truth["trigger_index"].tolist(), np.stack([truth[f"paw_{c}"] for c in "xyz"], 1).astype(float)
-            )
+        on_valid = on["valid"][i_on].astype(bool)  # a loaded online pipeline loses sets; offline should not
+        res["online_valid_also_valid_offline"] = (
+            float(pts["valid"][i_off][on_valid].astype(bool).mean()) if on_valid.any() else None
         )
-        errors = {}
-        for label, table in (("offline", pts), ("online", on)):
-            if not table or not len(table["trigger_index"]):
-                continue
-            p = np.stack([table[c] for c in "xyz"], 1).astype(float)
-            t = np.array([true_xyz.get(int(k), (np.nan,) * 3) for k in table["trigger_index"]], float)
-            errors[label] = _stats(np.linalg.norm(p - t, axis=1))
-        res["error_vs_truth_mm"] = errors
+    if session.truth is not None:
+        res["error_vs_truth_mm"] = {
+            label: _stats(error_vs_truth_mm(table, session.truth)["raw"])
+            for label, table in (("offline", pts), ("online", on))
+            if table and len(table.get("trigger_index", []))
+        }
     return res
 
 
@@ -386,7 +397,7 @@ def reanalyze_session(
         "frames_per_s": n_frames / seconds if n_frames else None,
         "seconds": round(seconds, 3),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        **compare_points(pts, s),
+        **compare_points(pts, s, frames_missing_from_video(s) if options.redetect else set()),
         "analyses": analyses,
     }
     write_json_atomic(partial / "summary.json", summary)  # last: its presence means finished

@@ -87,11 +87,14 @@ def test_reanalysis_reproduces_online_3d_and_is_resumable(recorded, tmp_path):
 def test_redetection_from_default_video_on_a_scheduler(recorded, tmp_path):
     """``--detect --scheduler ADDRESS``: the online detection code over the crf-12 videos.
 
-    Measured (2-trial session, 1068 stereo sets): re-detected vs online 3-D median 0.046 mm, p99 0.23 mm,
-    max 0.96 mm; box centres median 0.13 px, max 5.4 px (one box edge moved 11 px on a compressed frame);
-    both online and offline are 0.07 mm (median) from the simulator's truth. One pixel is ~0.14 mm here
-    (focal ~630 px at ~90 mm), so the bounds below are ~0.7 px median and half a paw box at worst, and the
-    offline 3-D must be as close to the truth as the online one."""
+    Measured on 9 sessions (1-2 trials, 700-2100 frames): re-detected vs online 3-D median 0.04-0.05 mm,
+    p95 0.13-0.16 mm, max 0.28-1.13 mm in 8 of them (box centres median 0.13 px; one box edge moved 11 px
+    on a compressed frame); against the simulator's truth both are 0.07 mm (median), offline max
+    0.37-0.98 mm.
+    One pixel is ~0.14 mm here (focal ~630 px at ~90 mm), so the bounds are ~0.7 px (median) and ~3.5 px
+    (p95). The online maximum is not bounded: on a loaded machine the online pipeline can lose sets or
+    follow a wrong object for a few frames (seen once: 13 mm off the truth where re-detection was 0.1 mm
+    off), so the tail is checked against the truth instead."""
     from dask.distributed import LocalCluster
 
     s = load_session(fresh(recorded, tmp_path / "s"))
@@ -114,13 +117,12 @@ def test_redetection_from_default_video_on_a_scheduler(recorded, tmp_path):
     det = read_csv_columns(s.path / "reanalysis" / "detections.csv")
     assert {(str(c), int(q)) for c, q in zip(det["camera"], det["seq"])} == recorded_frames
     assert r["frames_detected"] == len(recorded_frames)
-    assert r["validity_agreement"] >= 0.99
+    assert r["online_valid_also_valid_offline"] >= 0.99
     d = r["diff_vs_online_mm"]
-    assert d["n"] >= 0.99 * len(s.points3d["trigger_index"])
-    assert d["median"] < 0.1 and d["max"] < 2.0, d
+    assert d["median"] < 0.1 and d["p95"] < 0.5, d
     truth = r["error_vs_truth_mm"]
     assert truth["offline"]["median"] < 1.25 * truth["online"]["median"] + 0.02, truth
-    assert truth["offline"]["p99"] < 1.0, truth
+    assert truth["offline"]["p99"] < 1.0 and truth["offline"]["max"] < 2.0, truth
     assert {p.name for p in (s.path / "reanalysis" / "reaching").iterdir()} == REACHING_FILES
 
 
@@ -136,31 +138,29 @@ def online_order_was_trigger_order(det: dict[str, np.ndarray]) -> bool:
 
 def test_redetection_of_lossless_video_reproduces_online(tmp_path):
     """Bit-exact video -> the same frames through the same detection code -> the same 3-D, wherever the
-    online detector saw the frames in the order re-detection does (trigger order).
+    online detector saw every recorded frame in the order re-detection does (trigger order).
 
-    On this loaded 2-core machine (load average ~4) the online order slipped in 5 of 8 sessions;
-    re-detection then differed on 4-8 % of the sets for ~25 frames after each slip, by 0.11-0.17 mm at
-    most."""
+    On this loaded 2-core machine (load average 3-6) the online order slipped in 5 of 8 lossless sessions;
+    re-detection then differed on 4-8 % of the sets for ~25 frames after each slip (0.11-0.17 mm at most).
+    """
     r, s = run_session(tmp_path / "rec", "--trials", "1", "--set", "pipeline.recorder.lossless=true")
     assert r.returncode == 0 and s is not None, r.stderr
+    summary = reanalyze_session(s.path, options=Options(detect=True, analyses=False))
+    d = summary["diff_vs_online_mm"]
+    assert d["median"] < 1e-6 and d["p95"] < 0.5, d
+    assert summary["online_valid_also_valid_offline"] >= 0.99
     online_frames = {(str(c), int(q)) for c, q in zip(s.detections["camera"], s.detections["seq"])}
     recorded_frames = {
         (cam, int(q)) for cam, t in s.frames.items() for q, v in zip(t["seq"], t["video_index"]) if v >= 0
     }
-    assert online_frames == recorded_frames, "the online detector missed frames: its schedule differs"
-    summary = reanalyze_session(s.path, options=Options(detect=True, analyses=False))
-    assert summary["validity_agrees"] is True
-    d = summary["diff_vs_online_mm"]
-    assert d["median"] < 1e-6, d
-    if online_order_was_trigger_order(s.detections):
+    if online_frames == recorded_frames and online_order_was_trigger_order(s.detections):
+        assert summary["validity_agrees"] is True
         assert summary["max_abs_diff_vs_online_mm"] < 1e-6, d
         off = read_csv_columns(s.path / "reanalysis" / "detections.csv")
         key = np.lexsort((off["box"], off["seq"], off["camera"].astype(str)))
         ref = np.lexsort((s.detections["box"], s.detections["seq"], s.detections["camera"].astype(str)))
         for c in ("n_boxes", "x1", "y1", "x2", "y2", "confidence"):
             assert np.allclose(off[c][key], s.detections[c][ref], rtol=0, atol=1e-4, equal_nan=True), c
-    else:
-        assert d["max"] < 0.5, d
 
 
 def test_a_half_written_result_never_looks_finished(recorded, tmp_path, monkeypatch):
