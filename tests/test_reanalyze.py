@@ -87,14 +87,15 @@ def test_reanalysis_reproduces_online_3d_and_is_resumable(recorded, tmp_path):
 def test_redetection_from_default_video_on_a_scheduler(recorded, tmp_path):
     """``--detect --scheduler ADDRESS``: the online detection code over the crf-12 videos.
 
-    Measured on 9 sessions (1-2 trials, 700-2100 frames): re-detected vs online 3-D median 0.04-0.05 mm,
-    p95 0.13-0.16 mm, max 0.28-1.13 mm in 8 of them (box centres median 0.13 px; one box edge moved 11 px
-    on a compressed frame); against the simulator's truth both are 0.07 mm (median), offline max
-    0.37-0.98 mm.
-    One pixel is ~0.14 mm here (focal ~630 px at ~90 mm), so the bounds are ~0.7 px (median) and ~3.5 px
-    (p95). The online maximum is not bounded: on a loaded machine the online pipeline can lose sets or
-    follow a wrong object for a few frames (seen once: 13 mm off the truth where re-detection was 0.1 mm
-    off), so the tail is checked against the truth instead."""
+    Measured on 15 sessions (1-2 trials, 700-2100 frames each): re-detected vs online 3-D median
+    0.041-0.054 mm, p95 0.13-0.16 mm, max 0.28-1.42 mm in 13 of them (box centres median 0.13 px; the
+    largest differences are single frames where the model drew one box edge a few pixels off on the
+    compressed image). Against the simulator's truth: offline median 0.066-0.074 mm (online 0.066-0.080),
+    p99 0.19-0.28 mm, max 0.37-1.51 mm. One pixel is ~0.14 mm here (focal ~630 px at ~90 mm), so the
+    bounds are ~0.7 px (median) and ~3.5 px (p95). The online maximum is not bounded: on a loaded machine
+    the online ROI tracker can follow a wrong object for a few frames (2 of the 15: 9.2 and 13.0 mm off
+    the truth, where re-detection was within 1 mm), so the tail is bounded against the truth instead:
+    every re-detected point lies on the paw (within its diameter of the true centre)."""
     from dask.distributed import LocalCluster
 
     s = load_session(fresh(recorded, tmp_path / "s"))
@@ -122,7 +123,8 @@ def test_redetection_from_default_video_on_a_scheduler(recorded, tmp_path):
     assert d["median"] < 0.1 and d["p95"] < 0.5, d
     truth = r["error_vs_truth_mm"]
     assert truth["offline"]["median"] < 1.25 * truth["online"]["median"] + 0.02, truth
-    assert truth["offline"]["p99"] < 1.0 and truth["offline"]["max"] < 2.0, truth
+    paw_diameter = 2 * float(np.max(s.truth["paw_radius_mm"]))
+    assert truth["offline"]["p99"] < 1.0 and truth["offline"]["max"] < paw_diameter, truth
     assert {p.name for p in (s.path / "reanalysis" / "reaching").iterdir()} == REACHING_FILES
 
 
