@@ -194,6 +194,27 @@ def test_a_half_written_result_never_looks_finished(recorded, tmp_path, monkeypa
     assert not (p / "reanalysis" / "reaching").exists()
 
 
+def test_detector_config_for_redetection(recorded, tmp_path):
+    """The session's own model (a path relative to the config it ran from), or --model instead of it."""
+    from rig.cli import main
+    from rig.errors import InputError
+    from rig.reanalyze import detector_config
+
+    s = load_session(recorded)
+    own = detector_config(s)
+    assert own.runner == "onnxruntime" and Path(own.model).is_absolute() and Path(own.model).is_file()
+    assert own.options == s.config["pipeline"]["detector"]["options"]  # same ROI settings as online
+    pt = tmp_path / "paw.pt"
+    pt.write_bytes(b"")
+    other = detector_config(s, str(pt))
+    assert other.runner == "ultralytics" and other.model == str(pt) and other.options == own.options
+    s.config["pipeline"]["detector"] = {**s.config["pipeline"]["detector"], "runner": "oracle", "model": None}
+    with pytest.raises(InputError, match="give --model PATH"):
+        detector_config(s)
+    assert detector_config(s, own.model).runner == "onnxruntime"
+    assert main(["reanalyze", "--quiet", "--model", str(tmp_path / "none.onnx"), str(recorded)]) == 2
+
+
 def test_slurm_job_script_builds_and_missing_sbatch_is_reported(recorded):
     from dask_jobqueue import SLURMCluster
 
