@@ -49,6 +49,7 @@ class DetectorNode(Node):
         self.ring_drops = 0
         self.max_lag_ns = int(dc.max_lag_ms * 1e6)
         self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
+        self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
 
     def _ring(self, cam: str) -> FrameRing:
         ring = self.rings.get(cam)
@@ -66,15 +67,17 @@ class DetectorNode(Node):
             elif isinstance(msg, m.Control):
                 self.on_control(msg)
         now = time.monotonic()
-        ready = [
-            k
-            for k, v in self.pending.items()
-            if (len(v) - 1 == len(self.cameras) or now - v["t"] > BATCH_WAIT_S or self.eos)
+        # stereo sets run in trigger order: a later complete set waits for an earlier incomplete one (at
+        # most BATCH_WAIT_S), so the ROI tracker never goes back in time
+        for k in sorted(self.pending):
+            v = self.pending[k]
+            complete = len(v) - 1 == len(self.cameras)
+            if not (complete or now - v["t"] > BATCH_WAIT_S or self.eos):
+                break
             # the oracle needs the world's truth for this trigger; it travels on another socket and
             # may arrive after the frames on a loaded machine
-            and (self.oracle is None or k in self.truth or now - v["t"] > ORACLE_TRUTH_WAIT_S or self.eos)
-        ]
-        for k in sorted(ready):
+            if not (self.oracle is None or k in self.truth or now - v["t"] > ORACLE_TRUTH_WAIT_S or self.eos):
+                break
             self.run_batch(k, self.pending.pop(k))
         if len(self.truth) > 4096:
             for k in sorted(self.truth)[:2048]:
@@ -101,8 +104,12 @@ class DetectorNode(Node):
         if h.eos:
             self.eos.add(h.camera)
             return
-        if self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns:
-            self.skipped_late += 1  # an overloaded machine catches up; the recording keeps the frame
+        if h.trigger_index <= self.last_batch_index or (
+            self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns
+        ):
+            # its stereo set already ran without it (its partner waited BATCH_WAIT_S), or it is too old:
+            # not detected online (the recording keeps it); an overloaded machine catches up
+            self.skipped_late += 1
             return
         ring = self._ring(h.camera)
         img = None
@@ -118,6 +125,7 @@ class DetectorNode(Node):
         entry[h.camera] = (h, img)
 
     def run_batch(self, trigger_index: int, entry: dict[str, Any]) -> None:
+        self.last_batch_index = max(self.last_batch_index, trigger_index)
         cams = [c for c in self.cameras if c in entry]
         t_start = time.monotonic_ns()
         boxes: list[list[Det]]
