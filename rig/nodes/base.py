@@ -188,10 +188,13 @@ class Node:
             gc.freeze()
             self.status("ready")
             self._stats_t = time.monotonic() - self.cfg.pipeline.stats_period_s + 0.1  # first stats soon
-            while not self.done:
+            while not self.done and not _terminated.is_set():
                 self.step()
                 self.maybe_publish_stats()
             self.maybe_publish_stats(force=True)
+            if _terminated.is_set():  # the SIGTERM's SystemExit was swallowed (raised inside a __del__)
+                self.log.warning("node %s: terminated by signal", self.name)
+                return 128 + signal.SIGTERM
             return 0
         except UserError as exc:  # a problem the user can fix: one line, no traceback
             self.log.error("node %s failed: %s", self.name, exc)
@@ -217,7 +220,13 @@ class Node:
                 self.ctx.term()
 
 
+_terminated = threading.Event()
+
+
 def _term_handler(signum: int, frame: Any) -> None:
+    # Python runs this between any two bytecodes of the main thread, including inside a finalizer, where
+    # the SystemExit would be printed and dropped: the flag ends the node's loop all the same
+    _terminated.set()
     raise SystemExit(128 + signum)
 
 
