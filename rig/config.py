@@ -98,7 +98,7 @@ class DetectorConfig(Strict):
     confidence: float = Field(0.25, ge=0, le=1)
     oracle_noise_px: float = Field(0.5, ge=0)
     max_lag_ms: float = Field(
-        500.0,
+        150.0,
         ge=0,
         description="frames older than this when their turn comes are not detected online (counted as "
         "skipped_late; recorded all the same, `reanalyze --detect` covers them): an overloaded machine "
@@ -137,11 +137,13 @@ class RecorderConfig(Strict):
     preset: str = "ultrafast"
     threads: int = Field(1, ge=0, le=16)
     encoder_nice: int = Field(
-        5,
+        0,
         ge=0,
         le=19,
-        description="niceness of the encoder threads only: taking frames off the rings (cheap) runs at "
-        "the pipeline's priority so no frame is overwritten; encoding (costly) has a queue to catch up",
+        description="niceness of the encoder threads only (frames leave the rings at the pipeline's "
+        "priority regardless). 0: encoding competes equally and, on an overloaded machine, the detector "
+        "sheds late frames (detector.max_lag_ms) before the recording loses any. Higher values lower "
+        "3-D latency a little where CPU is to spare, at the recording's risk where it is not",
     )
     buffer_s: float = Field(
         4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"

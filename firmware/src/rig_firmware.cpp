@@ -4,7 +4,10 @@
 //   camera trigger  D9  (OC1A)  Timer1 fast PWM (mode 14, TOP = ICR1): hardware edges, 0.5 us steps
 //   servo platform  D5  (PD5)   Timer2 CTC chained intervals (2 us resolution), 50 Hz frames
 //   stepper         D3 step, D4 dir (non-blocking, from loop())
-//   IR pellet       D2 input (HIGH = pellet present), debounced in loop(), edge time in us
+//   IR pellet       D2 input (HIGH = pellet present), edge time taken in the INT0 interrupt, debounced
+//                   in loop()
+// Between events loop() puts the CPU in idle sleep (timers, UART and INT0 keep running and wake it): a
+// sleep only begins when no pulse, step, debounce or report is pending, so no timing depends on it.
 //   sync TTL        D7   trial level / trigger copy or division / marks
 //   closed-loop TTL D6   pulse of configured width on host command
 // Nothing else is on PORTB: a read-modify-write of PORTB would clobber OC1A in simavr (not on silicon).
@@ -13,6 +16,7 @@
 #include <Arduino.h>
 #include <avr/interrupt.h>
 #include <avr/io.h>
+#include <avr/sleep.h>
 
 #include "protocol.h"
 
@@ -358,12 +362,23 @@ static uint32_t ir_raw_change_ms = 0;
 static bool ir_pending = false;
 static bool ir_removed_flag = false;  // set on present -> removed, consumed by re-delivery
 
+static volatile uint32_t ir_edge_us = 0;  // time of the last edge on D2, taken in the INT0 interrupt
+static volatile bool ir_edge = false;
+
+ISR(INT0_vect) {
+  ir_edge_us = micros();
+  ir_edge = true;
+}
+
 static void ir_update(uint32_t now_us) {
   bool raw = digitalRead(PIN_IR) == HIGH;
   uint32_t now_ms = millis();
   if (raw != ir_raw_last) {
     ir_raw_last = raw;
-    ir_raw_change_us = now_us;
+    noInterrupts();
+    ir_raw_change_us = ir_edge ? ir_edge_us : now_us;
+    ir_edge = false;
+    interrupts();
     ir_raw_change_ms = now_ms;
     ir_pending = raw != ir_state;
   }
@@ -645,6 +660,24 @@ static void handle_command(const uint8_t* f, uint8_t len) {
 // ------------------------------------------------------------------ main
 DbFrameReader rx;
 
+// Idle sleep until the next interrupt (Timer0's millis tick at the latest, every 1.024 ms), but only when
+// nothing in loop() is timing something: the polled edges (TTL end, sync mark end, stepper steps) and the
+// debounce never wait on a wake-up. Interrupts are off while deciding; SEI then SLEEP is atomic on AVR,
+// so an interrupt that arrives meanwhile wakes the CPU at once.
+static void idle_sleep() {
+  noInterrupts();
+  bool busy = ttl_high || sync_mark || step_active || ir_pending || ir_edge || Serial.available() > 0 ||
+              trig_tail != trig_head || trig_stopped_pending;
+  if (busy) {
+    interrupts();
+    return;
+  }
+  sleep_enable();
+  interrupts();
+  sleep_cpu();
+  sleep_disable();
+}
+
 void setup() {
   pinMode(PIN_IR, INPUT);
   pinMode(PIN_STEP, OUTPUT);
@@ -663,6 +696,10 @@ void setup() {
   servo_init();
   servo_move(cfg.servo_down_us);
   ir_raw_last = ir_state = digitalRead(PIN_IR) == HIGH;
+  EICRA = (EICRA & ~(_BV(ISC01) | _BV(ISC00))) | _BV(ISC00);  // INT0 on any change of D2
+  EIFR = _BV(INTF0);
+  EIMSK |= _BV(INT0);
+  set_sleep_mode(SLEEP_MODE_IDLE);
   uint8_t body[2] = {DB_PROTOCOL_VERSION, reset_flags};
   send_event(EV_BOOT, micros(), body, 2);
 }
@@ -696,4 +733,5 @@ void loop() {
   ttl_update(now);
   redelivery_update();
   if (watchdog_ms && !safe_state && (millis() - last_rx_ms) > watchdog_ms) enter_safe_state();
+  idle_sleep();
 }
