@@ -11,6 +11,7 @@ Writes the result into BENCHMARKS.md (block "pipeline") unless --no-write.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def main() -> int:
     )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     out = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cmd = [
         sys.executable,
@@ -128,7 +130,7 @@ def main() -> int:
     text = f"""## Pipeline: 2 x 124 Hz simulated stereo rig ({args.label})
 
 Command: `{" ".join(["python", "scripts/bench_pipeline.py", *sys.argv[1:]])}`
-Machine: {machine()}
+Machine: {machine(load_before)}
 Session: {dur:.0f} s, {total_frames} frames, {int(p["valid"].sum())}/{len(lat)} valid 3-D points.
 {accuracy}
 | camera | frames | sustained fps | dropped |

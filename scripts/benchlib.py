@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
 
-def machine() -> str:
+def machine(load_before: float | None = None) -> str:
+    """One line: CPU, cores, memory, OS, Python, git revision, time, and the 1-min load average (pass
+    ``load_before``, read before the benchmark started its own processes, else it is read now)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -35,7 +37,10 @@ def machine() -> str:
         text=True,
         check=False,
     ).stdout.strip()
-    load = f", load average {os.getloadavg()[0]:.1f} at start"
+    if load_before is None:
+        load = f", load average {os.getloadavg()[0]:.1f} at start"
+    else:
+        load = f", load average {load_before:.1f} before the run (1-min; includes the previous minute)"
     return (
         f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, {platform.system()} {platform.release()}, "
         f"Python {sys.version.split()[0]}, git {rev or 'unknown'}, "
