@@ -72,9 +72,19 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
                 for n in PIPELINE
             )
 
-        assert _pump(win, app, paw_in_view, 60), "no frames with detections and 3-D reached the window"
-        _pump(win, app, lambda: False, 0.3)  # let the 5 Hz texts catch up
-        win.refresh()
+        source = win.source
+
+        def settled() -> bool:
+            """Freeze what the window takes in, redraw everything, and check the paw is on screen."""
+            win.source = None
+            win._text_t = 0.0  # the 5 Hz texts and tables redraw now
+            win.refresh()
+            if paw_in_view():
+                return True
+            win.source = source
+            return False
+
+        assert _pump(win, app, settled, 60), "no frames with detections and 3-D reached the window"
         rgb = qimage_rgb(win.grab().toImage())
         for cam, panel in win.panels.items():
             assert panel.drawn_boxes, f"{cam}: no box drawn"
@@ -99,6 +109,7 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
         near = np.abs(patch - np.array(zone.color)).max(axis=2) < 40
         assert near.sum() > 40, f"closed-loop zone outline not drawn ({near.sum()} px)"
         win.screenshot(str(tmp_path / "live.png"))
+        win.source = source
         # controls: a mark with a note, pause and resume, then stop (two clicks) -> the session stops
         win.mark_note.setText("paw slipped")
         win.mark_button.click()

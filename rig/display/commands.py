@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from rig.errors import InputError, RigError
+from rig.errors import InputError, RigError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def cmd_display(args: argparse.Namespace) -> int:
         flush=True,
     )
     run_qt(win, seconds=args.seconds)
-    if args.screenshot:
-        win.screenshot(args.screenshot)
+    if args.screenshot and not win.screenshot(args.screenshot):
+        raise StorageError(f"{args.screenshot}: cannot write the screenshot (does its folder exist?)")
     drops = ", ".join(f"{c} {n}" for c, n in client.drops.items()) or "none"
     print(f"frames received {sum(client.frames.values())}, lost by this display: {drops}", flush=True)
     if state.error:
@@ -81,8 +81,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     if args.frame is not None:
         win.slider.setValue(args.frame)
     run_qt(win, seconds=args.seconds)
-    if args.screenshot:
-        win.screenshot(args.screenshot)
+    if args.screenshot and not win.screenshot(args.screenshot):
+        raise StorageError(f"{args.screenshot}: cannot write the screenshot (does its folder exist?)")
     win.close()
     del app
     return 0

@@ -19,6 +19,7 @@ from analysis.camera import Calibration
 from rig import messages as m
 
 DET_KEEP = 64  # detections kept per camera to match the frame on screen (0.5 s at 124 Hz)
+RECENT = 16  # sampled frames kept per camera to wait for their detections (~0.4 s at a 40 Hz refresh)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ class CameraView:
     full_size: tuple[int, int] = (0, 0)  # (width, height) of the camera's frames before any downscale
     shown: int = 0  # frames drawn
     skipped: int = 0  # frames that arrived but were never drawn (the display samples the newest)
+    # the last sampled frames: the one drawn is the newest whose detections have arrived, so boxes and
+    # the 3-D point are always drawn on the frame they belong to (the picture lags by the detection time)
+    recent: deque[tuple[m.FrameHeader, np.ndarray]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    shown_header: m.FrameHeader | None = None
+    shown_image: np.ndarray | None = None
 
 
 @dataclass
@@ -209,6 +215,7 @@ class LiveState:
         """The newest frame of a camera; ``skipped`` frames arrived since the last one and were not drawn."""
         v = self.views.setdefault(header.camera, CameraView())
         v.header, v.image = header, image
+        v.recent.append((header, image))
         v.skipped += skipped
         if v.full_size == (0, 0):
             v.full_size = (header.width, header.height)
@@ -238,30 +245,44 @@ class LiveState:
     def total_restarts(self) -> int:
         return sum(h.restarts for h in self.health.values())
 
+    def choose_frame(self, camera: str) -> CameraView:
+        """Pick the frame to draw: the newest sampled one whose detections have arrived; the newest frame
+        when none has (no detector, or it is further behind than the frames kept)."""
+        v = self.views.setdefault(camera, CameraView())
+        d: dict[int, m.Detections] | OrderedDict[int, m.Detections] = self.detections.get(camera) or {}
+        pick = next(((h, img) for h, img in reversed(v.recent) if h.seq in d), None)
+        if pick is None and v.header is not None:
+            pick = (v.header, v.image)
+        if pick is not None:
+            v.shown_header, v.shown_image = pick
+        return v
+
     def boxes(self, camera: str) -> list[m.Box]:
-        """Boxes of the frame on screen (or of the newest detections if that frame has none yet)."""
+        """Boxes of the frame on screen (:meth:`choose_frame`); none if its detections have not arrived
+        (another frame's boxes would be drawn where that frame's paw was, not this one's)."""
         d = self.detections.get(camera)
-        if not d:
+        h = self._drawn(camera)
+        if not d or h is None or h.seq not in d:
             return []
-        v = self.views.get(camera)
-        if v is not None and v.header is not None and v.header.seq in d:
-            return list(d[v.header.seq].boxes)
-        return list(next(reversed(d.values())).boxes)
+        return list(d[h.seq].boxes)
 
     def reprojection(self, camera: str) -> np.ndarray | None:
         """(2,) full-frame pixel position in ``camera`` of the 3-D point of the frame on screen (triangulated
-        from that frame's boxes), or of the newest filtered point while that frame has none yet."""
-        v = self.views.get(camera)
-        p = self.points.get(v.header.trigger_index) if v is not None and v.header is not None else None
-        xyz_of = "xyz"
-        if p is None:
-            p, xyz_of = self.point, "xyz_filtered"
+        from that frame's boxes); None until it arrives."""
+        h = self._drawn(camera)
+        p = self.points.get(h.trigger_index) if h is not None else None
         if p is None or not p.valid or self.calibration is None or camera not in self.calibration.cameras:
             return None
-        xyz = np.asarray(getattr(p, xyz_of), float)
+        xyz = np.asarray(p.xyz, float)
         if not np.all(np.isfinite(xyz)):
             return None
         return self.calibration[camera].project(xyz[None])[0]
+
+    def _drawn(self, camera: str) -> m.FrameHeader | None:
+        v = self.views.get(camera)
+        if v is None:
+            return None
+        return v.shown_header if v.shown_header is not None else v.header
 
     def trail_n3(self) -> np.ndarray:
         """(N, 3) mm: the current trial's 3-D trace (last ``trail_s`` seconds)."""

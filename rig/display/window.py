@@ -354,10 +354,11 @@ class LiveWindow(ViewerBase):
     def refresh(self) -> None:
         st = self.state
         for cam, panel in self.panels.items():
-            v = st.views.get(cam)
-            if v is not None and v.image is not None and v.header is not None and v.header.seq != panel.seq:
-                panel.set_image(v.image, v.full_size)
-                panel.seq = v.header.seq
+            v = st.choose_frame(cam)
+            h, img = v.shown_header, v.shown_image
+            if img is not None and h is not None and h.seq != panel.seq:
+                panel.set_image(img, v.full_size)
+                panel.seq = h.seq
                 v.shown += 1
             panel.set_boxes(st.boxes(cam))
             panel.set_reprojection(st.reprojection(cam))
