@@ -1,5 +1,5 @@
 """``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``, ``reaching``,
-``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``, ``human``.
+``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``, ``human``, ``pose``.
 
 Wired into the CLI by ``rig/cli.py`` through :func:`register`.
 """
@@ -160,6 +160,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hu.add_argument("--fps", type=float, required=True, help="video frame rate")
     hu.add_argument("--out", type=Path, required=True)
     hu.set_defaults(func=_cmd_human)
+
+    po = subparsers.add_parser(
+        "pose",
+        help="2-D body (and hand) keypoints from a video with MediaPipe, written as OpenPose JSON",
+        description="Runs MediaPipe 0.10.14 (models from inside the installed wheel, never a download) on "
+        "every frame and writes OUT/<video stem>_<frame:012d>_keypoints.json in OpenPose's format (BODY_25, "
+        "21-point hands), read by 'human' and the OpenPose importer. Mapping: analysis/POSE_RUNNER.md.",
+    )
+    po.add_argument("video", type=Path, help="video file")
+    po.add_argument("--out", required=True, type=Path, help="folder for the *_keypoints.json files")
+    po.add_argument("--hands", action="store_true", help="also the 21-point hands (left and right)")
+    po.add_argument("--max-frames", type=int, help="stop after this many frames (default: all)")
+    po.add_argument(
+        "--mirrored",
+        action="store_true",
+        help="the video is mirrored (selfie view): left/right hands are then taken as MediaPipe labels them",
+    )
+    po.add_argument("--overwrite", action="store_true", help="replace *_keypoints.json already in --out")
+    po.add_argument("--report", type=Path, help="write frame counts and per-frame timings as JSON here")
+    po.set_defaults(func=_cmd_pose)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -382,6 +402,36 @@ def _cmd_human(args: argparse.Namespace) -> int:
     reps = segment_repetitions(table["t_s"].to_numpy(), angles["elbow_angle"], min_prominence=20.0)
     plot_angles(table["t_s"].to_numpy(), angles, args.out / "arm_angles.png", reps)
     print(table.describe().T[["mean", "min", "max"]].to_string())
+    return 0
+
+
+def _cmd_pose(args: argparse.Namespace) -> int:
+    from analysis.pose_runner import run_pose
+
+    try:
+        res = run_pose(
+            args.video,
+            args.out,
+            hands=args.hands,
+            max_frames=args.max_frames,
+            mirrored=args.mirrored,
+            overwrite=args.overwrite,
+        )
+    except AnalysisError as exc:
+        return _fail(exc)
+    summary = res.summary()
+    if args.report:
+        args.report.write_text(json.dumps(summary, indent=1) + "\n")
+    timing = "; ".join(
+        f"{what} {s['median_ms']:.1f} ms median, {s['p99_ms']:.1f} ms p99"
+        for what in ("pose", "hands", "pose+hands")
+        if (s := summary[what])
+    )
+    hands = f", hands: {res.hands_found['left']} left, {res.hands_found['right']} right" if args.hands else ""
+    print(
+        f"wrote {res.n_frames} frames ({res.frames_with_person} with a person{hands}) to {res.out_dir}; "
+        f"per frame: {timing}"
+    )
     return 0
 
 

@@ -63,10 +63,13 @@ install_python() {
     # torch first, pinned, so nothing later swaps in a CUDA build.
     "${pip[@]}" install -c "$ROOT/constraints.txt" torch==2.13.0
     "${pip[@]}" install -c "$ROOT/constraints.txt" -e "$ROOT[all,dev]"
-    # mediapipe 0.10.14 is the last release whose models ship inside the wheel (offline use);
-    # its declared deps would pull a protobuf that breaks onnx, hence --no-deps.
-    "${pip[@]}" install -c "$ROOT/constraints.txt" --no-deps "mediapipe==0.10.14"
-    "${pip[@]}" install -c "$ROOT/constraints.txt" absl-py attrs flatbuffers "sounddevice>=0.4"
+    # mediapipe (version pinned in constraints.txt) for `deepbehavior pose`: 0.10.14 is the release whose
+    # legacy pose/hand models ship inside the wheel (offline use). --no-deps: its declared deps would pull
+    # opencv-contrib, jax and a protobuf that may break onnx. Then the deps its legacy solutions import
+    # (sounddevice only for its audio tasks, which import it lazily; kept so `pip check` stays clean).
+    "${pip[@]}" install -c "$ROOT/constraints.txt" --no-deps mediapipe
+    "${pip[@]}" install -c "$ROOT/constraints.txt" absl-py attrs flatbuffers "protobuf>=4.25.3,<5" \
+      "sounddevice>=0.4"
     echo "$stamp" > "$VENV/.deepbehavior-stamp"
   else
     log "Python packages up to date in $VENV"
