@@ -237,7 +237,9 @@ def test_garbage_on_the_line_changes_nothing(rig: tuple[FirmwareSim, SerialLink]
         link.poll(0.005)
     after = link.status()
     sent = (link._seq - seq0) % 65536  # our frames since `before` (pings, STATUS)
-    assert after["rx_frames"] == before["rx_frames"] + sent  # not one garbage frame accepted
+    # not one garbage frame accepted (a frame of ours caught in an RX overrun, when a loaded host delivers
+    # the 5 kB as one burst at line rate, may be lost: that is not acceptance)
+    assert before["rx_frames"] + 1 <= after["rx_frames"] <= before["rx_frames"] + sent
     assert after["rx_errors"] >= before["rx_errors"] + 10  # ~1 delimiter per 256 random bytes
     for pin in (PIN_TTL, PIN_STEP, PIN_TRIGGER, PIN_SYNC):
         assert not sim.edges(pin, since), pin

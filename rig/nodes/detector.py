@@ -14,7 +14,7 @@ from rig.frames import FrameRing
 from rig.nodes.base import Node
 from rig.session import ring_name, session_calibration
 
-BATCH_WAIT_S = 0.02
+BATCH_WAIT_S = 0.05  # how long a stereo set waits for its partner frame before running without it
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
 
 
