@@ -43,8 +43,20 @@ def test_review_draws_recorded_overlays(recorded):
     t_start = int(s.trials[1]["t_start_ns"])
     k = win.slider.value()
     assert s.frames["front"]["t_host_ns"][k] >= t_start > s.frames["front"]["t_host_ns"][k - 1]
-    # 120 frames (~1 s) into the trial the paw is moving; what is drawn is what was recorded
-    win.slider.setValue(k + 120)
+    # ~1 s into the trial the paw is moving; what is drawn is what was recorded. The first frame from there
+    # whose stereo set was detected online on both cameras (a loaded machine skips some: they are recorded
+    # but not detected online)
+    det = s.detections
+    boxed = {(str(c), int(q)) for c, q, n in zip(det["camera"], det["seq"], det["n_boxes"]) if n > 0}
+    front, side = win.rows["front"], win.rows["side"]
+    k = next(
+        j
+        for j in range(k + 120, k + 400)
+        if ("front", int(front["seq"][j])) in boxed
+        and int(front["trigger_index"][j]) in win.by_trigger["side"]
+        and ("side", int(side["seq"][win.by_trigger["side"][int(front["trigger_index"][j])]])) in boxed
+    )
+    win.slider.setValue(k)
     app.processEvents()
     k = win.current
     trigger = int(win.rows["front"]["trigger_index"][k])
