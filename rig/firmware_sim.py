@@ -15,6 +15,7 @@ firmware's ``micros()`` up to the 4 us resolution of ``micros()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -123,6 +124,7 @@ class FirmwareSim:
         self._edge_cond = threading.Condition(self._lock)
         self._now: int | None = None
         self._subscribers: dict[str, list[queue.SimpleQueue[PinEdge]]] = defaultdict(list)
+        self._wake_fds: dict[int, int] = {}  # id(queue) -> pipe write end
         self._exit_reason: str | None = None
         self.pty_path = ""
         self.released = False
@@ -186,6 +188,10 @@ class FirmwareSim:
             edge = PinEdge(parts[1], int(parts[2]), int(parts[3]), time.monotonic_ns())
             for q in self._subscribers.get(edge.pin, ()):
                 q.put(edge)
+                fd = self._wake_fds.get(id(q))
+                if fd is not None:
+                    with contextlib.suppress(OSError):  # a full pipe already wakes the reader
+                        os.write(fd, b"\0")
             with self._edge_cond:
                 lst = self._edges[edge.pin]
                 lst.append(edge)
@@ -222,7 +228,9 @@ class FirmwareSim:
         return self._proc is not None and self._proc.poll() is None
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop the harness: ``quit``, then SIGKILL the process group; never hangs."""
+        """Stop the harness: ``quit``, then SIGKILL the process group; never hangs. Wake pipes given to
+        :meth:`subscribe` are written no more once this returns (their owners may close them)."""
+        self._wake_fds.clear()
         proc = self._proc
         if proc is None:
             return
@@ -289,12 +297,15 @@ class FirmwareSim:
         with self._lock:
             return [e for e in self._edges.get(pin, []) if e.cycle >= since_cycle]
 
-    def subscribe(self, pin: str) -> queue.SimpleQueue[PinEdge]:
+    def subscribe(self, pin: str, wake_fd: int | None = None) -> queue.SimpleQueue[PinEdge]:
         """A queue that receives every later edge of ``pin`` as it arrives (e.g. to clock cameras
-        on the trigger's rising edges: ``q.get(timeout=...)``)."""
+        on the trigger's rising edges: ``q.get(timeout=...)``). With ``wake_fd`` (the write end of a
+        pipe), a byte is also written there per edge, so a caller can wait in ``select``/``poll``."""
         q: queue.SimpleQueue[PinEdge] = queue.SimpleQueue()
         with self._lock:
             self._subscribers[pin].append(q)
+            if wake_fd is not None:
+                self._wake_fds[id(q)] = wake_fd
         return q
 
     def clear_edges(self) -> None:

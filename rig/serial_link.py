@@ -272,6 +272,16 @@ class SerialLink:
                 pass
         self._ser = None
 
+    def fileno(self) -> int | None:
+        """The open port's file descriptor (to wait on it in a poller), or None while disconnected."""
+        ser = self._ser
+        if ser is None or not self.connected:
+            return None
+        try:
+            return int(ser.fileno())
+        except (AttributeError, OSError, ValueError, serial.SerialException):
+            return None
+
     def close(self) -> None:
         """Close the port (the firmware's watchdog makes the rig safe if the host went away)."""
         self._close_port()

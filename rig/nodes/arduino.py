@@ -13,15 +13,19 @@ carries the number of pulses fired.
 
 from __future__ import annotations
 
+import os
 import queue
 import time
 from typing import Any
+
+import zmq
 
 from rig import messages as m
 from rig.errors import DeviceError
 from rig.nodes.base import Node
 
 TRIGGER_PIN = "D9"
+IDLE_WAKE_S = 0.02  # at the latest, wake this often (link pings, timeouts, reconnects, stop)
 
 
 class ArduinoNode(Node):
@@ -34,7 +38,11 @@ class ArduinoNode(Node):
             from rig.firmware_sim import start_simulated_arduino
 
             self.sim, self.link = start_simulated_arduino(acfg)
-            self.edges: queue.SimpleQueue | None = self.sim.subscribe(TRIGGER_PIN)
+            # each trigger edge also writes a byte to this pipe: the node sleeps until something happens
+            self.wake_r, self.wake_w = os.pipe()
+            os.set_blocking(self.wake_r, False)
+            os.set_blocking(self.wake_w, False)
+            self.edges: queue.SimpleQueue | None = self.sim.subscribe(TRIGGER_PIN, wake_fd=self.wake_w)
         else:
             from rig.serial_link import link_from_config
 
@@ -43,14 +51,42 @@ class ArduinoNode(Node):
             self.link.configure(**acfg.firmware_config())
             self.link.command("redelivery", enable=int(acfg.redelivery))
             self.edges = None
+        # one wait for everything: bus messages, bytes from the board, trigger edges from the simulator
+        assert self.sub is not None
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub.sock, zmq.POLLIN)
+        if self.sim is not None:
+            self.poller.register(self.wake_r, zmq.POLLIN)
+        self.serial_fd: int | None = None
         self.firmware_trigger = self.cfg.rig.trigger.source == "firmware"
         self.triggering = False
         self.pulses = 0
         self.gaps = 0
 
+    def _wait(self) -> None:
+        """Sleep until a bus message, bytes from the board or a trigger edge arrive (or IDLE_WAKE_S)."""
+        fd = self.link.fileno()
+        if fd != self.serial_fd:
+            if self.serial_fd is not None:
+                self.poller.unregister(self.serial_fd)
+            if fd is not None:
+                self.poller.register(fd, zmq.POLLIN)
+            self.serial_fd = fd
+        if self.sim is not None and self.edges is not None and not self.edges.empty():
+            return  # edges already queued: no wait
+        # a link without a file descriptor (e.g. a network port) is polled every millisecond instead
+        ready = dict(self.poller.poll(round(IDLE_WAKE_S * 1000) if fd is not None else 1))
+        if self.sim is not None and self.wake_r in ready:
+            try:
+                while os.read(self.wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
     def step(self) -> None:
         assert self.sub is not None
-        for topic, msg in self.sub.recv_all(1, limit=200):
+        self._wait()
+        for topic, msg in self.sub.recv_all(0, limit=200):
             if isinstance(msg, m.Command) and topic == "cmd.arduino":
                 self._send(msg)
             elif isinstance(msg, m.SimInput) and self.sim is not None and msg.pin == "ir":
@@ -59,7 +95,9 @@ class ArduinoNode(Node):
                 if msg.command == "start" and self.firmware_trigger and not self.triggering:
                     self._start_trigger()
                 self.on_control(msg)
-        for ev in self.link.poll(0.001):
+        # non-blocking when the port has a descriptor (the wait above already slept); while the port is
+        # gone the link paces its own reconnect attempts
+        for ev in self.link.poll(0 if self.serial_fd is not None else 0.001):
             if ev.kind == "gap":
                 self.gaps += int(ev.values.get("lost", 0))
             elif ev.kind == "reconnected":
@@ -146,6 +184,9 @@ class ArduinoNode(Node):
                 link.close()
         if self.sim is not None:
             self.sim.stop()
+            for fd in (getattr(self, "wake_r", None), getattr(self, "wake_w", None)):
+                if fd is not None:
+                    os.close(fd)
         self.status("eos", str(getattr(self, "pulses", 0)))
 
     def extra_stats(self) -> dict[str, float]:
