@@ -237,10 +237,20 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
             w for w in app.topLevelWidgets() if isinstance(w, pg.GraphicsLayoutWidget) and w.isVisible()
         )
         img = next(i for i in view.getItem(0, 0).items if isinstance(i, pg.ImageItem))
-        QtTest.QTest.qWait(100)  # let the view lay itself out before mapping image pixels to the screen
 
         def at(x: float, y: float) -> QtCore.QPoint:
             return view.mapFromScene(img.mapToScene(QtCore.QPointF(x, y)))
+
+        # let the view lay itself out before mapping image pixels to the screen: wait (up to 10 s on a
+        # loaded machine) until the image's corners map to the same screen points twice in a row
+        h, w = img.image.shape[:2]
+        corners = None
+        for _ in range(200):
+            QtTest.QTest.qWait(50)
+            now = (at(0, 0), at(w, h))
+            if now == corners and view.viewport().rect().contains(now[1] - QtCore.QPoint(1, 1)):
+                break
+            corners = now
 
         def drag(a: tuple[float, float], b: tuple[float, float]) -> None:
             pa, pb = at(*a), at(*b)
