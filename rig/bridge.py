@@ -49,9 +49,8 @@ from analysis.camera import Calibration, calibration_from_dict, calibration_to_d
 from rig import messages as m
 from rig.display.model import zones_from_config
 from rig.errors import InputError, ProtocolError, SchemaMismatch
-from rig.frames import FrameRing
 from rig.nodes.base import Node
-from rig.session import ring_name, session_calibration, write_json_atomic
+from rig.session import SessionRings, session_calibration, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ class BridgeNode(Node):
             self.session_dir / BRIDGE_FILE, {k: v for k, v in self.info.items() if k != "calibration"}
         )
         self.log.info("bridge: publishing on %s (control %s)", self.endpoint, self.control_endpoint)
-        self.rings: dict[str, FrameRing] = {}
+        self.rings = SessionRings(self.rt.session_id)
         self.bytes_sent = 0
         self.requests = 0
         self.last_info = 0.0
@@ -162,15 +161,6 @@ class BridgeNode(Node):
         self.poller.register(self.control, zmq.POLLIN)
         self.poller.register(self.frames_sock, zmq.POLLIN)
         self._send_info()
-
-    def _ring(self, cam: str) -> FrameRing | None:
-        ring = self.rings.get(cam)
-        if ring is None:
-            try:
-                ring = self.rings[cam] = FrameRing.attach(ring_name(self.rt.session_id, cam))
-            except (OSError, ValueError):
-                return None
-        return ring
 
     def _send_info(self) -> None:
         self.tcp.send_multipart([INFO_TOPIC.encode(), json.dumps(self.info).encode()])
@@ -226,7 +216,7 @@ class BridgeNode(Node):
                 self.thinned += 1  # by design (max_fps), not a drop
                 return
             self.last_sent_ns[hdr.camera] = hdr.t_host_ns
-            ring = self._ring(hdr.camera)
+            ring = self.rings.find(hdr.camera)
             img = ring.read(hdr.slot, hdr.seq) if ring is not None else None
             if img is None:
                 self.drops += 1  # the camera overwrote the slot before we got to it
@@ -294,8 +284,8 @@ class BridgeNode(Node):
             self.tcp.close(linger=200)
             self.frames_sock.close(linger=0)
             self.control.close()
-        for r in getattr(self, "rings", {}).values():
-            r.close()
+        if hasattr(self, "rings"):
+            self.rings.close()
 
     def extra_stats(self) -> dict[str, float]:
         return {

@@ -18,8 +18,7 @@ import zmq
 from rig import messages as m
 from rig.bridge import REQUEST_TOPIC, BridgeClient, route_request
 from rig.display.model import LiveState
-from rig.frames import FrameRing
-from rig.session import ring_name
+from rig.session import SessionRings
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +49,10 @@ class BusSource:
         self.publish = publish
         self.requester = requester
         self.on_message = on_message
-        self.rings: dict[str, FrameRing] = {}
+        self.rings = SessionRings(session_id)
         self.newest: dict[str, m.FrameHeader] = {}
         self.pending: dict[str, int] = {}
         self.overrun = 0  # newest frame already overwritten when the display got to it
-
-    def _ring(self, cam: str) -> FrameRing | None:
-        ring = self.rings.get(cam)
-        if ring is None:
-            try:
-                ring = self.rings[cam] = FrameRing.attach(ring_name(self.session_id, cam))
-            except (OSError, ValueError):
-                return None
-        return ring
 
     def pump(self, state: LiveState, limit: int = 20000) -> None:
         for _ in range(limit):
@@ -84,7 +74,7 @@ class BusSource:
             n = self.pending.pop(cam, 0)
             if n == 0:
                 continue
-            ring = self._ring(cam)
+            ring = self.rings.find(cam)
             img = ring.read(hdr.slot, hdr.seq) if ring is not None else None
             if img is None:
                 self.overrun += 1
@@ -96,9 +86,7 @@ class BusSource:
         self.publish(route_request(msg), msg)
 
     def close(self) -> None:
-        for r in self.rings.values():
-            r.close()
-        self.rings.clear()
+        self.rings.close()
 
 
 class BridgeSource:

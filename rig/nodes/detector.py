@@ -10,9 +10,8 @@ from typing import Any
 
 from detection.base import Det
 from rig import messages as m
-from rig.frames import FrameRing
 from rig.nodes.base import Node
-from rig.session import ring_name, session_calibration
+from rig.session import SessionRings, session_calibration
 
 BATCH_WAIT_S = 0.05  # how long a stereo set waits for its partner frame before running without it
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
@@ -22,7 +21,7 @@ class DetectorNode(Node):
     def setup(self) -> None:
         dc = self.cfg.pipeline.detector
         self.cameras = list(self.cfg.rig.cameras)
-        self.rings: dict[str, FrameRing] = {}
+        self.rings = SessionRings(self.rt.session_id)
         self.pending: dict[int, dict[str, Any]] = {}  # trigger_index -> {"t": first arrival, cam: (hdr, img)}
         self.truth: dict[int, m.Truth] = {}
         self.eos: set[str] = set()
@@ -50,12 +49,6 @@ class DetectorNode(Node):
         self.max_lag_ns = int(dc.max_lag_ms * 1e6)
         self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
         self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
-
-    def _ring(self, cam: str) -> FrameRing:
-        ring = self.rings.get(cam)
-        if ring is None:
-            ring = self.rings[cam] = FrameRing.attach(ring_name(self.rt.session_id, cam))
-        return ring
 
     def step(self) -> None:
         assert self.sub is not None
@@ -111,7 +104,7 @@ class DetectorNode(Node):
             # not detected online (the recording keeps it); an overloaded machine catches up
             self.skipped_late += 1
             return
-        ring = self._ring(h.camera)
+        ring = self.rings.get(h.camera)
         img = None
         if self.oracle is not None:  # the oracle never looks at pixels, but the frame must still exist
             ok = ring.still_valid(h.slot, h.seq)
@@ -160,8 +153,7 @@ class DetectorNode(Node):
     def teardown(self) -> None:
         if self.runner is not None:
             self.runner.close()
-        for r in self.rings.values():
-            r.close()
+        self.rings.close()
 
     def extra_stats(self) -> dict[str, float]:
         out = {"skipped_late": float(self.skipped_late)}

@@ -12,7 +12,6 @@ import math
 import time
 
 from rig import messages as m
-from rig.frames import FrameRing
 from rig.nodes.base import Node
 from rig.recorder import (
     DETECTION_COLUMNS,
@@ -25,7 +24,7 @@ from rig.recorder import (
     Table,
     VideoWriter,
 )
-from rig.session import ring_name, storage_error
+from rig.session import SessionRings, storage_error
 
 
 class RecorderNode(Node):
@@ -58,7 +57,7 @@ class RecorderNode(Node):
             self.events = JsonLines(d / "events.jsonl")
         except OSError as exc:
             raise storage_error(exc, d) from None
-        self.rings: dict[str, FrameRing] = {}
+        self.rings = SessionRings(self.rt.session_id)
         self.next_seq = dict.fromkeys(self.cfg.rig.cameras, 0)
         self.video_index = dict.fromkeys(self.cfg.rig.cameras, 0)
         self.frames_written = dict.fromkeys(self.cfg.rig.cameras, 0)
@@ -66,12 +65,6 @@ class RecorderNode(Node):
         self.trial_start: dict[int, int] = {}
         self.last_flush = time.monotonic()
         self.drain_deadline: float | None = None
-
-    def _ring(self, cam: str) -> FrameRing:
-        ring = self.rings.get(cam)
-        if ring is None:
-            ring = self.rings[cam] = FrameRing.attach(ring_name(self.rt.session_id, cam))
-        return ring
 
     def step(self) -> None:
         assert self.sub is not None
@@ -127,7 +120,7 @@ class RecorderNode(Node):
             self.frames_dropped[cam] += 1
             self.drops += 1
         self.next_seq[cam] = h.seq + 1
-        img = self._ring(cam).read(h.slot, h.seq)
+        img = self.rings.get(cam).read(h.slot, h.seq)
         video_index = -1
         if img is not None and self.videos[cam].put(img):
             video_index = self.video_index[cam]
@@ -254,8 +247,8 @@ class RecorderNode(Node):
                 t.close()
             except OSError as exc:  # e.g. disk full: the file holds everything flushed before
                 errors.append(f"{t.path}: {exc.strerror}")
-        for r in getattr(self, "rings", {}).values():
-            r.close()
+        if hasattr(self, "rings"):
+            self.rings.close()
         if errors:
             self.log.error("recorder: %s", "; ".join(errors))
 
