@@ -24,6 +24,17 @@ FORMAT = "deepbehavior-calibration"
 FORMAT_VERSION = 1
 
 
+def look_at(eye: np.ndarray, target: np.ndarray, up: Any = (0.0, 0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """World -> camera ``(rvec (3,), tvec (3,))`` for a camera at ``eye`` looking at ``target``; the image's
+    x axis is ``z x up`` (so with ``up`` pointing up in the world, image y points down)."""
+    eye, target = np.asarray(eye, np.float64), np.asarray(target, np.float64)
+    z = (target - eye) / np.linalg.norm(target - eye)
+    x = np.cross(z, np.asarray(up, np.float64))
+    x /= np.linalg.norm(x)
+    r = np.stack([x, np.cross(z, x), z])  # rows: camera axes in world coordinates
+    return cv2.Rodrigues(r)[0].reshape(3), -r @ eye
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """One calibrated camera.

@@ -14,14 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, pct, write_block
 
-from analysis.camera import CameraModel
+from analysis.camera import CameraModel, look_at
 from analysis.geometry import triangulate
 
 
@@ -32,11 +31,8 @@ def cameras(n: int) -> list[CameraModel]:
     for i in range(n):
         ang = 2 * np.pi * i / n
         c = target + 300 * np.array([np.sin(ang), 0.3, -np.cos(ang)])
-        z = (target - c) / np.linalg.norm(target - c)
-        x = np.cross([0.0, 1.0, 0.0], z)
-        x /= np.linalg.norm(x)
-        r = np.stack([x, np.cross(z, x), z])
-        out.append(CameraModel(f"cam{i}", (640, 480), k, [-0.2, 0.05, 0, 0, 0], cv2.Rodrigues(r)[0], -r @ c))
+        rvec, tvec = look_at(c, target, up=(0.0, -1.0, 0.0))
+        out.append(CameraModel(f"cam{i}", (640, 480), k, [-0.2, 0.05, 0, 0, 0], rvec, tvec))
     return out
 
 

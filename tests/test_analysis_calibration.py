@@ -25,7 +25,7 @@ from analysis.calibration import (
     read_views,
 )
 from analysis.calibration_io import import_anipose, import_bouguet, import_calibration, import_opencv
-from analysis.camera import Calibration, CameraModel, calibration_from_dict, load_calibration
+from analysis.camera import Calibration, CameraModel, calibration_from_dict, load_calibration, look_at
 from analysis.errors import AnalysisError, CalibrationError, CalibrationFileError
 from analysis.geometry import triangulate
 from tests.analysis_helpers import run_cli
@@ -269,11 +269,7 @@ def test_golden_example_in_calibration_md_loads():
 
 
 def _look_at(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    z = (target - center) / np.linalg.norm(target - center)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    r = np.stack([x, np.cross(z, x), z])
-    return cv2.Rodrigues(r)[0].reshape(3), -r @ center
+    return look_at(center, target, up=(0.0, -1.0, 0.0))
 
 
 def test_charuco_three_cameras_rendered_views_with_bundle_adjustment():

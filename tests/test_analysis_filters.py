@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
-from analysis.camera import CameraModel
+from analysis.camera import CameraModel, look_at
 from analysis.errors import AnalysisError
 from analysis.filters import interpolate_gaps, kalman_filter_series, kalman_smooth, median_filter, savgol
 from analysis.geometry import triangulate, triangulate_ransac
@@ -19,11 +18,8 @@ def _cams(n: int = 4) -> list[CameraModel]:
     for i in range(n):
         ang = 2 * np.pi * i / n
         c = target + 300 * np.array([np.sin(ang), 0.3, -np.cos(ang)])
-        z = (target - c) / np.linalg.norm(target - c)
-        x = np.cross([0.0, 1.0, 0.0], z)
-        x /= np.linalg.norm(x)
-        r = np.stack([x, np.cross(z, x), z])
-        cams.append(CameraModel(f"cam{i}", (640, 480), k, [-0.1, 0.02, 0, 0, 0], cv2.Rodrigues(r)[0], -r @ c))
+        rvec, tvec = look_at(c, target, up=(0.0, -1.0, 0.0))
+        cams.append(CameraModel(f"cam{i}", (640, 480), k, [-0.1, 0.02, 0, 0, 0], rvec, tvec))
     return cams
 
 

@@ -8,29 +8,15 @@ mouse's right. Both have mild barrel distortion.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-from analysis.camera import Calibration, CameraModel
+from analysis.camera import Calibration, CameraModel, look_at
 
 PELLET = np.array([0.0, 0.0, 0.0])
 PAW_REST = np.array([2.0, -22.0, -14.0])
 PLATFORM_DROP_MM = 12.0  # the platform's travel when lowered
 PAW_RADIUS_MM = 2.6
 PELLET_RADIUS_MM = 1.1
-
-
-def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """World->camera rvec, tvec for a camera at ``eye`` looking at ``target`` (camera y points down)."""
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    r = np.stack([x, y, z])  # rows: camera axes in world coordinates
-    rvec = cv2.Rodrigues(r)[0].reshape(3)
-    tvec = -r @ eye
-    return rvec, tvec
 
 
 def synthetic_calibration(width: int = 448, height: int = 460, names: tuple[str, str] = ("front", "side")):
@@ -43,7 +29,7 @@ def synthetic_calibration(width: int = 448, height: int = 460, names: tuple[str,
     }
     cams = {}
     for i, (name, (eye, f, dist)) in enumerate(specs.items()):
-        rvec, tvec = _look_at(eye, target, up)
+        rvec, tvec = look_at(eye, target, up)
         k = np.array([[f, 0, width / 2 + 3 - 6 * i], [0, f * 1.002, height / 2 - 4 + 5 * i], [0, 0, 1]])
         cams[name] = CameraModel(name, (width, height), k, np.array(dist), rvec, tvec)
     return Calibration(cameras=cams, reference=None, meta={"source": "builtin:synthetic"})
