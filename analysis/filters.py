@@ -25,6 +25,11 @@ class KalmanCV:
         self.p = np.eye(2 * dim)
         self.t_s: float | None = None
         self.t_last_meas: float | None = None
+        self._h = np.hstack([np.eye(dim), np.zeros((dim, dim))])  # measures position
+        self._r = np.eye(dim) * self.r**2
+        self._eye = np.eye(2 * dim)
+        self._dt: float | None = None  # the last transition, reused while dt stays the same (frame rate)
+        self._fq: tuple[np.ndarray, np.ndarray] = (self._eye, self._eye)
 
     def reset(self) -> None:
         self.x = None
@@ -32,6 +37,11 @@ class KalmanCV:
         self.t_last_meas = None
 
     def _transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        if dt != self._dt:
+            self._fq, self._dt = self._make_transition(dt), dt
+        return self._fq
+
+    def _make_transition(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         d = self.dim
         f = np.eye(2 * d)
         f[:d, d:] = dt * np.eye(d)
@@ -62,11 +72,11 @@ class KalmanCV:
         self.t_s = t_s
         if has_meas:
             assert meas is not None
-            h = np.hstack([np.eye(self.dim), np.zeros((self.dim, self.dim))])
-            s = h @ self.p @ h.T + np.eye(self.dim) * self.r**2
+            h = self._h
+            s = h @ self.p @ h.T + self._r
             k = self.p @ h.T @ np.linalg.inv(s)
             self.x = self.x + k @ (meas - h @ self.x)
-            self.p = (np.eye(2 * self.dim) - k @ h) @ self.p
+            self.p = (self._eye - k @ h) @ self.p
             self.t_last_meas = t_s
         elif self.t_last_meas is not None and t_s - self.t_last_meas > self.max_gap_s:
             self.reset()
