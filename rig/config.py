@@ -105,6 +105,11 @@ class DetectorConfig(Strict):
         "catches up instead of drifting ever later. 0 = detect every frame however late",
     )
     options: dict[str, Any] = Field(default_factory=dict)
+    cpus: list[int] | Literal["auto"] | None = Field(
+        "auto",
+        description="CPUs the detector runs on (Linux). auto: the first `threads` CPUs when there are more, "
+        "so the video encoders (recorder.encoder_cpus) keep off its caches; null: not pinned",
+    )
 
     @model_validator(mode="after")
     def _model_needed(self) -> DetectorConfig:
@@ -116,7 +121,12 @@ class DetectorConfig(Strict):
 class TriangulatorConfig(Strict):
     enabled: bool = True
     point_name: str = "paw"
-    pair_timeout_ms: float = Field(100.0, gt=0)
+    pair_timeout_ms: float = Field(
+        50.0,
+        gt=0,
+        description="how long a stereo set waits for a missing camera's frame before it runs without it "
+        "(later sets wait behind it: sets run in trigger order)",
+    )
     min_confidence: float = Field(0.25, ge=0, le=1)
     max_reproj_error_px: float = Field(8.0, gt=0)
     filter: Literal["none", "kalman"] = "kalman"
@@ -136,14 +146,16 @@ class RecorderConfig(Strict):
     )
     preset: str = "ultrafast"
     threads: int = Field(1, ge=0, le=16)
-    encoder_nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description="niceness of the encoder threads only (frames leave the rings at the pipeline's "
-        "priority regardless). 0: encoding competes equally and, on an overloaded machine, the detector "
-        "sheds late frames (detector.max_lag_ms) before the recording loses any. Higher values lower "
-        "3-D latency a little where CPU is to spare, at the recording's risk where it is not",
+    encoder_priority: Literal["background", "normal"] = Field(
+        "background",
+        description="'background': each camera's encoder thread runs at the idle scheduling priority "
+        "(Linux SCHED_IDLE) while it is less than a quarter of buffer_s behind, so encoding never delays "
+        "detection, and at normal priority while it is further behind, so the recording never loses "
+        "frames to detection on an overloaded machine. 'normal': always normal priority. Frames leave "
+        "the rings at the pipeline's priority either way",
+    )
+    encoder_cpus: list[int] | Literal["auto"] | None = Field(
+        "auto", description="CPUs the encoder threads run on (Linux). auto: every CPU but the detector's"
     )
     buffer_s: float = Field(
         4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"

@@ -7,7 +7,7 @@ topic                  struct              published by
 =====================  ==================  =============================================
 ``frame.<camera>``     FrameHeader         camera node (pixels are in the shared-memory ring)
 ``det.<camera>``       Detections          detector node
-``point3d.<name>``     Point3D             triangulator node
+``point3d.<name>``     Point3D             detector node (it triangulates each stereo set)
 ``sim.truth``          Truth               synthetic world (side channel: tests/benchmarks only)
 ``trigger``            Trigger             trigger source (world clock, or the Arduino node)
 ``sim.input``          SimInput            synthetic world -> simulated Arduino's input pins

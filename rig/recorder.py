@@ -20,6 +20,7 @@ import av
 import numpy as np
 
 from rig.config import RecorderConfig
+from rig.cpus import pin
 
 
 class VideoWriter:
@@ -27,12 +28,27 @@ class VideoWriter:
 
     ``put`` never blocks: when the encoder is more than ``max_queue`` frames behind, the frame is refused
     (the caller records it as dropped). ``error`` holds the first exception the encoder hit.
+
+    With ``encoder_priority: background`` (Linux) the encoding thread puts itself at the idle scheduling
+    priority (SCHED_IDLE) while the queue is short, so it only takes CPU nobody else wants. A thread
+    cannot leave SCHED_IDLE without privileges, so when the queue reaches ``high_water`` frames the idle
+    thread finishes its frame and exits, and the next ``put`` (the caller's normal priority) starts a
+    fresh thread, which inherits normal priority; it drains the queue to ``low_water`` and then goes
+    idle itself. One thread encodes at a time, frames in order. ``handoffs`` counts the escalations.
     """
 
     def __init__(
-        self, path: Path, width: int, height: int, rate_hz: float, cfg: RecorderConfig, max_queue: int = 512
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        rate_hz: float,
+        cfg: RecorderConfig,
+        max_queue: int = 512,
+        cpus: set[int] | None = None,
     ):
         self.path = path
+        self.cpus = cpus  # the encoding thread's CPUs (rig/cpus.py); None: anywhere
         self.queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max_queue)
         self.error: BaseException | None = None
         self.encoded = 0
@@ -52,13 +68,27 @@ class VideoWriter:
         self.stream.height = height
         self.stream.pix_fmt = "gray" if codec != "h264_nvenc" else "yuv420p"
         self.stream.codec_context.thread_count = cfg.threads
-        self.nice = cfg.encoder_nice
-        self.thread = threading.Thread(target=self._run, name=f"video-{path.stem}", daemon=True)
+        self.background = cfg.encoder_priority == "background" and hasattr(os, "SCHED_IDLE")
+        self.high_water = max(2, max_queue // 4)
+        self.low_water = max(1, min(8, self.high_water // 4))
+        self.handoffs = 0
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        self._handoff = False
+        self.thread = threading.Thread(target=self._run, name=f"video-{self.path.stem}", daemon=True)
         self.thread.start()
+
+    def _resume(self) -> None:
+        """Start a normal-priority thread if the idle one has stepped down for it."""
+        if self._handoff and not self.thread.is_alive():
+            self.handoffs += 1
+            self._start_thread()
 
     def put(self, image: np.ndarray) -> bool:
         if self.error is not None:
             return False
+        self._resume()
         try:
             self.queue.put_nowait(image)
             return True
@@ -66,11 +96,16 @@ class VideoWriter:
             return False
 
     def _run(self) -> None:
-        if self.nice:  # this thread only (Linux niceness is per thread); x264's threads inherit it
-            with contextlib.suppress(OSError, AttributeError):
-                tid = threading.get_native_id()
-                os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.nice)
+        pin(self.cpus)
+        idle = False
         while True:
+            if self.background:
+                backlog = self.queue.qsize()
+                if not idle and backlog <= self.low_water:
+                    idle = _set_idle_priority()
+                elif idle and backlog >= self.high_water:
+                    self._handoff = True  # step down: put() starts a normal-priority thread
+                    return
             img = self.queue.get()
             if img is None:
                 break
@@ -86,8 +121,16 @@ class VideoWriter:
 
     def close(self) -> None:
         """Drain the queue, flush the encoder, close and fsync the file."""
-        self.queue.put(None)
-        self.thread.join()
+        while True:
+            self._resume()
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                pass
+        while self.thread.is_alive() or self._handoff:
+            self.thread.join(0.1)
+            self._resume()
         try:
             if self.error is None:
                 for packet in self.stream.encode():
@@ -100,6 +143,15 @@ class VideoWriter:
             except (av.error.FFmpegError, OSError) as exc:
                 self.error = self.error or exc
         fsync_path(self.path)
+
+
+def _set_idle_priority() -> bool:
+    """This thread (only: Linux scheduling policy is per thread) to SCHED_IDLE; False if not possible."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE, os.sched_param(0))
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 class AppendFile:

@@ -2,7 +2,7 @@
 what may restart, and stops everything cleanly.
 
 Stop order (so nothing in flight is lost): trigger source -> cameras (they publish end-of-stream) ->
-detector and triangulator (they drain and exit on end-of-stream) -> recorder (told to stop only after
+detector (it drains, triangulates and exits on end-of-stream) -> recorder (told to stop only after
 every producer has exited; it drains its queue, closes and fsyncs every file). Then ``session.json``
 gets its final status: ``complete`` (ran to its end), ``stopped`` (Ctrl-C or a stop request, all files
 closed) or ``failed`` (a fatal node crash or error, with the reason).
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import multiprocessing as mp
 import shutil
 import signal
@@ -30,6 +31,7 @@ import zmq
 from rig import messages as m
 from rig.bus import Publisher, Subscriber, ipc_endpoint
 from rig.config import LoadedConfig
+from rig.cpus import session_cpus
 from rig.errors import RigError
 from rig.frames import ring_path
 from rig.nodes.base import NodeSpec, Runtime, run_node
@@ -72,7 +74,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
             NodeSpec(
                 "task",
                 "rig.nodes.task:TaskNode",
-                ("supervisor", "arduino", "triangulator"),
+                ("supervisor", "arduino", "detector"),
                 ("ctl", "serial.event", "point3d."),
             )
         )
@@ -91,25 +93,16 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
         )
     pipe = cfg.pipeline
     if pipe.detector.enabled:
-        listens = (*cam_nodes, "supervisor", *(("world",) if synthetic else ()))
+        oracle = pipe.detector.runner == "oracle"  # the only one that reads the world's truth
         specs.append(
             NodeSpec(
                 "detector",
                 "rig.nodes.detector:DetectorNode",
-                listens,
-                ("frame.", "sim.truth", "ctl"),
+                (*cam_nodes, "supervisor", *(("world",) if oracle and synthetic else ())),
+                ("frame.", "ctl", *(("sim.truth",) if oracle else ())),
                 restartable=True,
             )
         )
-        if pipe.triangulator.enabled:
-            specs.append(
-                NodeSpec(
-                    "triangulator",
-                    "rig.nodes.triangulator:TriangulatorNode",
-                    ("detector", "supervisor"),
-                    ("det.", "ctl"),
-                )
-            )
     # bridge and display come before the recorder, which listens to them (user marks); they listen to all
     watched = (*(s.name for s in specs), *(("recorder",) if pipe.recorder.enabled else ()), "supervisor")
     if pipe.bridge.enabled:
@@ -157,7 +150,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 everyone,
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
                 # taking frames off the rings runs at the pipeline's priority (a recording never loses a
-                # frame to detection); the encoder threads run niced (recorder.encoder_nice) behind a queue
+                # frame to detection); the encoder threads run in the background (recorder.encoder_priority)
             )
         )
     return specs
@@ -198,6 +191,7 @@ class Supervisor:
         self.console_level = console_level
         self.out = progress_stream or sys.stdout
         self.calib = resolve_calibration(loaded)  # before anything starts: a bad calibration stops here
+        session_cpus(loaded)  # and so does a CPU list this machine cannot honour
         self.session_name = session_name
         self.nodes: dict[str, NodeProc] = {}
         self.trials_done = 0
@@ -438,11 +432,11 @@ class Supervisor:
                 fps.append(f"{name[4:]} {s.fps:5.1f}")
         parts.append("fps " + " ".join(fps))
         parts.append(f"drops {drops}")
-        tri = self.nodes.get("triangulator")
-        if tri is not None and tri.last_stats is not None:
+        det = self.nodes.get("detector")  # it triangulates too: its latency is frame -> 3-D
+        if det is not None and det.last_stats is not None:
             parts.append(
-                f"frame->3D p50 {tri.last_stats.latency_p50_ms:.1f} ms "
-                f"p99 {tri.last_stats.latency_p99_ms:.1f} ms"
+                f"frame->3D p50 {det.last_stats.latency_p50_ms:.1f} ms "
+                f"p99 {det.last_stats.latency_p99_ms:.1f} ms"
             )
         return " | ".join(parts)
 
@@ -474,7 +468,6 @@ class Supervisor:
             ["world"],
             [n for n in names if n.startswith("cam-")],
             ["detector"],
-            ["triangulator"],
         )
         for stage in stages:
             stage = [n for n in stage if n in self.nodes]
@@ -486,8 +479,7 @@ class Supervisor:
         others = [
             n
             for n in names
-            if n not in ("task", "arduino", "world", "detector", "triangulator", "recorder")
-            and not n.startswith("cam-")
+            if n not in ("task", "arduino", "world", "detector", "recorder") and not n.startswith("cam-")
         ]
         for n in others:
             self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
@@ -544,6 +536,17 @@ class Supervisor:
         det = self.nodes.get("detector")
         if det is not None and det.last_stats is not None and det.last_stats.extra.get("skipped_late"):
             out["detector_skipped_late"] = int(det.last_stats.extra["skipped_late"])
+        # every node's last 1 Hz stats: counters a lab may want after the fact (detector's incomplete sets
+        # and late frames, each encoder's returns to normal priority, ...)
+        out["nodes"] = {
+            name: {
+                "processed": st.processed,
+                "drops": st.drops,
+                **{k: round(v, 3) for k, v in st.extra.items() if math.isfinite(v)},
+            }
+            for name, n in self.nodes.items()
+            if (st := n.last_stats) is not None
+        }
         succ = self.outcomes.get("success", 0)
         out["success_rate"] = round(succ / self.trials_done, 3) if self.trials_done else None
         return out

@@ -90,7 +90,7 @@ class FakeSource:
             )
             state.set_frame(hdr, self.images[self.seq % 8], skipped=self.per_tick - 1)
         if self.seq % 124 < self.per_tick:
-            for node in ("cam-front", "cam-side", "detector", "triangulator", "recorder", "world"):
+            for node in ("cam-front", "cam-side", "detector", "recorder", "world"):
                 state.ingest(f"stats.{node}", m.Stats(node=node, t_host_ns=t, fps=124.0, processed=self.seq))
 
     def send(self, command: str, detail: str = "") -> None:

@@ -30,7 +30,7 @@ from tests.display_helpers import (
 from tests.sessions import start_session, wait_for_log
 
 pytestmark = pytest.mark.gui
-PIPELINE = ("cam-front", "cam-side", "detector", "triangulator", "recorder")
+PIPELINE = ("cam-front", "cam-side", "detector", "recorder")
 
 
 def _pump(win, app, until, timeout: float) -> bool:
@@ -99,7 +99,7 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
             assert not np.any((patch[..., 1] > 180) & (patch[..., 0] < 100) & (patch[..., 2] < 100))
         # counters on screen are the stats the window received
         shown = {row[0].split(" ")[0]: row for row in win.health_rows()}
-        for node in ("cam-front", "cam-side", "detector", "triangulator", "recorder"):
+        for node in ("cam-front", "cam-side", "detector", "recorder"):
             st = state.health[node].stats
             assert st is not None and shown[node][2] == str(st.processed) and shown[node][3] == str(st.drops)
         # the closed-loop zone is outlined on the side view, in its colour
@@ -145,7 +145,7 @@ def test_live_window_draws_the_session_and_its_controls_work(tmp_path):
     # the counters the window ended with are the session's final stats
     final = last_stats(folder)
     shown = {row[0].split(" ")[0]: row for row in win.health_rows()}
-    for node in ("cam-front", "cam-side", "detector", "triangulator", "recorder"):
+    for node in ("cam-front", "cam-side", "detector", "recorder"):
         assert shown[node][2] == str(final[node]["processed"]), node
         assert shown[node][3] == str(final[node]["drops"]), node
     assert state.trials_done == len(s.trials)

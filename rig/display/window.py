@@ -439,11 +439,11 @@ class LiveWindow(ViewerBase):
                 if item.text() != text:
                     item.setText(text)
                 item.setBackground(QtGui.QColor("#ffcdd2") if bad else QtGui.QColor("white"))
-        tri = self.state.health.get("triangulator")
-        if tri is not None and tri.stats is not None and not math.isnan(tri.stats.latency_p50_ms):
+        det = self.state.health.get("detector")  # it triangulates too: its latency is frame -> 3-D
+        if det is not None and det.stats is not None and not math.isnan(det.stats.latency_p50_ms):
             self.latency_label.setText(
-                f"frame → 3-D latency: p50 {tri.stats.latency_p50_ms:.2f} ms, "
-                f"p99 {tri.stats.latency_p99_ms:.2f} ms"
+                f"frame → 3-D latency: p50 {det.stats.latency_p50_ms:.2f} ms, "
+                f"p99 {det.stats.latency_p99_ms:.2f} ms"
             )
         on, sizes = self.state.recording()
         files = ", ".join(f"{k} {v:.1f} MB" for k, v in sorted(sizes.items()))

@@ -1,6 +1,17 @@
-"""The detector node: reads frames from the shared-memory rings, batches the stereo set by trigger
-index, runs the configured runner, and publishes ``det.<camera>`` with the frame's timestamps plus its
-own. Restartable: a restarted detector resumes with the next frames (the ones it missed are counted).
+"""The detector node: reads frames from the shared-memory rings, joins the stereo set by trigger index,
+runs the configured runner on the set, publishes ``det.<camera>`` with the frame's timestamps plus its
+own, and triangulates the set into ``point3d.<name>``.
+
+Triangulation runs here, in the same process, rather than in a node of its own: the set is already
+joined, and on a small machine each extra process hop costs a wakeup and two messages per frame
+(measured: frame -> 3-D p50 -1.8 ms, see BENCHMARKS.md). :class:`analysis.tracking.PointTracker` does
+the geometry (choose boxes, triangulate, gate on confidence and reprojection error, Kalman-filter,
+predict): the same code offline reanalysis runs.
+
+A stereo set whose partner frame has not arrived ``triangulator.pair_timeout_ms`` after its first frame
+runs with what it has (triangulated if >= 2 views remain; counted as ``incomplete_sets``). Sets run in
+trigger order. Restartable: a restarted detector resumes with the next frames (the ones it missed are
+counted) and a fresh filter.
 """
 
 from __future__ import annotations
@@ -8,18 +19,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
+
+from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
+from rig.cpus import pin, session_cpus
 from rig.nodes.base import Node
 from rig.session import SessionRings, session_calibration
 
-BATCH_WAIT_S = 0.05  # how long a stereo set waits for its partner frame before running without it
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
 
 
 class DetectorNode(Node):
     def setup(self) -> None:
         dc = self.cfg.pipeline.detector
+        # before the runner starts any thread: they inherit it (rig/cpus.py says why)
+        self.cpus = session_cpus(self.loaded)[0]
+        if pin(self.cpus):
+            self.log.info("detector pinned to CPU(s) %s", sorted(self.cpus or ()))
         self.cameras = list(self.cfg.rig.cameras)
         self.rings = SessionRings(self.rt.session_id)
         self.pending: dict[int, dict[str, Any]] = {}  # trigger_index -> {"t": first arrival, cam: (hdr, img)}
@@ -28,10 +46,27 @@ class DetectorNode(Node):
         self.oracle = None
         self.runner = None
         self.online: Any = None
+        calib = session_calibration(self.loaded, self.session_dir)
+        tc = self.cfg.pipeline.triangulator
+        self.tc = tc
+        self.set_wait_s = tc.pair_timeout_ms / 1000
+        self.tracker = None
+        if tc.enabled:
+            self.tracker = PointTracker(
+                [calib[n] for n in self.cameras],
+                self.cfg.rig.trigger.rate_hz,
+                tc.min_confidence,
+                tc.max_reproj_error_px,
+                (tc.process_noise_mm, tc.measurement_noise_mm) if tc.filter == "kalman" else None,
+                tc.predict_ms / 1000,
+            )
+        self.point_topic = f"point3d.{tc.point_name}"
+        self.incomplete = 0  # stereo sets run without all their frames
+        self.rejected = 0  # sets whose 3-D point failed the reprojection gate
         if dc.runner == "oracle":
             from rig.sim.oracle import OracleRunner
 
-            self.oracle = OracleRunner(session_calibration(self.loaded, self.session_dir), dc.oracle_noise_px)
+            self.oracle = OracleRunner(calib, dc.oracle_noise_px)
             self.runner_name = "oracle"
         else:
             from detection.online import OnlineDetector, OnlineOptions
@@ -61,11 +96,11 @@ class DetectorNode(Node):
                 self.on_control(msg)
         now = time.monotonic()
         # stereo sets run in trigger order: a later complete set waits for an earlier incomplete one (at
-        # most BATCH_WAIT_S), so the ROI tracker never goes back in time
+        # most pair_timeout_ms), so the ROI tracker and the filter never go back in time
         for k in sorted(self.pending):
             v = self.pending[k]
             complete = len(v) - 1 == len(self.cameras)
-            if not (complete or now - v["t"] > BATCH_WAIT_S or self.eos):
+            if not (complete or now - v["t"] > self.set_wait_s or self.eos):
                 break
             # the oracle needs the world's truth for this trigger; it travels on another socket and
             # may arrive after the frames on a loaded machine
@@ -100,20 +135,17 @@ class DetectorNode(Node):
         if h.trigger_index <= self.last_batch_index or (
             self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns
         ):
-            # its stereo set already ran without it (its partner waited BATCH_WAIT_S), or it is too old:
+            # its stereo set already ran without it (its partner waited pair_timeout_ms), or it is too old:
             # not detected online (the recording keeps it); an overloaded machine catches up
             self.skipped_late += 1
             return
         ring = self.rings.get(h.camera)
-        img = None
-        if self.oracle is not None:  # the oracle never looks at pixels, but the frame must still exist
-            ok = ring.still_valid(h.slot, h.seq)
-        else:
-            img = ring.read(h.slot, h.seq)
-            ok = img is not None
-        if not ok:
+        if not ring.still_valid(h.slot, h.seq):
             self.drops += 1
             return
+        # zero-copy: the runner crops from the ring's slot; run_batch checks afterwards that the camera
+        # has not overwritten it meanwhile (ring_slots frames later, ~2 s: max_lag_ms sheds long before)
+        img = ring.view(h.slot) if self.oracle is None else None
         entry = self.pending.setdefault(h.trigger_index, {"t": time.monotonic()})
         entry[h.camera] = (h, img)
 
@@ -128,8 +160,21 @@ class DetectorNode(Node):
         else:
             boxes = self.online.detect([entry[c][1] for c in cams], cams)
         t_end = time.monotonic_ns()
-        for cam, dets in zip(cams, boxes):
-            h: m.FrameHeader = entry[cam][0]
+        headers: list[m.FrameHeader] = [entry[c][0] for c in cams]
+        for i, h in enumerate(headers):
+            if not self.rings.get(h.camera).still_valid(h.slot, h.seq):  # overwritten while we read it
+                boxes[i] = []
+                self.drops += 1
+        t_frame = min(h.t_host_ns for h in headers)
+        if len(cams) < len(self.cameras):
+            self.incomplete += 1
+        # the 3-D point first: it is what the closed loop waits for; the boxes are for the record
+        if self.tracker is not None:
+            self.publish_point(trigger_index, cams, boxes, headers, t_end)
+        else:
+            self.latency.add((t_end - t_frame) / 1e6)
+        for cam, dets, h in zip(cams, boxes, headers):
+            self.processed += 1
             self.publish(
                 f"det.{cam}",
                 m.Detections(
@@ -144,8 +189,41 @@ class DetectorNode(Node):
                     boxes=[m.Box(d.x1, d.y1, d.x2, d.y2, d.confidence, d.class_id) for d in dets],
                 ),
             )
-            self.processed += 1
-            self.latency.add((t_end - h.t_host_ns) / 1e6)
+
+    def publish_point(
+        self,
+        trigger_index: int,
+        cams: list[str],
+        boxes: list[list[Det]],
+        headers: list[m.FrameHeader],
+        t_det: int,
+    ) -> None:
+        assert self.tracker is not None
+        per_cam = dict(zip(cams, boxes))
+        r = self.tracker.solve(trigger_index, [_boxes_array(per_cam.get(c, [])) for c in self.cameras])
+        if r.reason.startswith("reprojection"):
+            self.rejected += 1
+        t_frame = min(h.t_host_ns for h in headers)
+        t_out = time.monotonic_ns()
+        self.publish(
+            self.point_topic,
+            m.Point3D(
+                name=self.tc.point_name,
+                trigger_index=trigger_index,
+                xyz=_t3(r.xyz),
+                xyz_filtered=_t3(r.xyz_filtered),
+                xyz_predicted=_t3(r.xyz_predicted),
+                valid=r.valid,
+                reproj_error_px=float(r.reproj_error_px),
+                cameras=r.cameras,
+                t_frame_ns=t_frame,
+                t_trigger_ns=min(h.t_trigger_ns for h in headers),
+                t_det_ns=t_det,
+                t_out_ns=t_out,
+                reason=r.reason,
+            ),
+        )
+        self.latency.add((t_out - t_frame) / 1e6)  # the node's latency: frame -> 3-D published
 
     def queue_depth(self) -> int:
         return len(self.pending)
@@ -156,7 +234,20 @@ class DetectorNode(Node):
         self.rings.close()
 
     def extra_stats(self) -> dict[str, float]:
-        out = {"skipped_late": float(self.skipped_late)}
+        out = {
+            "skipped_late": float(self.skipped_late),
+            "incomplete_sets": float(self.incomplete),
+            "rejected": float(self.rejected),
+        }
         if self.online is not None:
             out.update({k: float(v) for k, v in self.online.stats.items()})
         return out
+
+
+def _boxes_array(dets: list[Det]) -> np.ndarray:
+    """Boxes -> (K, 5) ``x1, y1, x2, y2, confidence`` for :class:`analysis.tracking.PointTracker`."""
+    return np.array([[d.x1, d.y1, d.x2, d.y2, d.confidence] for d in dets], dtype=np.float64).reshape(-1, 5)
+
+
+def _t3(a: np.ndarray) -> tuple[float, float, float]:
+    return (float(a[0]), float(a[1]), float(a[2]))

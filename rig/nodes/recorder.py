@@ -12,6 +12,7 @@ import math
 import time
 
 from rig import messages as m
+from rig.cpus import session_cpus
 from rig.nodes.base import Node
 from rig.recorder import (
     DETECTION_COLUMNS,
@@ -31,6 +32,7 @@ class RecorderNode(Node):
     def setup(self) -> None:
         rc = self.cfg.pipeline.recorder
         d = self.session_dir
+        encoder_cpus = session_cpus(self.loaded)[1]
         try:
             self.videos = {
                 cam: VideoWriter(
@@ -40,6 +42,7 @@ class RecorderNode(Node):
                     self.cfg.rig.trigger.rate_hz,
                     rc,
                     max_queue=max(64, round(rc.buffer_s * self.cfg.rig.trigger.rate_hz)),
+                    cpus=encoder_cpus,
                 )
                 for cam, c in self.cfg.rig.cameras.items()
             }
@@ -223,6 +226,7 @@ class RecorderNode(Node):
         for cam in self.videos:
             out[f"{cam}.written"] = float(self.frames_written[cam])
             out[f"{cam}.dropped"] = float(self.frames_dropped[cam])
+            out[f"{cam}.encoder_handoffs"] = float(self.videos[cam].handoffs)
             try:
                 out[f"{cam}.mb"] = self.videos[cam].path.stat().st_size / 1e6
             except OSError:
