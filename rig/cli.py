@@ -110,12 +110,10 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from rig.cpus import session_cpus
     from rig.session import resolve_calibration
 
     loaded = load_config(args.config, _overrides(args))
     resolve_calibration(loaded)
-    session_cpus(loaded)
     print(f"{loaded.source}: OK")
     if args.show:
         import yaml

@@ -105,11 +105,6 @@ class DetectorConfig(Strict):
         "catches up instead of drifting ever later. 0 = detect every frame however late",
     )
     options: dict[str, Any] = Field(default_factory=dict)
-    cpus: list[int] | Literal["auto"] | None = Field(
-        "auto",
-        description="CPUs the detector runs on (Linux). auto: the first `threads` CPUs when there are more, "
-        "so the video encoders (recorder.encoder_cpus) keep off its caches; null: not pinned",
-    )
 
     @model_validator(mode="after")
     def _model_needed(self) -> DetectorConfig:
@@ -153,9 +148,6 @@ class RecorderConfig(Strict):
         "detection, and at normal priority while it is further behind, so the recording never loses "
         "frames to detection on an overloaded machine. 'normal': always normal priority. Frames leave "
         "the rings at the pipeline's priority either way",
-    )
-    encoder_cpus: list[int] | Literal["auto"] | None = Field(
-        "auto", description="CPUs the encoder threads run on (Linux). auto: every CPU but the detector's"
     )
     buffer_s: float = Field(
         4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"

@@ -20,7 +20,6 @@ import av
 import numpy as np
 
 from rig.config import RecorderConfig
-from rig.cpus import pin
 
 
 class VideoWriter:
@@ -45,10 +44,8 @@ class VideoWriter:
         rate_hz: float,
         cfg: RecorderConfig,
         max_queue: int = 512,
-        cpus: set[int] | None = None,
     ):
         self.path = path
-        self.cpus = cpus  # the encoding thread's CPUs (rig/cpus.py); None: anywhere
         self.queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max_queue)
         self.error: BaseException | None = None
         self.encoded = 0
@@ -96,7 +93,6 @@ class VideoWriter:
             return False
 
     def _run(self) -> None:
-        pin(self.cpus)
         idle = False
         while True:
             if self.background:

@@ -31,7 +31,6 @@ import zmq
 from rig import messages as m
 from rig.bus import Publisher, Subscriber, ipc_endpoint
 from rig.config import LoadedConfig
-from rig.cpus import session_cpus
 from rig.errors import RigError
 from rig.frames import ring_path
 from rig.nodes.base import NodeSpec, Runtime, run_node
@@ -191,7 +190,6 @@ class Supervisor:
         self.console_level = console_level
         self.out = progress_stream or sys.stdout
         self.calib = resolve_calibration(loaded)  # before anything starts: a bad calibration stops here
-        session_cpus(loaded)  # and so does a CPU list this machine cannot honour
         self.session_name = session_name
         self.nodes: dict[str, NodeProc] = {}
         self.trials_done = 0

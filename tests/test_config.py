@@ -94,32 +94,3 @@ def test_missing_calibration_file_is_named(tmp_path):
     )
     assert r.returncode == 2
     assert f"{tmp_path / 'nope.calib.yaml'}: calibration file not found" in r.stderr
-
-
-def test_cpu_pinning_auto_splits_detector_from_encoders():
-    from rig.cpus import resolve_cpus
-
-    assert resolve_cpus("auto", 1, "auto", allowed=[0, 1]) == ({0}, {1})
-    assert resolve_cpus("auto", 1, "auto", allowed=[2, 3, 5]) == ({2}, {3, 5})
-    assert resolve_cpus("auto", 2, "auto", allowed=[0, 1, 2, 3]) == ({0, 1}, {2, 3})
-    assert resolve_cpus("auto", 1, "auto", allowed=[0]) == (None, None)  # one CPU: nothing to split
-    assert resolve_cpus("auto", 2, "auto", allowed=[0, 1]) == (None, None)  # the detector needs both
-    assert resolve_cpus(None, 1, "auto", allowed=[0, 1]) == (None, None)
-    assert resolve_cpus([1], 1, [0], allowed=[0, 1]) == ({1}, {0})
-
-
-def test_cpu_list_this_machine_lacks_is_refused_before_anything_starts(tmp_path):
-    import os
-
-    raw = default_raw()
-    raw["pipeline"]["recorder"]["encoder_cpus"] = [max(os.sched_getaffinity(0)) + 1]
-    p = write(tmp_path, raw)
-    r = subprocess.run(
-        [sys.executable, "-m", "rig.cli", "run", str(p)], capture_output=True, text=True, timeout=60
-    )
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert (
-        f"{p}: pipeline.recorder.encoder_cpus: CPU(s) [{raw['pipeline']['recorder']['encoder_cpus'][0]}]"
-        in r.stderr
-    )
-    assert not (tmp_path / "sessions").exists()

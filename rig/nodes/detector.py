@@ -24,7 +24,6 @@ import numpy as np
 from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
-from rig.cpus import pin, session_cpus
 from rig.nodes.base import Node
 from rig.session import SessionRings, session_calibration
 
@@ -34,10 +33,6 @@ ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner
 class DetectorNode(Node):
     def setup(self) -> None:
         dc = self.cfg.pipeline.detector
-        # before the runner starts any thread: they inherit it (rig/cpus.py says why)
-        self.cpus = session_cpus(self.loaded)[0]
-        if pin(self.cpus):
-            self.log.info("detector pinned to CPU(s) %s", sorted(self.cpus or ()))
         self.cameras = list(self.cfg.rig.cameras)
         self.rings = SessionRings(self.rt.session_id)
         self.pending: dict[int, dict[str, Any]] = {}  # trigger_index -> {"t": first arrival, cam: (hdr, img)}

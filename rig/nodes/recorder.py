@@ -12,7 +12,6 @@ import math
 import time
 
 from rig import messages as m
-from rig.cpus import session_cpus
 from rig.nodes.base import Node
 from rig.recorder import (
     DETECTION_COLUMNS,
@@ -32,7 +31,6 @@ class RecorderNode(Node):
     def setup(self) -> None:
         rc = self.cfg.pipeline.recorder
         d = self.session_dir
-        encoder_cpus = session_cpus(self.loaded)[1]
         try:
             self.videos = {
                 cam: VideoWriter(
@@ -42,7 +40,6 @@ class RecorderNode(Node):
                     self.cfg.rig.trigger.rate_hz,
                     rc,
                     max_queue=max(64, round(rc.buffer_s * self.cfg.rig.trigger.rate_hz)),
-                    cpus=encoder_cpus,
                 )
                 for cam, c in self.cfg.rig.cameras.items()
             }
