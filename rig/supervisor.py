@@ -149,7 +149,8 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 everyone,
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
                 # taking frames off the rings runs at the pipeline's priority (a recording never loses a
-                # frame to detection); the encoder threads run in the background (recorder.encoder_priority)
+                # frame to detection; measured: niced 5, one full-rig session lost 502 frames); the encoder
+                # threads run in the background (recorder.encoder_priority)
             )
         )
     return specs
