@@ -75,7 +75,8 @@ install_python() {
     log "Python packages up to date in $VENV"
   fi
   # The venv may be shared by several clones: point the editable install at this one.
-  if ! grep -rqs -- "$ROOT" "$VENV"/lib/python3*/site-packages/__editable__*deepbehavior* 2>/dev/null; then
+  # (match the whole quoted path: /work/main must not pass for /check/work/main)
+  if ! grep -rqsF -- "'$ROOT/rig'" "$VENV"/lib/python3*/site-packages/__editable__*deepbehavior* 2>/dev/null; then
     log "pointing the editable install at $ROOT"
     "${pip[@]}" install --no-deps --no-build-isolation -e "$ROOT"
   fi
