@@ -37,13 +37,7 @@ class VideoWriter:
     """
 
     def __init__(
-        self,
-        path: Path,
-        width: int,
-        height: int,
-        rate_hz: float,
-        cfg: RecorderConfig,
-        max_queue: int = 512,
+        self, path: Path, width: int, height: int, rate_hz: float, cfg: RecorderConfig, max_queue: int = 512
     ):
         self.path = path
         self.queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max_queue)
