@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,30 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: Any = (0.0, 0.0, 1.0)) -> t
     x /= np.linalg.norm(x)
     r = np.stack([x, np.cross(z, x), z])  # rows: camera axes in world coordinates
     return cv2.Rodrigues(r)[0].reshape(3), -r @ eye
+
+
+def camera_ring(
+    n: int,
+    distortion: Any = (-0.1, 0.02, 0, 0, 0),
+    radius_mm: float = 300.0,
+    size: tuple[int, int] = (640, 480),
+) -> list[CameraModel]:
+    """``n`` cameras (f = 900 px) evenly spaced on a ring of ``radius_mm`` around a target 300 mm down the
+    world z axis, all looking at it, with ``distortion``: a known rig for tests and benchmarks."""
+    k = np.array([[900.0, 0, size[0] / 2], [0, 900, size[1] / 2], [0, 0, 1]])
+    target = np.array([0.0, 0.0, 300.0])
+    cams = []
+    for i in range(n):
+        ang = 2 * np.pi * i / n
+        eye = target + radius_mm * np.array([np.sin(ang), 0.3, -np.cos(ang)])
+        rvec, tvec = look_at(eye, target, up=(0.0, -1.0, 0.0))
+        cams.append(CameraModel(f"cam{i}", size, k, np.asarray(distortion, np.float64), rvec, tvec))
+    return cams
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 @dataclass(frozen=True)
@@ -65,15 +90,18 @@ class CameraModel:
             )
         object.__setattr__(self, "dist", dist)
 
-    @property
+    # rotation and extrinsic are computed once (the online triangulator asks for them at every frame) and
+    # returned read-only: the model is immutable
+
+    @cached_property
     def rotation(self) -> np.ndarray:
         """(3, 3) world->camera rotation."""
-        return cv2.Rodrigues(self.rvec)[0]
+        return _read_only(cv2.Rodrigues(self.rvec)[0])
 
-    @property
+    @cached_property
     def extrinsic(self) -> np.ndarray:
         """(3, 4) ``[R | t]``: maps homogeneous world points to normalized camera coordinates."""
-        return np.hstack([self.rotation, self.tvec.reshape(3, 1)])
+        return _read_only(np.hstack([self.rotation, self.tvec.reshape(3, 1)]))
 
     @property
     def projection(self) -> np.ndarray:

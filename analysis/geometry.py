@@ -48,7 +48,7 @@ def triangulate_normalized(
         raise AnalysisError(f"weights must have shape (C={n_cams}, N={n}), got {w.shape}")
     valid = np.isfinite(pts).all(axis=2) & (w > 0)
     w = np.where(valid, w, 0.0)
-    p = np.nan_to_num(pts)
+    p = np.where(valid[..., None], pts, 0.0)
     # rows: x * P3 - P1 and y * P3 - P2, weighted, per camera -> A (N, 2C, 4)
     r1 = p[..., 0, None] * ext[:, None, 2, :] - ext[:, None, 0, :]
     r2 = p[..., 1, None] * ext[:, None, 2, :] - ext[:, None, 1, :]

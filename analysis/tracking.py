@@ -46,20 +46,25 @@ def best_point(
     for b in boxes:
         b = np.asarray(b, dtype=np.float64).reshape(-1, 5)
         b = b[b[:, 4] >= min_confidence]
-        cands.append(b[np.argsort(-b[:, 4], kind="stable")][:MAX_CANDIDATES])
+        if len(b) > 1:
+            b = b[np.argsort(-b[:, 4], kind="stable")][:MAX_CANDIDATES]
+        cands.append(b)
     views = [i for i, c in enumerate(cands) if len(c)]
     if len(views) < 2:
         return None
     sub = [cameras[i] for i in views]
-    best: tuple[np.ndarray, float, list[int]] | None = None
-    for combo in itertools.product(*(cands[i] for i in views)):
-        arr = np.array(combo)
-        pts = np.stack([0.5 * (arr[:, 0] + arr[:, 2]), 0.5 * (arr[:, 1] + arr[:, 3])], axis=1)[:, None, :]
-        xyz = triangulate(sub, pts, arr[:, 4:5])
-        err = float(np.nanmax(reprojection_errors(sub, xyz, pts)))
-        if best is None or err < best[1]:
-            best = (xyz[0], err, views)
-    return best
+    # every combination of one box per view as one point: (V, M, 5), M = product of the box counts
+    # (first combination = every view's best box; ties keep the earliest combination)
+    if all(len(cands[i]) == 1 for i in views):
+        arr = np.stack([cands[i] for i in views])
+    else:
+        idx = np.array(list(itertools.product(*(range(len(cands[i])) for i in views)))).T  # (V, M)
+        arr = np.stack([cands[i][idx[v]] for v, i in enumerate(views)])
+    pts = np.stack([0.5 * (arr[..., 0] + arr[..., 2]), 0.5 * (arr[..., 1] + arr[..., 3])], axis=2)
+    xyz = triangulate(sub, pts, arr[..., 4])
+    worst = reprojection_errors(sub, xyz, pts).max(axis=0)  # (M,) worst-view error; NaN: not triangulated
+    k = int(np.argmin(np.where(np.isnan(worst), np.inf, worst)))
+    return xyz[k], float(worst[k]), views
 
 
 class PointTracker:

@@ -86,10 +86,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
-def _xyxy(b: np.ndarray) -> tuple[float, float, float, float]:
-    return float(b[0]), float(b[1]), float(b[2]), float(b[3])
-
-
 def decode(
     raw: np.ndarray,
     scales: Sequence[float],
@@ -102,25 +98,28 @@ def decode(
     frame in that frame's pixels, class-aware NMS, clipped to the frame (H, W) in ``shapes``."""
     if raw.ndim != 3 or raw.shape[1] < 5:
         raise DetectionError(f"unexpected model output shape {raw.shape}; expected (B, 4 + classes, N)")
+    if raw.shape[1] == 5:  # one class (the paw models): its score is the confidence
+        cls_all = None
+        conf_all = raw[:, 4, :]
+    else:
+        cls_all = raw[:, 4:, :].argmax(1)  # (B, N)
+        conf_all = np.take_along_axis(raw[:, 4:, :], cls_all[:, None, :], 1)[:, 0, :]
     out: list[list[Det]] = []
     for b in range(raw.shape[0]):
-        p = raw[b]
-        cls_scores = p[4:]
-        cls = cls_scores.argmax(0)
-        conf = cls_scores[cls, np.arange(p.shape[1])]
-        sel = np.nonzero(conf >= confidence)[0]
+        sel = np.flatnonzero(conf_all[b] >= confidence)
         if sel.size == 0:
             out.append([])
             continue
-        cx, cy, w, h = p[0, sel], p[1, sel], p[2, sel], p[3, sel]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) / scales[b]
+        cx, cy, w, h = raw[b, :4][:, sel].astype(np.float64)
         hh, ww = shapes[b]
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ww)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, hh)
-        c, s = cls[sel], conf[sel]
-        offs = boxes + (c[:, None] * 1e5)  # class-aware NMS by offsetting classes apart
-        keep = nms(offs, s, iou)[:max_det]
-        out.append([Det(*_xyxy(boxes[k]), float(s[k]), int(c[k])) for k in keep])
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * (1.0 / scales[b])
+        np.clip(boxes, 0, [ww, hh, ww, hh], out=boxes)
+        s = conf_all[b, sel]
+        c = np.zeros(sel.size, np.int64) if cls_all is None else cls_all[b, sel]
+        # class-aware NMS by offsetting classes apart
+        keep = nms(boxes if cls_all is None else boxes + c[:, None] * 1e5, s, iou)[:max_det]
+        bl, sl, cl = boxes.tolist(), s.tolist(), c.tolist()
+        out.append([Det(bl[k][0], bl[k][1], bl[k][2], bl[k][3], sl[k], cl[k]) for k in keep])
     return out
 
 

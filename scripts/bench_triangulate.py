@@ -20,20 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, pct, write_block
 
-from analysis.camera import CameraModel, look_at
+from analysis.camera import CameraModel, camera_ring
 from analysis.geometry import triangulate
 
 
 def cameras(n: int) -> list[CameraModel]:
-    k = np.array([[900.0, 0, 320], [0, 900, 240], [0, 0, 1]])
-    target = np.array([0.0, 0.0, 300.0])
-    out = []
-    for i in range(n):
-        ang = 2 * np.pi * i / n
-        c = target + 300 * np.array([np.sin(ang), 0.3, -np.cos(ang)])
-        rvec, tvec = look_at(c, target, up=(0.0, -1.0, 0.0))
-        out.append(CameraModel(f"cam{i}", (640, 480), k, [-0.2, 0.05, 0, 0, 0], rvec, tvec))
-    return out
+    return camera_ring(n, distortion=(-0.2, 0.05, 0, 0, 0))
 
 
 HEADER = (

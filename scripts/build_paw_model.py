@@ -155,7 +155,7 @@ def train(args: argparse.Namespace, work: Path) -> Path:
     write_dataset(data, "val", args.seed + 1000, args.n_val)
     (data / "paw.yaml").write_text(f"path: {data}\ntrain: images/train\nval: images/val\nnames:\n  0: paw\n")
     log.info("dataset: %d train, %d val crops in %.0f s", args.n_train, args.n_val, time.monotonic() - t0)
-    model = YOLO(str(MODEL_YAML))
+    model = YOLO(str(args.yaml))
     t0 = time.monotonic()
     model.train(
         data=str(data / "paw.yaml"), imgsz=CROP, epochs=args.epochs, batch=64, device="cpu", workers=2,
@@ -166,10 +166,10 @@ def train(args: argparse.Namespace, work: Path) -> Path:
     log.info("trained %d epochs in %.0f s", args.epochs, time.monotonic() - t0)
     best = work / "runs" / "paw" / "weights" / "best.pt"
     onnx_path = Path(YOLO(str(best)).export(format="onnx", imgsz=CROP, dynamic=True, simplify=False))
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(onnx_path, MODEL_DIR / f"{MODEL_NAME}.onnx")
-    shutil.copyfile(best, MODEL_DIR / f"{MODEL_NAME}.pt")
-    return MODEL_DIR / f"{MODEL_NAME}.onnx"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, args.out_dir / f"{MODEL_NAME}.onnx")
+    shutil.copyfile(best, args.out_dir / f"{MODEL_NAME}.pt")
+    return args.out_dir / f"{MODEL_NAME}.onnx"
 
 
 def iou(a, b) -> float:
@@ -253,19 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
-    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate the bundled model")
+    p.add_argument("--yaml", type=Path, default=MODEL_YAML, help="network definition (Ultralytics YAML)")
+    p.add_argument("--out-dir", type=Path, default=MODEL_DIR,
+                   help="where the model and its .json go (default: the bundled model's folder)")
+    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate the model in --out-dir")
     p.add_argument("--eval-seqs", type=int, default=12)
     p.add_argument("--eval-len", type=int, default=150)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     work = a.work or Path(tempfile.mkdtemp(prefix="pawmodel-"))
-    model = MODEL_DIR / f"{MODEL_NAME}.onnx"
+    model = a.out_dir / f"{MODEL_NAME}.onnx"
     if not a.eval_only:
         model = train(a, work)
     res = evaluate(model, 90_000 + a.seed, a.eval_seqs, a.eval_len, 0.25)
     res.update({"model": model.name, "size_bytes": model.stat().st_size, "seed": a.seed,
                 "n_train": a.n_train, "epochs": a.epochs})  # fmt: skip
-    (MODEL_DIR / f"{MODEL_NAME}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (a.out_dir / f"{MODEL_NAME}.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return 0
 

@@ -5,22 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.camera import CameraModel, look_at
+from analysis.camera import CameraModel, camera_ring
 from analysis.errors import AnalysisError
 from analysis.filters import interpolate_gaps, kalman_filter_series, kalman_smooth, median_filter, savgol
 from analysis.geometry import triangulate, triangulate_ransac
 
 
 def _cams(n: int = 4) -> list[CameraModel]:
-    k = np.array([[900.0, 0, 320], [0, 900, 240], [0, 0, 1]])
-    target = np.array([0.0, 0.0, 300.0])
-    cams = []
-    for i in range(n):
-        ang = 2 * np.pi * i / n
-        c = target + 300 * np.array([np.sin(ang), 0.3, -np.cos(ang)])
-        rvec, tvec = look_at(c, target, up=(0.0, -1.0, 0.0))
-        cams.append(CameraModel(f"cam{i}", (640, 480), k, [-0.1, 0.02, 0, 0, 0], rvec, tvec))
-    return cams
+    return camera_ring(n, distortion=(-0.1, 0.02, 0, 0, 0))
 
 
 def test_ransac_rejects_a_wrong_view_that_plain_dlt_follows():
