@@ -235,7 +235,10 @@ def test_garbage_on_the_line_changes_nothing(rig: tuple[FirmwareSim, SerialLink]
     for _ in range(25):
         link._ser.write(bytes(rng.getrandbits(8) for _ in range(200)))
         link.poll(0.005)
-    after = link.status()
+    try:
+        after = link.status()
+    except DeviceError:  # our STATUS frame itself caught in an RX overrun (see below): a host asks again
+        after = link.status()
     sent = (link._seq - seq0) % 65536  # our frames since `before` (pings, STATUS)
     # not one garbage frame accepted (a frame of ours caught in an RX overrun, when a loaded host delivers
     # the 5 kB as one burst at line rate, may be lost: that is not acceptance)
