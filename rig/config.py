@@ -168,6 +168,26 @@ class DisplayConfig(Strict):
     trail_s: float = Field(5.0, gt=0, description="seconds of 3-D paw trace shown")
 
 
+# nodes pipeline.realtime may name, besides cam-<camera>
+REALTIME_NODE_NAMES = ("cameras", "world", "arduino", "task", "detector", "bridge", "display")
+
+
+class RealtimeConfig(Strict):
+    """Linux real-time scheduling (SCHED_FIFO) for the nodes on the trigger -> frame -> 3-D -> TTL path, so
+    a frame never waits behind encoding or drawing. Needs root, CAP_SYS_NICE or an ``rtprio`` limit
+    (README, "Real-time priority"); without it each node says so once and runs at normal priority. The
+    recorder is never on this list: it buffers (``recorder.buffer_s``) and catches up."""
+
+    priority: int = Field(
+        10, ge=0, le=98, description="SCHED_FIFO priority of the listed nodes; 0 = normal scheduling for all"
+    )
+    nodes: tuple[str, ...] = Field(
+        ("cameras", "detector", "world", "arduino", "task"),
+        description="node names: cameras (every camera node) or cam-<camera>, detector, world, arduino, "
+        "task, display, bridge; names of nodes a session does not run are ignored",
+    )
+
+
 class PipelineConfig(Strict):
     detector: DetectorConfig = DetectorConfig()
     triangulator: TriangulatorConfig = TriangulatorConfig()
@@ -175,6 +195,7 @@ class PipelineConfig(Strict):
     bridge: BridgeConfig = BridgeConfig()
     display: DisplayConfig = DisplayConfig()
     closed_loop: ClosedLoopConfig = ClosedLoopConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
     stats_period_s: float = Field(1.0, gt=0)
 
 
@@ -223,6 +244,11 @@ class Config(Strict):
         det = self.pipeline.detector
         if det.enabled and det.runner == "oracle" and not uses_synthetic:
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
+        nodes = {*REALTIME_NODE_NAMES, *(f"cam-{c}" for c in self.rig.cameras)}
+        for n in self.pipeline.realtime.nodes:
+            if n not in nodes:
+                known = ", ".join(sorted(nodes))
+                raise ValueError(f"pipeline.realtime.nodes: no node {n!r} (nodes: {known})")
         return self
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +97,14 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
             NodeSpec(
                 "detector",
                 "rig.nodes.detector:DetectorNode",
-                (*cam_nodes, "supervisor", *(("world",) if oracle and synthetic else ())),
-                ("frame.", "ctl", *(("sim.truth",) if oracle else ())),
+                (
+                    *cam_nodes,
+                    "supervisor",
+                    *(("world",) if oracle and synthetic else ()),
+                    *(("recorder",) if pipe.recorder.enabled else ()),
+                ),
+                # the recorder's stats: detection steps back while the recording is behind
+                ("frame.", "ctl", "stats.recorder", *(("sim.truth",) if oracle else ())),
                 restartable=True,
             )
         )
@@ -153,6 +159,12 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 # threads run in the background (recorder.encoder_priority)
             )
         )
+    rt = cfg.pipeline.realtime
+    if rt.priority:
+        # "cameras": the live ones; a replay reads a file (as fast as possible, if asked) and may wait
+        live = {n for c, n in zip(cams, cam_nodes) if cfg.rig.cameras[c].backend != "replay"}
+        names = set(rt.nodes) | (live if "cameras" in rt.nodes else set())
+        specs = [replace(s, realtime_priority=rt.priority) if s.name in names else s for s in specs]
     return specs
 
 

@@ -254,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     p.add_argument("--yaml", type=Path, default=MODEL_YAML, help="network definition (Ultralytics YAML)")
-    p.add_argument("--out-dir", type=Path, default=MODEL_DIR,
-                   help="where the model and its .json go (default: the bundled model's folder)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=MODEL_DIR,
+        help="where the model and its .json go (default: the bundled model's folder)",
+    )
     p.add_argument("--eval-only", action="store_true", help="skip training; evaluate the model in --out-dir")
     p.add_argument("--eval-seqs", type=int, default=12)
     p.add_argument("--eval-len", type=int, default=150)

@@ -43,6 +43,7 @@ class NodeSpec:
     restartable: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     nice: int = 0  # > 0 yields the CPU to latency-critical nodes (the recorder buffers, so it can wait)
+    realtime_priority: int = 0  # > 0: SCHED_FIFO once set up (pipeline.realtime)
     essential: bool = True  # False: if it dies for good the session goes on without it (display, bridge)
 
 
@@ -178,6 +179,17 @@ class Node:
         if msg.command == "stop" and msg.detail in ("", self.name):
             self.stop_requested = True
 
+    def _go_realtime(self, priority: int) -> None:
+        problem = go_realtime(priority)
+        if problem:
+            self.log.warning(
+                "node %s: cannot use real-time priority (SCHED_FIFO %d): %s; running at normal priority "
+                "(README: Real-time priority)",
+                self.name, priority, problem,
+            )  # fmt: skip
+        else:
+            self.log.info("node %s: real-time priority SCHED_FIFO %d", self.name, priority)
+
     def run(self) -> int:
         try:
             self.log.info("node %s starting (pid %d)", self.name, os.getpid())
@@ -186,6 +198,8 @@ class Node:
             # full collection in the frame loop costs microseconds, not milliseconds
             gc.collect()
             gc.freeze()
+            if self.spec.realtime_priority:
+                self._go_realtime(self.spec.realtime_priority)
             self.status("ready")
             self._stats_t = time.monotonic() - self.cfg.pipeline.stats_period_s + 0.1  # first stats soon
             while not self.done and not _terminated.is_set():
@@ -218,6 +232,21 @@ class Node:
                 if self.sub is not None:
                     self.sub.close()
                 self.ctx.term()
+
+
+def go_realtime(priority: int) -> str:
+    """Every thread of this process to SCHED_FIFO ``priority`` (ZeroMQ's I/O thread carries each message,
+    so the calling thread alone is not enough; threads started later inherit it). Returns "" or what
+    went wrong (no permission: needs root, CAP_SYS_NICE or an ``rtprio`` limit of at least ``priority``)."""
+    if not hasattr(os, "SCHED_FIFO"):
+        return "not supported on this system"
+    try:
+        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
 
 
 _terminated = threading.Event()

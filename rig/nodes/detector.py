@@ -8,6 +8,12 @@ joined, and on a small machine each extra process hop costs a wakeup and two mes
 the geometry (choose boxes, triangulate, gate on confidence and reprojection error, Kalman-filter,
 predict): the same code offline reanalysis runs.
 
+Recording comes first: while the recorder's encoders are a quarter of ``recorder.buffer_s`` behind (its 1 Hz
+stats), the detector detects every other stereo set only (``shed_for_recording``), so that on an
+overloaded machine the detector, which may run at real-time priority (``pipeline.realtime``), never
+costs the recording a frame; it resumes in full once the recorder is back under 1/16 of its buffer.
+``reanalyze --detect`` covers the sets not detected online.
+
 A stereo set whose partner frame has not arrived ``triangulator.pair_timeout_ms`` after its first frame
 runs with what it has (triangulated if >= 2 views remain; counted as ``incomplete_sets``). Sets run in
 trigger order. Restartable: a restarted detector resumes with the next frames (the ones it missed are
@@ -25,6 +31,7 @@ from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
 from rig.nodes.base import Node
+from rig.recorder import encoder_queue_frames
 from rig.session import SessionRings, session_calibration
 
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
@@ -79,6 +86,9 @@ class DetectorNode(Node):
         self.max_lag_ns = int(dc.max_lag_ms * 1e6)
         self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
         self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
+        rc = self.cfg.pipeline.recorder
+        self.recording_first = RecordingFirst(encoder_queue_frames(rc.buffer_s, self.cfg.rig.trigger.rate_hz))
+        self.shed = 0  # frames not detected so that the recording could catch up
 
     def step(self) -> None:
         assert self.sub is not None
@@ -87,6 +97,8 @@ class DetectorNode(Node):
                 self.on_frame(msg)
             elif isinstance(msg, m.Truth):
                 self.truth[msg.trigger_index] = msg
+            elif isinstance(msg, m.Stats) and msg.node == "recorder":
+                self.on_recorder_stats(msg)
             elif isinstance(msg, m.Control):
                 self.on_control(msg)
         now = time.monotonic()
@@ -101,7 +113,12 @@ class DetectorNode(Node):
             # may arrive after the frames on a loaded machine
             if not (self.oracle is None or k in self.truth or now - v["t"] > ORACLE_TRUTH_WAIT_S or self.eos):
                 break
-            self.run_batch(k, self.pending.pop(k))
+            entry = self.pending.pop(k)
+            if self.recording_first.skip(k):
+                self.shed += len(entry) - 1
+                self.last_batch_index = max(self.last_batch_index, k)
+                continue
+            self.run_batch(k, entry)
         if len(self.truth) > 4096:
             for k in sorted(self.truth)[:2048]:
                 del self.truth[k]
@@ -122,6 +139,17 @@ class DetectorNode(Node):
                     ),
                 )
             self.done = True
+
+    def on_recorder_stats(self, s: m.Stats) -> None:
+        change = self.recording_first.update(s.queue_depth)
+        if change == "shed":
+            self.log.warning(
+                "detector: the recorder is %d frames behind: detecting every other stereo set until it "
+                "catches up (the recording comes first; reanalyze --detect covers the rest)",
+                s.queue_depth,
+            )
+        elif change == "resume":
+            self.log.info("detector: the recorder caught up; detecting every stereo set again")
 
     def on_frame(self, h: m.FrameHeader) -> None:
         if h.eos:
@@ -231,12 +259,32 @@ class DetectorNode(Node):
     def extra_stats(self) -> dict[str, float]:
         out = {
             "skipped_late": float(self.skipped_late),
+            "shed_for_recording": float(self.shed),
             "incomplete_sets": float(self.incomplete),
             "rejected": float(self.rejected),
         }
         if self.online is not None:
             out.update({k: float(v) for k, v in self.online.stats.items()})
         return out
+
+
+class RecordingFirst:
+    """When to detect only every other stereo set: from a quarter of the recorder's encoder queue
+    (``queue_frames``, per camera) until it is back under 1/16 of it. Fed the recorder's 1 Hz stats."""
+
+    def __init__(self, queue_frames: int):
+        self.shed_at, self.resume_at = queue_frames // 4, queue_frames // 16
+        self.behind = False
+
+    def update(self, backlog: int) -> str:
+        """The recorder's encoder backlog (frames) -> "shed", "resume" or "" (no change)."""
+        behind = backlog >= self.shed_at or (self.behind and backlog > self.resume_at)
+        change = "" if behind == self.behind else ("shed" if behind else "resume")
+        self.behind = behind
+        return change
+
+    def skip(self, trigger_index: int) -> bool:
+        return self.behind and trigger_index % 2 == 1
 
 
 def _boxes_array(dets: list[Det]) -> np.ndarray:
