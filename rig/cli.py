@@ -103,6 +103,12 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             f"  detector: {s['detector_skipped_late']} frames came too late to detect online (machine "
             "overloaded; they are recorded: `deepbehavior reanalyze --detect` covers them)"
         )
+    if s.get("detector_shed_for_recording"):
+        lines.append(
+            f"  detector: {s['detector_shed_for_recording']} frames left undetected online while the "
+            "recorder caught up (the recording comes first; they are recorded: `deepbehavior reanalyze "
+            "--detect`)"
+        )
     for r in s.get("restarts", []):
         lines.append(f"  restart: {r}")
     lines.append(f"  session folder: {path}")

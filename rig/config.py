@@ -104,6 +104,14 @@ class DetectorConfig(Strict):
         "skipped_late; recorded all the same, `reanalyze --detect` covers them): an overloaded machine "
         "catches up instead of drifting ever later. 0 = detect every frame however late",
     )
+    recorder_behind_s: float | None = Field(
+        1.0,
+        ge=0,
+        description="the recording comes first: while the recorder's encoders are this many seconds of "
+        "frames behind, detect only every other stereo set (one in 4 from twice that, one in 8 from three "
+        "times; counted as shed_for_recording; recorded all the same), until they are back under a quarter "
+        "of it. null = never step back",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -244,6 +252,13 @@ class Config(Strict):
         det = self.pipeline.detector
         if det.enabled and det.runner == "oracle" and not uses_synthetic:
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
+        behind = det.recorder_behind_s
+        buffer_s = self.pipeline.recorder.buffer_s
+        if det.enabled and self.pipeline.recorder.enabled and behind is not None and behind >= buffer_s:
+            raise ValueError(
+                f"pipeline.detector.recorder_behind_s={behind:g} must be below pipeline.recorder.buffer_s="
+                f"{buffer_s:g} (the recording would lose frames before detection stepped back)"
+            )
         nodes = {*REALTIME_NODE_NAMES, *(f"cam-{c}" for c in self.rig.cameras)}
         for n in self.pipeline.realtime.nodes:
             if n not in nodes:

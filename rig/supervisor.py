@@ -545,8 +545,10 @@ class Supervisor:
                 "trigger_to_ttl_ms_p99": round(float(np.percentile(cl, 99)), 3),
             }
         det = self.nodes.get("detector")
-        if det is not None and det.last_stats is not None and det.last_stats.extra.get("skipped_late"):
-            out["detector_skipped_late"] = int(det.last_stats.extra["skipped_late"])
+        if det is not None and det.last_stats is not None:
+            for key in ("skipped_late", "shed_for_recording"):
+                if det.last_stats.extra.get(key):
+                    out[f"detector_{key}"] = int(det.last_stats.extra[key])
         # every node's last 1 Hz stats: counters a lab may want after the fact (detector's incomplete sets
         # and late frames, each encoder's returns to normal priority, ...)
         out["nodes"] = {

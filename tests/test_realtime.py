@@ -102,10 +102,24 @@ def test_without_the_right_it_says_why_and_stays_normal():
     assert "Operation not permitted" in out and f"[{os.SCHED_OTHER}]" in out, out
 
 
-def test_recording_first_sheds_every_other_set_between_the_marks():
-    rf = RecordingFirst(496)  # 4 s at 124 Hz: shed from 124 frames behind, resume at 31
+def test_recording_first_gives_up_more_detection_the_further_the_recorder_falls_behind():
+    rf = RecordingFirst(124)  # 1 s at 124 Hz
     assert rf.update(100) == "" and not any(rf.skip(k) for k in range(10))
-    assert rf.update(124) == "shed"
-    assert [rf.skip(k) for k in range(4)] == [False, True, False, True]
-    assert rf.update(60) == "" and rf.behind  # hysteresis: still behind until under 1/16
+    assert rf.update(124) == "shed" and [rf.skip(k) for k in range(4)] == [False, True, False, True]
+    assert rf.update(200) == ""  # still one in 2
+    assert rf.update(250) == "shed" and [k for k in range(12) if not rf.skip(k)] == [0, 4, 8]
+    assert rf.update(400) == "shed" and [k for k in range(20) if not rf.skip(k)] == [0, 8, 16]
+    assert rf.update(900) == "" and rf.level == 3  # one in 8 at most
+    assert rf.update(60) == "" and rf.behind  # hysteresis: no step back up until under a quarter
     assert rf.update(31) == "resume" and not any(rf.skip(k) for k in range(10))
+    never = RecordingFirst(None)
+    assert never.update(10**6) == "" and not any(never.skip(k) for k in range(10))
+
+
+def test_stepping_back_must_come_before_the_recording_overflows(tmp_path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["pipeline"]["detector"]["recorder_behind_s"] = 4.0
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"recorder_behind_s=4 must be below pipeline\.recorder\.buffer_s"):
+        load_config(p)

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,19 +126,35 @@ def test_3d_error_against_ground_truth(session):
     assert "3-D error vs simulator truth" in session[0].stdout
 
 
+def _session_recorded_whole(tmp_path: Path, setting: str) -> tuple[Any, Any, int]:
+    """A one-trial session with ``--set setting`` that must end complete with every frame recorded."""
+    r, s = run_session(tmp_path, "--trials", "1", "--set", setting)
+    assert r.returncode == 0, r.stderr
+    assert s is not None and s.complete
+    for cam, t in s.frames.items():
+        assert len(t["seq"]) > 100 and int(t["dropped"].sum()) == 0, cam
+    return r, s, sum(len(t["seq"]) for t in s.frames.values())
+
+
 def test_frames_too_late_for_detection_are_skipped_online_but_recorded(tmp_path):
     """An overloaded machine (here: a lag limit no frame can meet) skips online detection instead of
     drifting ever later; every frame is still recorded and the summary says what was skipped."""
-    r, s = run_session(tmp_path, "--trials", "1", "--set", "pipeline.detector.max_lag_ms=0.001")
-    assert r.returncode == 0, r.stderr
-    assert s is not None and s.complete
-    n_frames = sum(len(t["seq"]) for t in s.frames.values())
-    for cam, t in s.frames.items():
-        assert len(t["seq"]) > 100 and int(t["dropped"].sum()) == 0, cam
+    r, s, n_frames = _session_recorded_whole(tmp_path, "pipeline.detector.max_lag_ms=0.001")
     skipped = s.meta["summary"]["detector_skipped_late"]
     assert n_frames - 8 <= skipped <= n_frames  # all but the few still in flight at the last stats
     assert not s.points3d or int(np.sum(s.points3d["valid"])) == 0
     assert "too late to detect online" in r.stdout
+
+
+def test_detection_steps_back_while_the_recording_is_behind(tmp_path):
+    """recorder_behind_s 0: the recorder counts as far behind from its first stats on, so the detector
+    detects one stereo set in 8; every frame is still recorded and the summary says so."""
+    r, s, n_frames = _session_recorded_whole(tmp_path, "pipeline.detector.recorder_behind_s=0")
+    shed = s.meta["summary"]["detector_shed_for_recording"]
+    assert 0.8 * n_frames <= shed <= 7 / 8 * n_frames + 2, (shed, n_frames)
+    detected = np.unique(s.detections["trigger_index"][s.detections["trigger_index"] >= 0])
+    assert (detected % 8 == 0).mean() > 0.9  # the others shed once the first stats came (~0.1 s in)
+    assert "left undetected online while the recorder caught up" in r.stdout
 
 
 def test_latency_stats_present(session):

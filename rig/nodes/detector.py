@@ -8,11 +8,11 @@ joined, and on a small machine each extra process hop costs a wakeup and two mes
 the geometry (choose boxes, triangulate, gate on confidence and reprojection error, Kalman-filter,
 predict): the same code offline reanalysis runs.
 
-Recording comes first: while the recorder's encoders are a quarter of ``recorder.buffer_s`` behind (its 1 Hz
-stats), the detector detects every other stereo set only (``shed_for_recording``), so that on an
-overloaded machine the detector, which may run at real-time priority (``pipeline.realtime``), never
-costs the recording a frame; it resumes in full once the recorder is back under 1/16 of its buffer.
-``reanalyze --detect`` covers the sets not detected online.
+Recording comes first: while the recorder's encoders are ``detector.recorder_behind_s`` behind (its 1 Hz
+stats), the detector detects every other stereo set only (one in 4 or 8 if the backlog keeps growing;
+``shed_for_recording``), so that on an overloaded machine the detector, which may run at real-time
+priority (``pipeline.realtime``), never costs the recording a frame; it resumes in full once the
+backlog is under a quarter of that. ``reanalyze --detect`` covers the sets not detected online.
 
 A stereo set whose partner frame has not arrived ``triangulator.pair_timeout_ms`` after its first frame
 runs with what it has (triangulated if >= 2 views remain; counted as ``incomplete_sets``). Sets run in
@@ -31,7 +31,6 @@ from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
 from rig.nodes.base import Node
-from rig.recorder import encoder_queue_frames
 from rig.session import SessionRings, session_calibration
 
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
@@ -86,8 +85,10 @@ class DetectorNode(Node):
         self.max_lag_ns = int(dc.max_lag_ms * 1e6)
         self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
         self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
-        rc = self.cfg.pipeline.recorder
-        self.recording_first = RecordingFirst(encoder_queue_frames(rc.buffer_s, self.cfg.rig.trigger.rate_hz))
+        behind_s = dc.recorder_behind_s
+        self.recording_first = RecordingFirst(
+            None if behind_s is None else round(behind_s * self.cfg.rig.trigger.rate_hz)
+        )
         self.shed = 0  # frames not detected so that the recording could catch up
 
     def step(self) -> None:
@@ -144,10 +145,10 @@ class DetectorNode(Node):
         change = self.recording_first.update(s.queue_depth)
         if change == "shed":
             self.log.warning(
-                "detector: the recorder is %d frames behind: detecting every other stereo set until it "
+                "detector: the recorder is %d frames behind: detecting one stereo set in %d until it "
                 "catches up (the recording comes first; reanalyze --detect covers the rest)",
-                s.queue_depth,
-            )
+                s.queue_depth, 1 << self.recording_first.level,
+            )  # fmt: skip
         elif change == "resume":
             self.log.info("detector: the recorder caught up; detecting every stereo set again")
 
@@ -269,22 +270,38 @@ class DetectorNode(Node):
 
 
 class RecordingFirst:
-    """When to detect only every other stereo set: from a quarter of the recorder's encoder queue
-    (``queue_frames``, per camera) until it is back under 1/16 of it. Fed the recorder's 1 Hz stats."""
+    """How much online detection to give up while the recorder is behind, from its 1 Hz stats.
 
-    def __init__(self, queue_frames: int):
-        self.shed_at, self.resume_at = queue_frames // 4, queue_frames // 16
-        self.behind = False
+    From ``shed_at`` frames of encoder backlog (the recorder's largest per camera) detect one stereo set
+    in 2; from 2 x ``shed_at`` one in 4; from 3 x ``shed_at`` one in 8. Back to every set once the
+    backlog is under a quarter of ``shed_at``. ``shed_at`` None: never give up any."""
+
+    MAX_LEVEL = 3
+
+    def __init__(self, shed_at: int | None):
+        self.shed_at = shed_at
+        self.level = 0  # detect one set in 2 ** level
+
+    @property
+    def behind(self) -> bool:
+        return self.level > 0
 
     def update(self, backlog: int) -> str:
-        """The recorder's encoder backlog (frames) -> "shed", "resume" or "" (no change)."""
-        behind = backlog >= self.shed_at or (self.behind and backlog > self.resume_at)
-        change = "" if behind == self.behind else ("shed" if behind else "resume")
-        self.behind = behind
-        return change
+        """The recorder's encoder backlog (frames) -> "shed" (more), "resume" or "" (no change)."""
+        if self.shed_at is None:
+            return ""
+        old = self.level
+        if backlog >= self.shed_at:
+            steps = backlog // self.shed_at if self.shed_at > 0 else self.MAX_LEVEL
+            self.level = max(self.level, min(self.MAX_LEVEL, steps))
+        elif 4 * backlog <= self.shed_at:
+            self.level = 0
+        if self.level == old:
+            return ""
+        return "shed" if self.level > old else "resume"
 
     def skip(self, trigger_index: int) -> bool:
-        return self.behind and trigger_index % 2 == 1
+        return trigger_index % (1 << self.level) != 0
 
 
 def _boxes_array(dets: list[Det]) -> np.ndarray:
