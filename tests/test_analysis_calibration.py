@@ -403,8 +403,11 @@ def test_calibration_from_videos_matches_images(bouguet_dir, bouguet_detections,
         sources[cam] = path
     res = calibrate_sources(sources, Checkerboard(9, 6, 30.0))
     ref = calibrate_from_detections(dets, {"left": (640, 480), "right": (640, 480)})
+    # same pixels, same corners: equal up to the solver's floating-point summation order, which OpenCV's
+    # threads may change from run to run (5e-9 relative seen once under load); lossy MJPG videos of the
+    # same views move the matrix by 2e-4 relative (measured)
     for cam in ("left", "right"):
-        np.testing.assert_allclose(res.calibration[cam].matrix, ref.calibration[cam].matrix, rtol=1e-9)
+        np.testing.assert_allclose(res.calibration[cam].matrix, ref.calibration[cam].matrix, rtol=1e-7)
         np.testing.assert_allclose(res.calibration[cam].tvec, ref.calibration[cam].tvec, atol=1e-6)
     assert res.report.views[0].label == "left.avi#0"
     with pytest.raises(CalibrationError, match=r"different numbers of views.*left=14, right=7"):
