@@ -45,7 +45,7 @@ def best_point(
     cands = []
     for b in boxes:
         b = np.asarray(b, dtype=np.float64).reshape(-1, 5)
-        b = b[b[:, 4] >= min_confidence]
+        b = b[np.isfinite(b).all(axis=1) & (b[:, 4] >= min_confidence)]
         if len(b) > 1:
             b = b[np.argsort(-b[:, 4], kind="stable")][:MAX_CANDIDATES]
         cands.append(b)
@@ -62,7 +62,9 @@ def best_point(
         arr = np.stack([cands[i][idx[v]] for v, i in enumerate(views)])
     pts = np.stack([0.5 * (arr[..., 0] + arr[..., 2]), 0.5 * (arr[..., 1] + arr[..., 3])], axis=2)
     xyz = triangulate(sub, pts, arr[..., 4])
-    worst = reprojection_errors(sub, xyz, pts).max(axis=0)  # (M,) worst-view error; NaN: not triangulated
+    errs = reprojection_errors(sub, xyz, pts)  # (V, M); NaN where a combination was not triangulated
+    worst = np.where(np.isnan(errs), -np.inf, errs).max(axis=0)  # (M,) worst-view error
+    worst[~np.isfinite(worst)] = np.nan
     k = int(np.argmin(np.where(np.isnan(worst), np.inf, worst)))
     return xyz[k], float(worst[k]), views
 
@@ -97,7 +99,7 @@ class PointTracker:
         else:
             xyz, err, views = res
             used = [self.names[i] for i in views]
-            if err > self.max_err:
+            if not err <= self.max_err:  # NaN (no view reprojects) is refused too
                 reason = f"reprojection error {err:.1f} px > {self.max_err:g}"
                 xyz = nan3
         valid = bool(np.isfinite(xyz).all())

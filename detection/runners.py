@@ -186,6 +186,9 @@ class OnnxRuntimeRunner(YoloRunner):
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # worker threads sleep between runs instead of spinning: the detector may run at real-time
+        # priority (pipeline.realtime), where a spinning thread would hold a CPU from everything else
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), so, providers=[p for p in wanted if p in avail]

@@ -106,7 +106,7 @@ class DetectorConfig(Strict):
     )
     recorder_behind_s: float | None = Field(
         1.0,
-        ge=0,
+        gt=0,
         description="the recording comes first: while the recorder's encoders are this many seconds of "
         "frames behind, detect only every other stereo set (one in 4 from twice that, one in 8 from three "
         "times; counted as shed_for_recording; recorded all the same), until they are back under a quarter "
@@ -155,7 +155,7 @@ class RecorderConfig(Strict):
         "(Linux SCHED_IDLE) while it is less than a quarter of buffer_s behind, so encoding never delays "
         "detection, and at normal priority while it is further behind, so the recording never loses "
         "frames to detection on an overloaded machine. 'normal': always normal priority. Frames leave "
-        "the rings at the pipeline's priority either way",
+        "the rings at normal priority either way (below the pipeline.realtime nodes)",
     )
     buffer_s: float = Field(
         4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"
@@ -254,13 +254,20 @@ class Config(Strict):
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
         behind = det.recorder_behind_s
         buffer_s = self.pipeline.recorder.buffer_s
-        if det.enabled and self.pipeline.recorder.enabled and behind is not None and behind >= buffer_s:
+        if det.enabled and self.pipeline.recorder.enabled and behind is not None and 3 * behind >= buffer_s:
             raise ValueError(
-                f"pipeline.detector.recorder_behind_s={behind:g} must be below pipeline.recorder.buffer_s="
-                f"{buffer_s:g} (the recording would lose frames before detection stepped back)"
+                f"pipeline.detector.recorder_behind_s={behind:g}: three times it (where detection steps back "
+                f"furthest) must be below pipeline.recorder.buffer_s={buffer_s:g}, or the recording loses "
+                "frames first"
             )
         nodes = {*REALTIME_NODE_NAMES, *(f"cam-{c}" for c in self.rig.cameras)}
         for n in self.pipeline.realtime.nodes:
+            replay = n.startswith("cam-") and getattr(self.rig.cameras.get(n[4:]), "backend", "") == "replay"
+            if replay:
+                raise ValueError(
+                    f"pipeline.realtime.nodes: {n!r} replays a file (as fast as possible, if asked): it "
+                    "must not run at real-time priority"
+                )
             if n not in nodes:
                 known = ", ".join(sorted(nodes))
                 raise ValueError(f"pipeline.realtime.nodes: no node {n!r} (nodes: {known})")

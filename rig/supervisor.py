@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
 import shutil
 import signal
 import sys
@@ -154,9 +155,10 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.recorder:RecorderNode",
                 everyone,
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
-                # taking frames off the rings runs at the pipeline's priority (a recording never loses a
-                # frame to detection; measured: niced 5, one full-rig session lost 502 frames); the encoder
-                # threads run in the background (recorder.encoder_priority)
+                # takes frames off the rings at normal priority (never niced: measured, niced 5, one
+                # full-rig session lost 502 frames), below the real-time nodes; the encoder threads run in
+                # the background (recorder.encoder_priority); the detector steps back when it falls behind
+                # (detector.recorder_behind_s)
             )
         )
     rt = cfg.pipeline.realtime
@@ -212,6 +214,10 @@ class Supervisor:
         self.restarts: list[str] = []
         self.failures: dict[str, str] = {}
         self.mp = mp.get_context("spawn")
+        # numpy's OpenBLAS in the nodes: one thread. Nodes multiply small matrices only, and an idle
+        # OpenBLAS worker spins for a while after each threaded call: at real-time priority
+        # (pipeline.realtime) that would hold a CPU from the recorder. A value the user set is kept.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
     # ------------------------------------------------------------------------------ set-up
     def _start_node(self, spec: NodeSpec) -> NodeProc:

@@ -55,17 +55,25 @@ def test_unknown_node_is_refused_with_the_key_and_the_choices(tmp_path):
 
 
 CHILD = """
-import os, sys, threading, time
+import os, resource, sys, threading, time
 sys.path.insert(0, {repo!r})
 from rig.nodes.base import go_realtime
-if {drop!r}:
-    os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody: no CAP_SYS_NICE
+if {drop!r}:  # nobody, no CAP_SYS_NICE, no rtprio limit
+    resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
 stop = threading.Event()
-t = threading.Thread(target=stop.wait); t.start()
+t = threading.Thread(target=stop.wait, daemon=True); t.start()  # started before: switched
 problem = go_realtime(7)
-policies = {{int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task")}}
+later = []
+t2 = threading.Thread(target=lambda: later.append(os.sched_getscheduler(0))); t2.start(); t2.join()
+policies = {{}}
+for tid in os.listdir("/proc/self/task"):
+    try:
+        policies[int(tid)] = os.sched_getscheduler(int(tid))
+    except ProcessLookupError:  # t2's entry, still listed for a moment after it ended
+        pass
 stop.set(); t.join()
-print(repr(problem), sorted(set(policies.values())), len(policies))
+print(repr(problem), sorted(set(policies.values()) | set(later)), len(policies))
 """
 
 
@@ -87,7 +95,7 @@ def _may_use_fifo() -> bool:
 
 @pytest.mark.skipif(not _may_use_fifo(), reason="this user may not use SCHED_FIFO (no rtprio right)")
 def test_every_thread_of_the_process_goes_fifo():
-    out = _child(drop=False)
+    out = _child(drop=False)  # the policy of every thread, and of a thread started afterwards
     assert out.startswith("'' ") and f"[{os.SCHED_FIFO}]" in out, out
     assert int(out.rsplit(" ", 1)[1]) >= 2  # the main thread and the helper thread
 
@@ -102,6 +110,17 @@ def test_without_the_right_it_says_why_and_stays_normal():
     assert "Operation not permitted" in out and f"[{os.SCHED_OTHER}]" in out, out
 
 
+def test_a_replay_camera_named_explicitly_is_refused(tmp_path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["rig"]["cameras"]["side"] = {"backend": "replay", "options": {"path": str(tmp_path)}}
+    raw["pipeline"]["detector"]["model"] = str(REPO / "detection" / "models" / "paw-yolo11p-96.onnx")
+    raw["pipeline"]["realtime"] = {"nodes": ["cam-side"]}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"pipeline\.realtime\.nodes: 'cam-side' replays a file"):
+        load_config(p)
+
+
 def test_recording_first_gives_up_more_detection_the_further_the_recorder_falls_behind():
     rf = RecordingFirst(124)  # 1 s at 124 Hz
     assert rf.update(100) == "" and not any(rf.skip(k) for k in range(10))
@@ -114,12 +133,18 @@ def test_recording_first_gives_up_more_detection_the_further_the_recorder_falls_
     assert rf.update(31) == "resume" and not any(rf.skip(k) for k in range(10))
     never = RecordingFirst(None)
     assert never.update(10**6) == "" and not any(never.skip(k) for k in range(10))
+    with pytest.raises(ValueError, match="at least one frame"):
+        RecordingFirst(0)
 
 
 def test_stepping_back_must_come_before_the_recording_overflows(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["pipeline"]["detector"]["recorder_behind_s"] = 4.0
+    raw["pipeline"]["detector"]["recorder_behind_s"] = 1.5
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"recorder_behind_s=4 must be below pipeline\.recorder\.buffer_s"):
+    with pytest.raises(ConfigError, match=r"recorder_behind_s=1\.5: three times it .* below pipeline"):
+        load_config(p)
+    raw["pipeline"]["detector"]["recorder_behind_s"] = 0
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"pipeline\.detector\.recorder_behind_s"):
         load_config(p)

@@ -126,9 +126,11 @@ def test_3d_error_against_ground_truth(session):
     assert "3-D error vs simulator truth" in session[0].stdout
 
 
-def _session_recorded_whole(tmp_path: Path, setting: str) -> tuple[Any, Any, int]:
-    """A one-trial session with ``--set setting`` that must end complete with every frame recorded."""
-    r, s = run_session(tmp_path, "--trials", "1", "--set", setting)
+def _session_recorded_whole(tmp_path: Path, *settings: str, duration_s: float = 0) -> tuple[Any, Any, int]:
+    """A one-trial (or ``duration_s``) session with ``--set`` settings that must end complete with every
+    frame recorded."""
+    length = ("--duration", str(duration_s)) if duration_s else ("--trials", "1")
+    r, s = run_session(tmp_path, *length, *(a for x in settings for a in ("--set", x)))
     assert r.returncode == 0, r.stderr
     assert s is not None and s.complete
     for cam, t in s.frames.items():
@@ -147,14 +149,20 @@ def test_frames_too_late_for_detection_are_skipped_online_but_recorded(tmp_path)
 
 
 def test_detection_steps_back_while_the_recording_is_behind(tmp_path):
-    """recorder_behind_s 0: the recorder counts as far behind from its first stats on, so the detector
-    detects one stereo set in 8; every frame is still recorded and the summary says so."""
-    r, s, n_frames = _session_recorded_whole(tmp_path, "pipeline.detector.recorder_behind_s=0")
+    """An encoder that cannot keep up (x264 veryslow: ~25 frames/s of 448x460 on one core of the 2-core CI
+    VM; 124 would take a core five times faster) and 0.1 s allowed behind: the detector gives up stereo
+    sets (one in 8 at most) while every frame is still recorded, and the summary says so."""
+    r, s, n_frames = _session_recorded_whole(
+        tmp_path,
+        "pipeline.recorder.preset=veryslow",
+        "pipeline.recorder.buffer_s=8",
+        "pipeline.detector.recorder_behind_s=0.1",
+        duration_s=1.5,
+    )
     shed = s.meta["summary"]["detector_shed_for_recording"]
-    assert 0.8 * n_frames <= shed <= 7 / 8 * n_frames + 2, (shed, n_frames)
-    detected = np.unique(s.detections["trigger_index"][s.detections["trigger_index"] >= 0])
-    assert (detected % 8 == 0).mean() > 0.9  # the others shed once the first stats came (~0.1 s in)
+    assert 0.2 * n_frames <= shed <= 7 / 8 * n_frames, (shed, n_frames)
     assert "left undetected online while the recorder caught up" in r.stdout
+    assert "detecting one stereo set in 8" in (s.path / "session.log").read_text()
 
 
 def test_latency_stats_present(session):

@@ -236,8 +236,10 @@ class Node:
 
 def go_realtime(priority: int) -> str:
     """Every thread of this process to SCHED_FIFO ``priority`` (ZeroMQ's I/O thread carries each message,
-    so the calling thread alone is not enough; threads started later inherit it). Returns "" or what
-    went wrong (no permission: needs root, CAP_SYS_NICE or an ``rtprio`` limit of at least ``priority``)."""
+    so the calling thread alone is not enough; threads started later inherit it, and so would a process
+    started later: nodes start their helpers, e.g. the simavr harness, in set-up, before this).
+    Returns "" or what went wrong (no permission: needs root, CAP_SYS_NICE or an ``rtprio`` limit of at
+    least ``priority``)."""
     if not hasattr(os, "SCHED_FIFO"):
         return "not supported on this system"
     try:

@@ -87,7 +87,7 @@ class DetectorNode(Node):
         self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
         behind_s = dc.recorder_behind_s
         self.recording_first = RecordingFirst(
-            None if behind_s is None else round(behind_s * self.cfg.rig.trigger.rate_hz)
+            None if behind_s is None else max(1, round(behind_s * self.cfg.rig.trigger.rate_hz))
         )
         self.shed = 0  # frames not detected so that the recording could catch up
 
@@ -279,6 +279,8 @@ class RecordingFirst:
     MAX_LEVEL = 3
 
     def __init__(self, shed_at: int | None):
+        if shed_at is not None and shed_at < 1:
+            raise ValueError(f"shed_at must be at least one frame, got {shed_at}")
         self.shed_at = shed_at
         self.level = 0  # detect one set in 2 ** level
 
@@ -292,8 +294,7 @@ class RecordingFirst:
             return ""
         old = self.level
         if backlog >= self.shed_at:
-            steps = backlog // self.shed_at if self.shed_at > 0 else self.MAX_LEVEL
-            self.level = max(self.level, min(self.MAX_LEVEL, steps))
+            self.level = max(self.level, min(self.MAX_LEVEL, backlog // self.shed_at))
         elif 4 * backlog <= self.shed_at:
             self.level = 0
         if self.level == old:

@@ -59,6 +59,7 @@ class RecorderNode(Node):
         except OSError as exc:
             raise storage_error(exc, d) from None
         self.rings = SessionRings(self.rt.session_id)
+        self.read_lag_ns = 0
         self.next_seq = dict.fromkeys(self.cfg.rig.cameras, 0)
         self.video_index = dict.fromkeys(self.cfg.rig.cameras, 0)
         self.frames_written = dict.fromkeys(self.cfg.rig.cameras, 0)
@@ -121,6 +122,8 @@ class RecorderNode(Node):
             self.frames_dropped[cam] += 1
             self.drops += 1
         self.next_seq[cam] = h.seq + 1
+        # how late this frame leaves the ring (a starved recorder loses frames here, not in the encoder)
+        self.read_lag_ns = max(self.read_lag_ns, time.monotonic_ns() - h.t_host_ns)
         img = self.rings.get(cam).read(h.slot, h.seq)
         video_index = -1
         if img is not None and self.videos[cam].put(img):
@@ -217,7 +220,11 @@ class RecorderNode(Node):
             t.flush(fsync)
 
     def queue_depth(self) -> int:
-        return max((v.queue.qsize() for v in self.videos.values()), default=0)
+        """Frames behind, per camera: the larger of the encoder backlog and how late frames left the rings
+        since the last stats (what the detector's recorder_behind_s watches)."""
+        lag = round(self.read_lag_ns * self.cfg.rig.trigger.rate_hz / 1e9)
+        self.read_lag_ns = 0
+        return max([lag, *(v.queue.qsize() for v in self.videos.values())])
 
     def extra_stats(self) -> dict[str, float]:
         out: dict[str, float] = {}
