@@ -289,7 +289,7 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
     argv = ["three-chamber-geometry", str(shared_data / VIDEO), "--frame", "100", "--out", str(out)]
     rc = run_cli([*argv, "--cups", "stranger,empty", "--margin", "30"])
     assert "error" not in placed, placed["error"]
-    assert rc == 0
+    assert rc == 0, f"not saved; the window's title before 'q' (names the item not placed yet): {placed}"
     assert "(all placed)" in str(placed["title"])
     g = load_three_chamber_geometry(out)
     assert list(g.chambers) == ["left", "center", "right"] and list(g.cups) == ["stranger", "empty"]
