@@ -254,11 +254,13 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
 
         def drag(a: tuple[float, float], b: tuple[float, float]) -> None:
             pa, pb = at(*a), at(*b)
+            _send_mouse(view, E.MouseMove, pa, B.NoButton, B.NoButton)  # a hand moves there first
             _send_mouse(view, E.MouseButtonPress, pa, B.LeftButton, B.LeftButton)
             for t in (0.2, 0.6, 1.0):
                 p = QtCore.QPoint(
                     round(pa.x() + t * (pb.x() - pa.x())), round(pa.y() + t * (pb.y() - pa.y()))
                 )
+                QtTest.QTest.qWait(5)  # and takes its time: events a few ms apart, not all at once
                 _send_mouse(view, E.MouseMove, p, B.LeftButton, B.NoButton)
             _send_mouse(view, E.MouseButtonRelease, pb, B.NoButton, B.LeftButton)
 
@@ -268,6 +270,7 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
 
         for x0, y0, x1, y1 in ARENA.values():
             drag((x0, y0), (x1, y1))
+            placed.setdefault("after_each_drag", []).append((view.windowTitle(), at(x0, y0), at(x1, y1)))
         click(510, 258)  # a first click for cup 1, dropped when key 5 chooses cup 2
         QtTest.QTest.keyClick(view, QtCore.Qt.Key.Key_5)
         click(510, 258)
