@@ -107,10 +107,10 @@ class DetectorConfig(Strict):
     recorder_behind_s: float | None = Field(
         1.0,
         gt=0,
-        description="the recording comes first: while the recorder's encoders are this many seconds of "
-        "frames behind, detect only every other stereo set (one in 4 from twice that, one in 8 from three "
-        "times; counted as shed_for_recording; recorded all the same), until they are back under a quarter "
-        "of it. null = never step back",
+        description="the recording comes first: while the recorder is this many seconds of frames behind "
+        "(encoder backlog, or frames leaving the rings late), detect only every other stereo set (one in 4 "
+        "from twice that, one in 8 from three times; counted as shed_for_recording; recorded all the same), "
+        "until it is back under a quarter of it. null = never step back",
     )
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -22,11 +22,6 @@ import numpy as np
 from rig.config import RecorderConfig
 
 
-def encoder_queue_frames(buffer_s: float, rate_hz: float) -> int:
-    """Frames each camera's encoder queue holds (``recorder.buffer_s`` at the trigger rate, at least 64)."""
-    return max(64, round(buffer_s * rate_hz))
-
-
 class VideoWriter:
     """Encodes (H, W) uint8 frames to ``path`` on a background thread.
 

@@ -8,11 +8,12 @@ joined, and on a small machine each extra process hop costs a wakeup and two mes
 the geometry (choose boxes, triangulate, gate on confidence and reprojection error, Kalman-filter,
 predict): the same code offline reanalysis runs.
 
-Recording comes first: while the recorder's encoders are ``detector.recorder_behind_s`` behind (its 1 Hz
-stats), the detector detects every other stereo set only (one in 4 or 8 if the backlog keeps growing;
-``shed_for_recording``), so that on an overloaded machine the detector, which may run at real-time
-priority (``pipeline.realtime``), never costs the recording a frame; it resumes in full once the
-backlog is under a quarter of that. ``reanalyze --detect`` covers the sets not detected online.
+Recording comes first: while the recorder is ``detector.recorder_behind_s`` behind (its 1 Hz stats: the
+encoder backlog, or how late frames leave the rings), the detector detects every other stereo set only
+(one in 4 or 8 if the backlog keeps growing; ``shed_for_recording``), so that on an overloaded machine
+the detector, which may run at real-time priority (``pipeline.realtime``), never costs the recording a
+frame; it resumes in full once the backlog is under a quarter of that. ``reanalyze --detect`` covers
+the sets not detected online.
 
 A stereo set whose partner frame has not arrived ``triangulator.pair_timeout_ms`` after its first frame
 runs with what it has (triangulated if >= 2 views remain; counted as ``incomplete_sets``). Sets run in
@@ -272,9 +273,10 @@ class DetectorNode(Node):
 class RecordingFirst:
     """How much online detection to give up while the recorder is behind, from its 1 Hz stats.
 
-    From ``shed_at`` frames of encoder backlog (the recorder's largest per camera) detect one stereo set
-    in 2; from 2 x ``shed_at`` one in 4; from 3 x ``shed_at`` one in 8. Back to every set once the
-    backlog is under a quarter of ``shed_at``. ``shed_at`` None: never give up any."""
+    From ``shed_at`` frames of backlog (the recorder's queue_depth: the larger of its encoder queue and
+    how late frames left the rings) detect one stereo set in 2; from 2 x ``shed_at`` one in 4; from
+    3 x ``shed_at`` one in 8. Back to every set once the backlog is under a quarter of ``shed_at``.
+    ``shed_at`` None: never give up any."""
 
     MAX_LEVEL = 3
 
@@ -289,7 +291,7 @@ class RecordingFirst:
         return self.level > 0
 
     def update(self, backlog: int) -> str:
-        """The recorder's encoder backlog (frames) -> "shed" (more), "resume" or "" (no change)."""
+        """The recorder's backlog (frames) -> "shed" (more), "resume" or "" (no change)."""
         if self.shed_at is None:
             return ""
         old = self.level

@@ -23,7 +23,6 @@ from rig.recorder import (
     JsonLines,
     Table,
     VideoWriter,
-    encoder_queue_frames,
 )
 from rig.session import SessionRings, storage_error
 
@@ -40,7 +39,7 @@ class RecorderNode(Node):
                     c.height,
                     self.cfg.rig.trigger.rate_hz,
                     rc,
-                    max_queue=encoder_queue_frames(rc.buffer_s, self.cfg.rig.trigger.rate_hz),
+                    max_queue=max(64, round(rc.buffer_s * self.cfg.rig.trigger.rate_hz)),
                 )
                 for cam, c in self.cfg.rig.cameras.items()
             }
