@@ -197,7 +197,10 @@ class BridgeNode(Node):
                 self.frame_subs.add(ev[1:])
             elif ev[:1] == b"\x00":
                 self.frame_subs.discard(ev[1:])
-            self.log.info("bridge: frame subscriptions now %s", sorted(s.decode() for s in self.frame_subs))
+            self.log.info(
+                "bridge: frame subscriptions now %s",
+                sorted(s.decode(errors="replace") for s in self.frame_subs),
+            )
 
     def _wanted(self, topic: bytes) -> bool:
         return any(topic.startswith(s) for s in self.frame_subs)

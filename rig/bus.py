@@ -8,6 +8,7 @@ so HWMs are set high and every stream carries sequence numbers that let the rece
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,8 +16,10 @@ from pathlib import Path
 import zmq
 
 from rig import messages as m
+from rig.errors import ProtocolError, SchemaMismatch
 
 HWM = 100_000
+log = logging.getLogger(__name__)
 
 
 def ipc_endpoint(runtime_dir: Path, node: str) -> str:
@@ -55,29 +58,44 @@ class Subscriber:
             self.sock.connect(ep)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
+        self.bad_messages = 0
 
     def recv(self, timeout_ms: float) -> tuple[str, m.AnyMsg] | None:
         """One message, or None after ``timeout_ms``."""
         if not self.poller.poll(round(timeout_ms)):
             return None
-        topic, payload = self.sock.recv_multipart(copy=True)
-        t = topic.decode()
-        return t, m.decode(payload, t)
+        return self._decode(self.sock.recv_multipart(copy=True))
+
+    def _decode(self, parts: list[bytes]) -> tuple[str, m.AnyMsg] | None:
+        """A received message, or None (counted in ``bad_messages``, logged) if it breaks the protocol:
+        a corrupt or hostile message never ends the node that receives it. A peer speaking another
+        schema version still raises :class:`SchemaMismatch` (a setup the user must fix)."""
+        try:
+            if len(parts) != 2:
+                raise ProtocolError(f"message with {len(parts)} parts, expected 2 (topic, payload)")
+            t = parts[0].decode("utf-8")
+            return t, m.decode(parts[1], t)
+        except SchemaMismatch:
+            raise
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            self.bad_messages += 1
+            if self.bad_messages <= 10 or self.bad_messages % 1000 == 0:
+                log.warning("bus: dropped message %d that breaks the protocol: %s", self.bad_messages, exc)
+            return None
 
     def recv_all(self, timeout_ms: float, limit: int = 1000) -> list[tuple[str, m.AnyMsg]]:
         """Wait up to ``timeout_ms`` for one message, then drain whatever else is queued."""
         out: list[tuple[str, m.AnyMsg]] = []
-        first = self.recv(timeout_ms)
-        if first is None:
+        if not self.poller.poll(round(timeout_ms)):
             return out
-        out.append(first)
-        while len(out) < limit:
+        for _ in range(limit):
             try:
-                topic, payload = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+                parts = self.sock.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
-            t = topic.decode()
-            out.append((t, m.decode(payload, t)))
+            item = self._decode(parts)
+            if item is not None:
+                out.append(item)
         return out
 
     def close(self) -> None:

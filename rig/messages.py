@@ -241,7 +241,8 @@ def decode(payload: bytes | memoryview, topic: str = "?") -> AnyMsg:
     """Decode a payload, refusing a different schema version with a clear message."""
     try:
         msg = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError, TypeError) as exc:
+        # hostile or corrupt bytes (e.g. deeply nested arrays: RecursionError) never end a node
         version = _peek_schema(payload)
         if version is not None and version != SCHEMA_VERSION:
             raise SchemaMismatch(
@@ -260,7 +261,7 @@ def decode(payload: bytes | memoryview, topic: str = "?") -> AnyMsg:
 def _peek_schema(payload: bytes | memoryview) -> int | None:
     try:
         raw = msgspec.msgpack.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError, MemoryError, ValueError, TypeError):
         return None
     if isinstance(raw, dict) and isinstance(raw.get("schema"), int):
         return int(raw["schema"])

@@ -192,9 +192,15 @@ def test_sync_copies_every_nth_trigger(rig: tuple[FirmwareSim, SerialLink]) -> N
         trig = pulses(sim.wait_edges(PIN_TRIGGER, 60, 5.0, since))
         sync = pulses(sim.wait_edges(PIN_SYNC, 20, 5.0, since))
         assert len(trig) == 30 and len(sync) == 10
-        for k, sp in enumerate(sync):  # frames 0, 3, 6, ...: rises with the frame, falls with it
-            assert abs(sp.rise_cycle - trig[3 * k].rise_cycle) < 16 * 10
-            assert abs(sp.fall_cycle - trig[3 * k].fall_cycle) < 16 * 10
+        # frames 0, 3, 6, ...: rises with the frame, falls with it. The trigger edge is the timer's own
+        # (hardware); the sync copy is written by the timer's interrupt, so it follows by the interrupt's
+        # latency: ~5 us, more when the UART, servo or millis interrupt is being served at that moment
+        # (168 cycles seen once under load). The promise is the copy, not the latency: each sync pulse
+        # starts and ends within 40 us after its trigger pulse's edges (a period here is 5882 us).
+        latency = 40 * 16  # cycles at 16 MHz
+        for k, sp in enumerate(sync):
+            assert 0 <= sp.rise_cycle - trig[3 * k].rise_cycle < latency
+            assert 0 <= sp.fall_cycle - trig[3 * k].fall_cycle < latency
         with pytest.raises(DeviceError, match="busy"):
             link.command(Cmd.SYNC_LEVEL, level=1)  # the sync line belongs to the trigger now
     finally:

@@ -55,3 +55,45 @@ def test_other_schema_version_is_refused_with_both_versions():
 def test_garbage_is_a_protocol_error():
     with pytest.raises(ProtocolError, match=r"undecodable message on topic 'frame\.front'"):
         m.decode(b"\xc1\x00garbage", "frame.front")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x91" * 1000 + b"\x00",  # 1000 nested one-element arrays: RecursionError in the schema peek
+        b"\xdd\xff\xff\xff\xff",  # an array that claims 4 billion elements
+        b"",
+        b"\x81\xa6schema\xa1x",  # a map whose schema is text
+    ],
+)
+def test_hostile_payloads_are_protocol_errors(payload):
+    with pytest.raises(ProtocolError):
+        m.decode(payload, "bridge control")
+
+
+def test_subscriber_drops_and_counts_bad_messages(tmp_path):
+    """A message that breaks the protocol on a real socket is counted and skipped; the next one arrives."""
+    import zmq
+
+    from rig.bus import Publisher, Subscriber, ipc_endpoint
+
+    ctx = zmq.Context()
+    pub = Publisher(ctx, ipc_endpoint(tmp_path, "p"))
+    sub = Subscriber(ctx, [pub.endpoint], ("ctl",))
+    try:
+        good = m.Control(command="stop", t_host_ns=1)
+        got: list = []
+        for _ in range(100):  # until the subscription has reached the publisher
+            pub.send_raw([b"ctl", b"\x91" * 1000 + b"\x00"], copy=True)
+            pub.send_raw([b"ctl", b"\xff", b"extra part"], copy=True)
+            pub.send_raw([b"ctl\xff", m.encode(good)], copy=True)
+            pub.publish("ctl", good)
+            got = sub.recv_all(50)
+            if got:
+                break
+        assert got and all(msg == good for _, msg in got)
+        assert sub.bad_messages >= 3 * len(got)
+    finally:
+        sub.close()
+        pub.close()
+        ctx.term()
