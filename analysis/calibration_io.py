@@ -7,6 +7,7 @@ All return a :class:`analysis.camera.Calibration` with named cameras; errors nam
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,16 +18,16 @@ import numpy as np
 
 from analysis.camera import Calibration, CameraModel
 from analysis.errors import CalibrationFileError
+from analysis.textfile import read_text
 
 
 def import_anipose(path: str | Path) -> Calibration:
     """anipose/aniposelib ``calibration.toml``: sections ``[cam_N]`` with name, size, matrix, distortions,
     rotation (Rodrigues), translation (board units, usually mm)."""
     path = Path(path)
+    text = read_text(path, "calibration file", CalibrationFileError)
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CalibrationFileError(f"{path}: file not found") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CalibrationFileError(f"{path}: not valid TOML ({exc})") from None
     cams = {}
@@ -68,15 +69,25 @@ _OPENCV_KEYS = {
 }
 
 
+def _storage_problem(exc: BaseException) -> str:
+    """OpenCV's parse error as ``line N: problem`` when it says where, else its own words (one line)."""
+    cause = exc.__cause__ if isinstance(exc, SystemError) and exc.__cause__ is not None else exc
+    m = re.search(r"\((\d+)\): ([^']+)'", str(getattr(cause, "msg", "")))
+    if m:
+        return f"line {m.group(1)}: {m.group(2).strip()}"
+    return f"OpenCV's reader failed ({getattr(cause, 'err', None) or cause})"
+
+
 def _read_storage(paths: Sequence[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in paths:
-        if not p.is_file():
-            raise CalibrationFileError(f"{p}: file not found")
+        read_text(p, "calibration file", CalibrationFileError)  # not found, unreadable, not UTF-8
         try:
             fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_READ)
-        except cv2.error as exc:
-            raise CalibrationFileError(f"{p}: not an OpenCV YAML/XML file ({exc.msg.strip()})") from None
+        except (cv2.error, SystemError) as exc:  # a truncated file: cv2.error, raised as SystemError
+            raise CalibrationFileError(
+                f"{p}: not a valid OpenCV YAML/XML file (truncated?): {_storage_problem(exc)}"
+            ) from None
         if not fs.isOpened():
             raise CalibrationFileError(f"{p}: not an OpenCV YAML/XML file")
         try:
@@ -91,6 +102,10 @@ def _read_storage(paths: Sequence[Path]) -> dict[str, Any]:
                     mat = node.mat()
                     if mat is not None:
                         out[key] = np.asarray(mat, dtype=float)
+        except (cv2.error, SystemError) as exc:
+            raise CalibrationFileError(
+                f"{p}: not a valid OpenCV YAML/XML file (truncated?): {_storage_problem(exc)}"
+            ) from None
         finally:
             fs.release()
     return out
@@ -111,17 +126,25 @@ def import_opencv(
     plist = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     data = _read_storage(plist)
     src = " + ".join(str(p) for p in plist)
-    if "image_width" in data and "image_height" in data:
-        size = (int(data["image_width"]), int(data["image_height"]))
-    elif "imageSize" in data:
-        size = (int(data["imageSize"].ravel()[0]), int(data["imageSize"].ravel()[1]))
+    try:
+        if "image_width" in data and "image_height" in data:
+            size = (int(data["image_width"]), int(data["image_height"]))
+        elif "imageSize" in data:
+            size = (int(data["imageSize"].ravel()[0]), int(data["imageSize"].ravel()[1]))
+    except (TypeError, ValueError, AttributeError, IndexError):
+        raise CalibrationFileError(f"{src}: image size: not two whole numbers") from None
     if size is None:
         raise CalibrationFileError(f"{src}: no image_width/image_height; pass the image size")
 
     def get(keys: Sequence[str], what: str) -> np.ndarray:
         for k in keys:
             if k in data:
-                return np.asarray(data[k], dtype=float)
+                try:
+                    return np.asarray(data[k], dtype=float)
+                except (TypeError, ValueError):
+                    raise CalibrationFileError(
+                        f"{src}: {k}: not a number or matrix (got {data[k]!r})"
+                    ) from None
         raise CalibrationFileError(f"{src}: lacks {what} (looked for {', '.join(keys)})")
 
     if "camera_matrix" in data:

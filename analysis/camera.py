@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from analysis.errors import CalibrationFileError
+from analysis.textfile import read_yaml
 
 FORMAT = "deepbehavior-calibration"
 FORMAT_VERSION = 1
@@ -232,14 +233,5 @@ def calibration_from_dict(data: Mapping[str, Any], source: str = "calibration") 
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration file; errors name the file and the field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise CalibrationFileError(f"{path}: calibration file not found") from None
-    except OSError as exc:
-        raise CalibrationFileError(f"{path}: cannot read calibration file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CalibrationFileError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "calibration file", CalibrationFileError)
     return calibration_from_dict(data, source=str(path))

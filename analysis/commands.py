@@ -186,6 +186,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from analysis.calibration import calibrate_sources, parse_board
 
     try:
+        _out_file(args.out, "rig.calib.yaml")
         sources = {}
         for item in args.camera:
             name, sep, src = item.partition("=")
@@ -202,9 +203,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             outlier_px=args.outlier_px,
         )
     except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    save_calibration(result.calibration, args.out)
+        return _fail(exc)
+    try:
+        save_calibration(result.calibration, args.out)
+    except OSError as exc:
+        return _write_failed(args.out, exc)
     print(result.report.to_text())
     if args.report:
         args.report.write_text(json.dumps(result.report.to_dict(), indent=1))
@@ -221,12 +224,23 @@ def _cmd_import(args: argparse.Namespace) -> int:
     try:
         if len(names) != 2 or not all(names):
             raise AnalysisError(f"--names {args.names!r}: expected two names, e.g. left,right")
+        _out_file(args.out, "rig.calib.yaml")
         calib = import_calibration(args.files, args.format, (names[0], names[1]))
     except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    save_calibration(calib, args.out)
+        return _fail(exc)
+    try:
+        save_calibration(calib, args.out)
+    except OSError as exc:
+        return _write_failed(args.out, exc)
     print(f"wrote {args.out} with cameras {', '.join(calib.cameras)}")
+    from analysis.calibration_check import SAME_DIRECTION_DEG, close_cameras
+
+    for a, b, d, angle in close_cameras(calib, same_direction_deg=SAME_DIRECTION_DEG):
+        print(
+            f"deepbehavior: warning: {args.out}: cameras {a!r} and {b!r} have (nearly) the same pose "
+            f"(centres {d:.2f} mm apart, optical axes {angle:.1f} deg apart): is one a copy of the other?",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -248,16 +262,28 @@ def _cmd_reaching(args: argparse.Namespace) -> int:
             smooth_window=args.smooth,
         )
     except AnalysisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     print(json.dumps(res["summary"], indent=1, default=float))
     print(f"wrote {out}")
     return 0
 
 
 def _fail(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
+    """The CLI's one line for a user error (exit 2), as ``rig.cli.main`` prints it."""
+    print(f"deepbehavior: error: {exc}", file=sys.stderr)
     return 2
+
+
+def _out_file(path: Path, example: str) -> None:
+    """Refuse an output file that is an existing folder, or whose folder does not exist."""
+    if path.is_dir():
+        raise AnalysisError(f"--out {path}: is a folder; give a file name, e.g. {path / example}")
+    if not path.parent.is_dir():
+        raise AnalysisError(f"--out {path}: folder {path.parent} does not exist")
+
+
+def _write_failed(path: Path, exc: OSError) -> int:
+    return _fail(AnalysisError(f"{path}: cannot write: {exc.strerror or exc}"))
 
 
 def _cmd_three_chamber(args: argparse.Namespace) -> int:
@@ -440,8 +466,12 @@ def _cmd_nwb(args: argparse.Namespace) -> int:
 
     out = args.out or args.session / f"{args.session.resolve().name}.nwb"
     try:
+        if args.out:
+            _out_file(args.out, f"{args.session.resolve().name}.nwb")
         session_to_nwb(args.session, out, species=args.species)
     except AnalysisError as exc:
         return _fail(exc)
+    except OSError as exc:
+        return _write_failed(out, exc)
     print(f"wrote {out}")
     return 0

@@ -8,7 +8,11 @@ Times become seconds from the first recorded frame (host monotonic clock).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,15 +21,61 @@ import numpy as np
 
 from analysis.errors import AnalysisError
 from analysis.nwb import PoseSeries, export_nwb
+from analysis.textfile import read_text
+
+log = logging.getLogger(__name__)
 
 
-def _read_csv(path: Path) -> Any:
+def _read_csv(path: Path, numbers: Sequence[str] = ()) -> Any:
+    """A session table as a DataFrame; a torn last line (a crash mid-write) is left out. The ``numbers``
+    columns must be there and hold numbers; AnalysisError names the file and the line or byte at fault."""
     import pandas as pd
 
+    text = read_text(path, "session table", AnalysisError)
+    lines = text.split("\n")
+    if (
+        len(lines) > 2
+        and lines[-1]
+        and len(next(csv.reader([lines[-1]]), [])) != len(next(csv.reader([lines[0]]), []))
+    ):
+        log.info("%s: line %d is torn (a crash mid-write): left out", path, len(lines))
+        text = "\n".join(lines[:-1]) + "\n"
     try:
-        return pd.read_csv(path, on_bad_lines="skip")  # a crash may leave a torn last line
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"{path}: cannot read ({exc})") from None
+        df = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise AnalysisError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
+    missing = [c for c in numbers if c not in df.columns]
+    if missing:
+        raise AnalysisError(f"{path}: lacks column(s) {', '.join(missing)}")
+    for c in numbers:
+        col = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero((col.isna() & df[c].notna()).to_numpy())
+        if len(bad):
+            raise AnalysisError(
+                f"{path}: line {bad[0] + 2}, column {c!r}: {df[c].iloc[bad[0]]!r} is not a number"
+            )
+        df[c] = col
+    return df
+
+
+def _read_events(path: Path, sec: Any) -> list[tuple[float, str]]:
+    """``events.jsonl`` as (seconds, label); a malformed line is left out with a warning naming it, a
+    torn last line (no newline: a crash mid-write) quietly."""
+    lines = read_text(path, "event log", AnalysisError).split("\n")
+    events = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n < len(lines):  # the last line has no newline when torn
+                log.warning("%s: line %d: not valid JSON (%s); left out", path, n, exc.msg)
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("t_host_ns"), int) and ev["t_host_ns"] >= 0:
+            label = ":".join(str(ev[k]) for k in ("type", "kind") if ev.get(k)) or str(ev.get("topic"))
+            events.append((float(sec(ev["t_host_ns"])), label))
+    return events
 
 
 def session_to_nwb(
@@ -33,18 +83,23 @@ def session_to_nwb(
 ) -> Path:
     """Write ``session_dir`` as one NWB file at ``out_path``; returns the path."""
     d = Path(session_dir)
+    meta_path = d / "session.json"
+    if not d.is_dir():
+        raise AnalysisError(f"{d}: no such session folder")
     try:
-        meta = json.loads((d / "session.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AnalysisError(f"{d / 'session.json'}: cannot read session metadata ({exc})") from None
+        meta = json.loads(read_text(meta_path, "session file", AnalysisError))
+    except json.JSONDecodeError as exc:
+        raise AnalysisError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise AnalysisError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != "deepbehavior-session":
-        raise AnalysisError(
-            f"{d / 'session.json'}: not a deepbehavior session (format {meta.get('format')!r})"
-        )
-    cams = [str(c) for c in meta.get("cameras", [])]
+        raise AnalysisError(f"{meta_path}: not a deepbehavior session (format {meta.get('format')!r})")
+    cams = meta.get("cameras", [])
+    if not isinstance(cams, list) or not all(isinstance(c, str) and c for c in cams):
+        raise AnalysisError(f"{meta_path}: cameras: expected a list of camera names, got {cams!r}")
     frames = {}
     for cam in cams:
-        f = _read_csv(d / f"{cam}.frames.csv")
+        f = _read_csv(d / f"{cam}.frames.csv", ("seq", "t_host_ns", "video_index", "dropped"))
         frames[cam] = f[(f["video_index"] >= 0) & (f["dropped"] == 0)].sort_values("video_index")
     starts = [int(f["t_host_ns"].min()) for f in frames.values() if len(f)]
     if not starts:
@@ -56,26 +111,16 @@ def session_to_nwb(
 
     trials = None
     if (d / "trials.csv").exists():
-        trials = _read_csv(d / "trials.csv")
+        trials = _read_csv(d / "trials.csv", ("trial", "t_start_ns", "t_end_ns"))
         trials["t_start_s"], trials["t_end_s"] = sec(trials["t_start_ns"]), sec(trials["t_end_ns"])
         trials["outcome"] = trials["outcome"].fillna("").astype(str)
-    events = []
-    if (d / "events.jsonl").exists():
-        lines = (d / "events.jsonl").read_text().splitlines()
-        for n, line in enumerate(lines, 1):
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
-                if n == len(lines):
-                    continue  # torn last line
-                raise AnalysisError(f"{d / 'events.jsonl'}: line {n} is not JSON") from None
-            if isinstance(ev, dict) and isinstance(ev.get("t_host_ns"), int) and ev["t_host_ns"] >= 0:
-                label = ":".join(str(ev[k]) for k in ("type", "kind") if ev.get(k)) or str(ev.get("topic"))
-                events.append((float(sec(ev["t_host_ns"])), label))
+    events = _read_events(d / "events.jsonl", sec) if (d / "events.jsonl").exists() else []
     videos = {cam: (f"{cam}.mkv", sec(f["t_host_ns"])) for cam, f in frames.items()}
     pose: dict[str, PoseSeries] = {}
     if (d / "detections.csv").exists():
-        det = _read_csv(d / "detections.csv")
+        det = _read_csv(
+            d / "detections.csv", ("seq", "n_boxes", "x1", "y1", "x2", "y2", "confidence", "class_id")
+        )
         det = det[det["n_boxes"] > 0]
         for cam, f in frames.items():
             sub = det[det["camera"] == cam].sort_values("confidence")
@@ -93,7 +138,7 @@ def session_to_nwb(
                     conf[i, k] = r.confidence
             pose[cam] = PoseSeries(pts, sec(f["t_host_ns"]), [f"class{c}" for c in classes], conf)
     if (d / "points3d.csv").exists():
-        p3 = _read_csv(d / "points3d.csv")
+        p3 = _read_csv(d / "points3d.csv", ("trigger_index", "x", "y", "z", "valid", "t_frame_ns"))
         names = list(dict.fromkeys(str(n) for n in p3["name"]))
         trig = np.sort(p3["trigger_index"].unique())
         row = {int(t): i for i, t in enumerate(trig)}
@@ -107,7 +152,12 @@ def session_to_nwb(
         pose["3d"] = PoseSeries(
             xyz, sec(t_ns), names, unit="mm", reference_frame="calibration world frame (mm)"
         )
-    started = datetime.fromisoformat(str(meta.get("started")))
+    try:
+        started = datetime.fromisoformat(str(meta.get("started")))
+    except ValueError:
+        raise AnalysisError(
+            f"{meta_path}: started: {meta.get('started')!r} is not an ISO date and time"
+        ) from None
     if started.tzinfo is None:
         started = started.astimezone()  # the rig writes local time
     return export_nwb(

@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 
 def _names(args: argparse.Namespace) -> list[str]:
     if getattr(args, "names_file", None):
-        import yaml
+        from analysis.textfile import read_yaml
 
-        doc = yaml.safe_load(Path(args.names_file).read_text()) or {}
-        n = doc.get("names")
+        doc = read_yaml(args.names_file, "names file", DetectionError) or {}
+        n = doc.get("names") if isinstance(doc, dict) else None
         if isinstance(n, dict):
             return [str(n[k]) for k in sorted(n)]
         if isinstance(n, list) and n:
@@ -175,7 +175,7 @@ def _safe(fn: Any) -> Any:
         try:
             return int(fn(args))
         except DetectionError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"deepbehavior: error: {e}", file=sys.stderr)
             return 2
 
     return run

@@ -14,6 +14,7 @@ Seed JSON (TensorBox style, what the seed's labeling tool wrote)::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import cv2
 
+from analysis.textfile import read_text, read_yaml
 from detection.base import DetectionError
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ _shape_cache: dict[Path, tuple[int, int]] = {}
 def image_shape(path: Path, source: str | Path = "") -> tuple[int, int]:
     """(H, W) of an image file; DatasetError naming the label file and the image when unreadable."""
     if path not in _shape_cache:
+        if not path.is_file():  # before OpenCV, which would print a warning of its own
+            raise DatasetError(f"{source}: image {path} is missing or not an image")
         im = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if im is None:
             raise DatasetError(f"{source}: image {path} is missing or not an image")
@@ -96,10 +100,11 @@ def image_shape(path: Path, source: str | Path = "") -> tuple[int, int]:
 
 def load_seed_json(path: str | Path, names: Sequence[str] = ("object",)) -> BoxDataset:
     path = Path(path)
+    text = read_text(path, "label file", DatasetError)
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read labels: {e}") from e
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: line {e.lineno}, column {e.colno}: not valid JSON: {e.msg}") from None
     if not isinstance(doc, list):
         raise DatasetError(f"{path}: expected a list of {{image_path, rects}} entries")
     ds = BoxDataset(names=list(names))
@@ -110,8 +115,10 @@ def load_seed_json(path: str | Path, names: Sequence[str] = ("object",)) -> BoxD
                 Box(float(r["x1"]), float(r["y1"]), float(r["x2"]), float(r["y2"]), int(r.get("class", 0)))
                 for r in entry.get("rects", [])
             ]
-        except (KeyError, TypeError, ValueError) as e:
-            raise DatasetError(f"{path}: entry {i}: bad field {e}") from e
+        except KeyError as e:
+            raise DatasetError(f"{path}: entry {i}: lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise DatasetError(f"{path}: entry {i}: bad field ({e})") from None
         ds.items[img] = boxes
     return ds.validate(path)
 
@@ -174,6 +181,9 @@ def load_yolo(images_dir: str | Path, labels_dir: str | Path | None = None,
     """Images in ``images_dir``, labels ``<stem>.txt`` in ``labels_dir`` (default: the sibling
     ``labels`` folder of an ``images`` folder). A label file with no image is an error."""
     images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        what = "is not a folder" if images_dir.exists() else "no such folder"
+        raise DatasetError(f"{images_dir}: {what} (expected a YOLO images folder)")
     if labels_dir is None:
         parts = list(images_dir.parts)
         if "images" not in parts:
@@ -182,6 +192,8 @@ def load_yolo(images_dir: str | Path, labels_dir: str | Path | None = None,
         parts[idx] = "labels"
         labels_dir = Path(*parts)
     labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise DatasetError(f"{labels_dir}: no such folder (the labels of {images_dir})")
     imgs = {p.stem: p for p in images_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")}
     ds = BoxDataset(names=list(names))
     for lab in sorted(labels_dir.glob("*.txt")):
@@ -190,14 +202,16 @@ def load_yolo(images_dir: str | Path, labels_dir: str | Path | None = None,
             raise DatasetError(f"{lab}: no image named {lab.stem}.* in {images_dir}")
         h, w = image_shape(img, lab)
         boxes = []
-        for ln, line in enumerate(lab.read_text().splitlines(), 1):
+        for ln, line in enumerate(read_text(lab, "label file", DatasetError).splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 c, cx, cy, bw, bh = line.split()
                 x, y, ww, hh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
-            except ValueError as e:
-                raise DatasetError(f"{lab}: line {ln}: expected 'class cx cy w h', got {line!r}") from e
+            except ValueError:
+                raise DatasetError(f"{lab}: line {ln}: expected 'class cx cy w h', got {line!r}") from None
+            if not c.isdigit():
+                raise DatasetError(f"{lab}: line {ln}: class {c!r} is not a class index (0, 1, ...)")
             boxes.append(Box(x - ww / 2, y - hh / 2, x + ww / 2, y + hh / 2, int(c)))
         ds.items[img] = boxes
     for img in imgs.values():
@@ -227,9 +241,9 @@ def load_dlc_boxes(
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent.parent.parent
     try:
-        rows = list(csv.reader(csv_path.open()))
-    except OSError as e:
-        raise DatasetError(f"{csv_path}: cannot read: {e}") from e
+        rows = list(csv.reader(io.StringIO(read_text(csv_path, "DeepLabCut CSV", DatasetError), newline="")))
+    except csv.Error as e:
+        raise DatasetError(f"{csv_path}: not a valid CSV: {e}") from None
     header = {r[0]: r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")}
     if "bodyparts" not in header or "coords" not in header:
         raise DatasetError(f"{csv_path}: not a DeepLabCut CollectedData CSV (no bodyparts/coords rows)")
@@ -258,10 +272,15 @@ def load_dlc_boxes(
                 kx, ky = (who, part, "x"), (who, part, "y")
                 if kx not in cols:
                     raise DatasetError(f"{csv_path}: class {cn!r}: body part {part!r} not in the CSV")
-                vx, vy = row[cols[kx]], row[cols[ky]]
-                if vx and vy and vx.lower() != "nan":
-                    xs.append(float(vx))
-                    ys.append(float(vy))
+                try:
+                    vx, vy = row[cols[kx]], row[cols[ky]]
+                    if vx and vy and vx.lower() != "nan":
+                        xs.append(float(vx))
+                        ys.append(float(vy))
+                except (KeyError, IndexError, ValueError):
+                    raise DatasetError(
+                        f"{csv_path}: line {ri}: body part {part!r}: no number in its x/y columns"
+                    ) from None
             if not xs:
                 continue
             cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
@@ -281,3 +300,46 @@ def merge(datasets: Iterable[BoxDataset]) -> BoxDataset:
     for d in dss:
         out.items.update(d.items)
     return out
+
+
+# -- Ultralytics data.yaml ---------------------------------------------------------------------------
+
+
+def check_data_yaml(path: str | Path) -> list[str]:
+    """Check an Ultralytics ``data.yaml`` before training; returns its class names. It must parse, name
+    its classes (``names`` or ``nc``) and its ``train`` and ``val`` images; folders under its ``path``
+    must exist, and those named ``images`` must hold images with valid YOLO labels (:func:`load_yolo`).
+    DatasetError names the file and the key, or the label file and line, at fault."""
+    path = Path(path)
+    doc = read_yaml(path, "data file", DatasetError)
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{path}: expected a mapping with 'train', 'val' and 'names'")
+    raw = doc.get("names")
+    if isinstance(raw, dict) and raw:
+        names = [str(raw[k]) for k in sorted(raw, key=str)]
+    elif isinstance(raw, list) and raw:
+        names = [str(n) for n in raw]
+    elif raw is None and isinstance(doc.get("nc"), int) and doc["nc"] > 0:
+        names = [str(i) for i in range(doc["nc"])]
+    else:
+        raise DatasetError(f"{path}: names: expected a non-empty list or mapping of class names")
+    for key in ("train", "val"):
+        if key not in doc:
+            raise DatasetError(f"{path}: lacks {key!r} (the {key} images)")
+    root = Path(str(doc.get("path") or "")).expanduser()
+    if not root.is_absolute():
+        root = path.parent / root
+        if not root.is_dir():
+            return names  # Ultralytics looks for a relative 'path' under its datasets folder
+    for key in ("train", "val"):
+        for entry in doc[key] if isinstance(doc[key], list) else [doc[key]]:
+            if not isinstance(entry, str):
+                raise DatasetError(f"{path}: {key}: expected a folder or list file, got {entry!r}")
+            d = root / entry
+            if d.suffix == ".txt" and d.is_file():
+                continue  # a list of image files
+            if not d.is_dir():
+                raise DatasetError(f"{path}: {key}: {d} does not exist")
+            if "images" in d.parts:
+                load_yolo(d, names=names)
+    return names

@@ -9,19 +9,19 @@ every ``search_every`` frames to bound the cost while nothing is in view. Boxes 
 pixel coordinates, best first.
 
 With ``roi_size`` 0 every frame is a full-frame search at ``search_scale`` (or letterboxed to the
-runner's ``input_size``).
+runner's ``input_size``). The settings are :class:`detection.settings.DetectorOptions`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import cv2
 import numpy as np
 
 from detection.base import Det, Runner
+from detection.settings import DetectorOptions
 
 
 @dataclass
@@ -34,20 +34,8 @@ class Track:
     since_search: int = 0
 
 
-@dataclass
-class OnlineOptions:
-    roi_size: int = 64
-    search_scale: float = 0.5
-    lost_frames: int = 10
-    search_every: int = 4
-    track_class: int | None = None  # class whose best box steers the ROI (None: any)
-
-    @classmethod
-    def from_options(cls, opts: dict[str, Any]) -> OnlineOptions:
-        keys = ("roi_size", "search_scale", "lost_frames", "search_every", "track_class")
-        known = {k: opts[k] for k in keys
-                 if k in opts}  # fmt: skip
-        return cls(**known)
+# The ROI settings are part of the detector's options (detection.settings); the old name stays.
+OnlineOptions = DetectorOptions
 
 
 @dataclass
@@ -56,7 +44,7 @@ class OnlineDetector:
 
     runner: Runner
     cameras: list[str]
-    options: OnlineOptions = field(default_factory=OnlineOptions)
+    options: DetectorOptions = field(default_factory=DetectorOptions)
     stats: dict[str, int] = field(default_factory=lambda: {"roi": 0, "full_frame_searches": 0, "skipped": 0})
 
     def __post_init__(self) -> None:

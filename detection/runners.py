@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from detection.base import Det, DetectionError, Runner
+from detection.settings import DetectorOptions, DetectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +196,8 @@ class OnnxRuntimeRunner(YoloRunner):
                 str(self.path), so, providers=[p for p in wanted if p in avail]
             )
         except Exception as e:
-            raise DetectionError(f"model file {self.path} is not a loadable ONNX model: {e}") from e
+            why = str(e).split("failed:")[-1].strip() or type(e).__name__
+            raise DetectionError(f"model file {self.path} is not a loadable ONNX model: {why}") from e
         used = self.session.get_providers()
         gpu_wanted = [p for p in wanted if p != "CPUExecutionProvider"]
         if gpu_wanted and not any(p in used for p in gpu_wanted):
@@ -377,36 +380,170 @@ class TensorRTRunner(YoloRunner):
 # -- factory -----------------------------------------------------------------------------------------
 
 
-def make_runner(dc: Any, base_dir: str | os.PathLike[str] | None = None) -> Runner:
-    """Build the runner a detector config names. ``dc`` has ``runner``, ``model`` (relative paths are
-    resolved against ``base_dir``, the config file's folder), ``confidence`` and ``options`` (input_size,
-    threads, providers, iou, fp16, cache_dir, device; ROI options are read by :mod:`detection.online`)."""
+def make_runner(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None = None) -> Runner:
+    """Build the runner a detector's settings name: ``dc.runner``, ``dc.model`` (relative paths are resolved
+    against ``base_dir``, the config file's folder), ``dc.confidence`` and ``dc.options`` (input_size,
+    threads, providers, iou, fp16, cache_dir, cpu_fallback, device; the ROI options are read by
+    :mod:`detection.online`). The rig's ``pipeline.detector`` config is a :class:`DetectorSettings`."""
     if not dc.model:
         raise DetectionError(f"runner {dc.runner!r} needs a 'model' file")
     path = Path(dc.model)
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    opts: dict[str, Any] = dict(dc.options or {})
-    input_size = opts.get("input_size")
-    common: dict[str, Any] = {"confidence": dc.confidence, "input_size": input_size}
-    if "iou" in opts:
-        common["iou"] = float(opts["iou"])
+    opts = DetectorOptions.from_options(dc.options)
+    common: dict[str, Any] = {"confidence": dc.confidence, "input_size": opts.input_size, "iou": opts.iou}
+    providers = list(opts.providers) if opts.providers is not None else None
     if dc.runner == "onnxruntime":
-        return OnnxRuntimeRunner(
-            path, threads=int(opts.get("threads", 1)), providers=opts.get("providers"), **common
-        )
+        return OnnxRuntimeRunner(path, threads=opts.threads, providers=providers, **common)
     if dc.runner == "ultralytics":
-        return UltralyticsRunner(
-            path, threads=int(opts.get("threads", 1)), device=str(opts.get("device", "cpu")), **common
-        )
+        return UltralyticsRunner(path, threads=opts.threads, device=opts.device, **common)
     if dc.runner == "tensorrt":
         try:
-            fp16 = bool(opts.get("fp16", True))
-            return TensorRTRunner(path, fp16=fp16, cache_dir=opts.get("cache_dir"), **common)
+            return TensorRTRunner(path, fp16=opts.fp16, cache_dir=opts.cache_dir, **common)
         except TensorRTUnavailable as e:
-            if not opts.get("cpu_fallback", True):
+            if not opts.cpu_fallback:
                 raise
             log.warning("!!! GPU FALLBACK: %s; running ONNX Runtime on the CPU instead !!!", e)
-            threads = int(opts.get("threads", 1))
-            return OnnxRuntimeRunner(path, threads=threads, providers=opts.get("providers"), **common)
-    raise DetectionError(f"unknown runner {dc.runner!r} (onnxruntime, tensorrt, ultralytics)")
+            return OnnxRuntimeRunner(path, threads=opts.threads, providers=providers, **common)
+    raise DetectionError(f"runner {dc.runner!r} has no model runner (onnxruntime, tensorrt, ultralytics)")
+
+
+# -- checking a model before a session ---------------------------------------------------------------
+
+TENSORRT_PLAN_MAGIC = b"ftrt"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`inspect_model` learnt of a model file: enough to print and to trust it will load."""
+
+    path: Path
+    kind: str  # "onnx" or "pytorch"
+    input_shape: list[Any] = field(
+        default_factory=list
+    )  # the ONNX input, e.g. ['batch', 3, 'height', 'width']
+    input_size: int | None = None  # what the runner letterboxes to (None: native resolution)
+    trained_size: str = ""  # the exporter's 'imgsz', when the file says
+    class_names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def tensorrt_engine_header(data: bytes) -> bool:
+    """Whether ``data`` (a file's first bytes) start a serialized TensorRT engine: a plan (``ftrt``), or an
+    Ultralytics ``.engine`` (4-byte little-endian length, JSON metadata, then the plan)."""
+    if data.startswith(TENSORRT_PLAN_MAGIC):
+        return True
+    if len(data) >= 8:
+        n = int.from_bytes(data[:4], "little")
+        return 0 < n < len(data) - 4 and data[4 + n : 8 + n] == TENSORRT_PLAN_MAGIC
+    return False
+
+
+def gpu_visible() -> bool:
+    """An NVIDIA GPU the driver shows (no CUDA library is loaded to find out)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
+
+
+def _class_names(meta: dict[str, str], n_outputs: Any) -> list[str]:
+    import ast
+
+    try:
+        names = ast.literal_eval(meta.get("names", ""))
+    except (ValueError, SyntaxError):
+        names = None
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names)]
+    if isinstance(names, list | tuple):
+        return [str(n) for n in names]
+    if isinstance(n_outputs, int) and n_outputs > 4:
+        return [f"class {i}" for i in range(n_outputs - 4)]
+    return []
+
+
+def inspect_model(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None = None) -> ModelInfo:
+    """Check, without a GPU and without running a session, that the model ``dc`` names exists and loads in
+    its runner: an ONNX file is loaded in ONNX Runtime on the CPU (the runner 'tensorrt' builds its engine
+    from that very file) and run once on a blank frame; a PyTorch checkpoint is recognised by its format.
+    A serialized TensorRT engine is recognised by its header and refused (the runner takes the ONNX file).
+    DetectionError names the file and what is wrong."""
+    import numpy as np
+
+    if not dc.model:
+        raise DetectionError(f"runner {dc.runner!r} needs a 'model' file")
+    path = Path(dc.model).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(os.path.normpath(Path(base_dir) / path))
+    if not path.exists():
+        raise DetectionError(f"{path}: model file not found")
+    if not path.is_file():
+        raise DetectionError(f"{path}: is a folder, expected a model file")
+    opts = DetectorOptions.from_options(dc.options)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    gpu = gpu_visible()
+    if tensorrt_engine_header(head):
+        raise DetectionError(
+            f"{path}: a serialized TensorRT engine (built for one GPU and TensorRT version); runner "
+            f"{dc.runner!r} takes the ONNX model (runner 'tensorrt' builds and caches its engine from it)"
+            + ("" if gpu else "; and no NVIDIA GPU is visible on this machine")
+        )
+    if dc.runner == "ultralytics":
+        import zipfile
+
+        if path.suffix.lower() == ".pt" and not zipfile.is_zipfile(path):
+            raise DetectionError(f"{path}: not a PyTorch checkpoint (a .pt file is a zip archive)")
+        if path.suffix.lower() not in (".pt", ".yaml", ".yml"):
+            raise DetectionError(f"{path}: runner 'ultralytics' expects a .pt checkpoint or a .yaml model")
+        return ModelInfo(path, "pytorch", notes=["PyTorch checkpoint (loaded by the detector node)"])
+    try:
+        runner = OnnxRuntimeRunner(
+            path, dc.confidence, opts.input_size, 1, ["CPUExecutionProvider"], opts.iou
+        )
+    except DetectionError as e:  # "model file X is not ..." -> "X: not ..."
+        raise DetectionError(
+            f"{path}: {str(e).removeprefix(f'model file {path} ').removeprefix('is ')}"
+        ) from None
+    try:
+        meta = dict(runner.session.get_modelmeta().custom_metadata_map)
+        out_shape = list(runner.session.get_outputs()[0].shape)
+        names = _class_names(meta, out_shape[1] if len(out_shape) == 3 else None)
+        side = runner.input_size or 96
+        try:
+            runner.infer([np.zeros((side, side), np.uint8)])
+        except Exception as e:  # any failure to run is the model's: name the file
+            raise DetectionError(f"{path}: loads but does not run in ONNX Runtime: {e}") from None
+        notes: list[str] = []
+        if dc.runner == "tensorrt":
+            import importlib.util
+
+            missing = [
+                what
+                for what, ok in (
+                    ("no NVIDIA GPU is visible", gpu),
+                    ("the tensorrt package is not installed", importlib.util.find_spec("tensorrt")),
+                )
+                if not ok
+            ]
+            if missing and not opts.cpu_fallback:
+                raise DetectionError(
+                    f"{path}: runner 'tensorrt' cannot run here ({'; '.join(missing)}) and "
+                    "options.cpu_fallback is false"
+                )
+            notes.append(
+                f"runner 'tensorrt': {'; '.join(missing)}: the session will run ONNX Runtime on the CPU "
+                "(options.cpu_fallback)"
+                if missing
+                else "runner 'tensorrt': GPU visible; the engine is built (or read from its cache) at start"
+            )
+        return ModelInfo(
+            path,
+            "onnx",
+            runner.input_shape,
+            runner.input_size,
+            meta.get("imgsz", ""),
+            names,
+            notes,
+        )
+    finally:
+        runner.close()

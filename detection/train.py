@@ -39,8 +39,10 @@ def train(
     """``model``: a ``.pt`` checkpoint (transfer learning) or a ``.yaml`` model file (random init),
     e.g. ``yolo11n.yaml``. ``overrides`` go to Ultralytics' ``train`` (lr0, optimizer, mosaic...).
     Returns the best weights and the per-epoch results CSV."""
+    from detection.datasets import check_data_yaml
     from detection.ultra import configure_offline
 
+    check_data_yaml(data_yaml)  # a broken data set stops here, in one line, before Ultralytics starts
     configure_offline()
     import torch
     from ultralytics import YOLO

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from rig.config_rig_control import ClosedLoopConfig
+from rig.config import ClosedLoopConfig
 from rig.messages import Command, Point3D
 
 

@@ -20,13 +20,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from rig.config_base import Strict
-from rig.config_rig_control import ArduinoConfig, ClosedLoopConfig, ReachingTaskConfig
+from analysis.textfile import read_yaml
+from detection.settings import DetectorOptions, DetectorSettings
+from rig.config_base import CameraOptions, Strict
 from rig.errors import ConfigError
 
-__all__ = ["Config", "LoadedConfig", "Strict", "load_config"]
+__all__ = ["CameraOptions", "Config", "DetectorOptions", "LoadedConfig", "Strict", "load_config"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -54,7 +64,127 @@ class CameraConfig(Strict):
     hardware_trigger: bool = True
     ring_slots: int = Field(256, ge=4, le=4096, description="frames kept in shared memory (~2 s at 124 Hz)")
     grab_timeout_ms: float = Field(1000.0, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: SerializeAsAny[CameraOptions] = Field(
+        default_factory=CameraOptions,
+        description="the backend's own settings: the options model in the backend's module (rig/cameras/)",
+    )
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _backend_options(cls, value: Any, info: ValidationInfo) -> Any:
+        """Validate ``options`` against the model of this camera's ``backend`` (unknown keys refused)."""
+        backend = info.data.get("backend")
+        if backend is None:  # the backend itself is invalid: that error is enough
+            return CameraOptions()
+        from rig.cameras.base import backend_options_model  # the backends import this module: import late
+
+        model = backend_options_model(backend)
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return model.model_validate({} if value is None else value)
+
+
+# The firmware's fixed wiring (firmware/PROTOCOL.md). The config states it so a rig file documents the
+# cabling; a different value is refused (rebuild the firmware to change a pin).
+FIRMWARE_PINS = {"ir": 2, "step": 3, "dir": 4, "servo": 5, "ttl": 6, "sync": 7, "trigger": 9}
+
+
+class ArduinoPins(Strict):
+    ir: int = 2
+    step: int = 3
+    dir: int = 4
+    servo: int = 5
+    ttl: int = 6
+    sync: int = 7
+    trigger: int = 9
+
+    @model_validator(mode="after")
+    def _match_firmware(self) -> ArduinoPins:
+        for name, pin in FIRMWARE_PINS.items():
+            if getattr(self, name) != pin:
+                raise ValueError(
+                    f"pins.{name}={getattr(self, name)}: the firmware drives {name} on D{pin} "
+                    "(firmware/PROTOCOL.md); rewire or change the firmware"
+                )
+        return self
+
+
+class ServoConfig(Strict):
+    up_us: int = Field(1000, ge=400, le=2600, description="pulse width with the platform raised")
+    down_us: int = Field(2000, ge=400, le=2600, description="pulse width with the platform lowered")
+    speed_us_per_s: int = Field(2000, ge=0, le=65535, description="0 = jump")
+
+
+class StepperConfig(Strict):
+    steps_per_pellet: int = Field(50, ge=1, le=6000)
+    step_rate_hz: int = Field(500, ge=1, le=5000)
+
+
+class TtlConfig(Strict):
+    closed_loop_width_us: int = Field(1000, ge=1, le=60000)
+    sync: Literal["level", "trigger"] = Field(
+        "level", description="level: trial start/stop level and marks; trigger: pulse every sync_div-th frame"
+    )
+    sync_div: int = Field(1, ge=1, le=65535)
+    mark_width_us: int = Field(1000, ge=1, le=60000)
+
+
+class SimulatorConfig(Strict):
+    realtime: bool = True
+    edges: bool = Field(
+        True,
+        description="publish each trigger edge as the harness sees it; false = like a real board: the "
+        "trigger record comes from the firmware's TRIGGER reports (rig.arduino.trigger_report_every)",
+    )
+    elf: str | None = Field(None, description="firmware ELF (default firmware/build/rig_firmware.elf)")
+
+
+class ArduinoConfig(Strict):
+    """How the rig's Arduino is reached and what its peripherals do."""
+
+    backend: Literal["simulator", "serial"] = "simulator"
+    port: str | None = Field(None, description="device path, e.g. /dev/ttyACM0 (serial backend)")
+    serial_number: str | None = Field(None, description="USB serial number instead of a path")
+    baud: int = Field(1_000_000, gt=0)
+    watchdog_ms: int = Field(1000, ge=0, le=65535, description="host silence -> safe state; 0 = off")
+    ping_interval_s: float = Field(0.2, gt=0)
+    ack_timeout_s: float = Field(1.0, gt=0)
+    ir_debounce_ms: int = Field(5, ge=0, le=1000)
+    redelivery: bool = False
+    redelivery_delay_ms: int = Field(500, ge=0, le=65535)
+    trigger_report_every: int = Field(1, ge=0, le=65535, description="TRIGGER event every N pulses")
+    pins: ArduinoPins = ArduinoPins()
+    servo: ServoConfig = ServoConfig()
+    stepper: StepperConfig = StepperConfig()
+    ttl: TtlConfig = TtlConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+
+    @model_validator(mode="after")
+    def _port(self) -> ArduinoConfig:
+        if self.backend == "serial" and not (self.port or self.serial_number):
+            raise ValueError("backend 'serial' needs 'port' or 'serial_number'")
+        if self.watchdog_ms and self.ping_interval_s * 1000 >= self.watchdog_ms / 2:
+            raise ValueError(
+                f"ping_interval_s={self.ping_interval_s:g} must be under half of "
+                f"watchdog_ms={self.watchdog_ms}"
+            )
+        return self
+
+    def firmware_config(self) -> dict[str, int]:
+        """The CONFIG command's fields (rig.protocol.CMD_BODY[Cmd.CONFIG])."""
+        return {
+            "servo_up_us": self.servo.up_us,
+            "servo_down_us": self.servo.down_us,
+            "servo_speed_us_per_s": self.servo.speed_us_per_s,
+            "steps_per_pellet": self.stepper.steps_per_pellet,
+            "step_rate_hz": self.stepper.step_rate_hz,
+            "ttl_width_us": self.ttl.closed_loop_width_us,
+            "sync_div": self.ttl.sync_div if self.ttl.sync == "trigger" else 0,
+            "debounce_ms": self.ir_debounce_ms,
+            "redelivery_delay_ms": self.redelivery_delay_ms,
+        }
 
 
 class RigConfig(Strict):
@@ -78,6 +208,29 @@ class RigConfig(Strict):
 
 
 # ----------------------------------------------------------------------------- experiment
+Vec3 = tuple[float, float, float]
+
+
+class ReachingTaskConfig(Strict):
+    """Reaching task parameters (times in seconds, positions in the calibration's world frame, mm)."""
+
+    n_trials: int | None = Field(10, ge=1)
+    max_duration_s: float = Field(600.0, gt=0)
+    iti_s: float = Field(2.0, ge=0, description="inter-trial interval")
+    dispense_timeout_s: float = Field(3.0, gt=0)
+    platform_timeout_s: float = Field(3.0, gt=0)
+    pellet_check: bool = Field(True, description="require the IR sensor to see the pellet before raising")
+    response_window_s: float = Field(5.0, gt=0, description="wait for reach + pellet removal")
+    settle_s: float = Field(0.3, ge=0, description="after removal: let the paw finish before lowering")
+    pellet_xyz_mm: Vec3 = (0.0, 0.0, 0.0)
+    reach_radius_mm: float = Field(12.0, gt=0, description="paw this close to the pellet = a reach")
+    grasp_radius_mm: float = Field(4.0, gt=0, description="paw this close when the pellet vanishes = taken")
+    grasp_window_s: float = Field(
+        0.15, ge=0, description="how long before/after removal the paw may be close"
+    )
+    lower_after_fail: bool = True
+
+
 class ExperimentConfig(Strict):
     task: Literal["reaching"] = "reaching"
     subject: str = "sim-mouse-01"
@@ -91,11 +244,11 @@ class ExperimentConfig(Strict):
 
 
 # ----------------------------------------------------------------------------- pipeline
-class DetectorConfig(Strict):
+class DetectorConfig(DetectorSettings):
+    """``pipeline.detector``: the detector's own settings (:class:`detection.settings.DetectorSettings`:
+    runner, model, confidence, options) and how the rig runs it online."""
+
     enabled: bool = True
-    runner: Literal["oracle", "onnxruntime", "tensorrt", "ultralytics"] = "oracle"
-    model: str | None = None
-    confidence: float = Field(0.25, ge=0, le=1)
     oracle_noise_px: float = Field(0.5, ge=0)
     max_lag_ms: float = Field(
         150.0,
@@ -112,7 +265,6 @@ class DetectorConfig(Strict):
         "from twice that, one in 8 from three times; counted as shed_for_recording; recorded all the same), "
         "until it is back under a quarter of it. null = never step back",
     )
-    options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _model_needed(self) -> DetectorConfig:
@@ -152,13 +304,17 @@ class RecorderConfig(Strict):
     encoder_priority: Literal["background", "normal"] = Field(
         "background",
         description="'background': each camera's encoder thread runs at the idle scheduling priority "
-        "(Linux SCHED_IDLE) while it is less than a quarter of buffer_s behind, so encoding never delays "
-        "detection, and at normal priority while it is further behind, so the recording never loses "
-        "frames to detection on an overloaded machine. 'normal': always normal priority. Frames leave "
-        "the rings at normal priority either way (below the pipeline.realtime nodes)",
+        "(Linux SCHED_IDLE) while it is less than a quarter of buffer_s (1 s at most) behind, so encoding "
+        "never delays detection, and at normal priority while it is further behind, so the recording "
+        "never loses frames to detection on an overloaded machine. 'normal': always normal priority. "
+        "Frames leave the rings on a drain thread at pipeline.realtime.priority either way",
     )
     buffer_s: float = Field(
-        4.0, gt=0, le=60, description="seconds of frames queued per camera for encoding (~100 MB at 124 Hz)"
+        10.0,
+        gt=0,
+        le=120,
+        description="seconds of frames held in RAM per camera while the encoder catches up (~255 MB per "
+        "camera at 448x460 and 124 Hz); checked against free memory at start",
     )
     record_truth: bool = True
 
@@ -174,6 +330,22 @@ class DisplayConfig(Strict):
     enabled: bool = False
     rate_hz: float = Field(40.0, gt=0, le=240, description="window refresh rate")
     trail_s: float = Field(5.0, gt=0, description="seconds of 3-D paw trace shown")
+
+
+class ClosedLoopConfig(Strict):
+    """Pure rule: 3-D paw observations -> firmware commands."""
+
+    enabled: bool = False
+    point: str = "paw"
+    zone_center_mm: Vec3 = (0.0, 0.0, 0.0)
+    zone_radius_mm: float = Field(6.0, gt=0)
+    ttl_width_us: int = Field(0, ge=0, le=60000, description="0 = the Arduino's configured width")
+    refractory_s: float = Field(0.5, ge=0, description="no second zone pulse within this time")
+    rest_radius_mm: float = Field(12.0, gt=0, description="reach onset: paw leaves this sphere around rest")
+    rest_xyz_mm: Vec3 = (2.0, -22.0, -14.0)
+    sync_mark_on_reach: bool = True
+    mark_width_us: int = Field(1000, ge=1, le=60000)
+    use_filtered: bool = True
 
 
 # nodes pipeline.realtime may name, besides cam-<camera>
@@ -225,7 +397,33 @@ class SessionConfig(Strict):
     output_dir: str = Field(
         "sessions", description="where session folders go (relative: to the current directory)"
     )
-    name: str = "{subject}_{date}_{time}"
+    name: str = Field(
+        "{subject}_{date}_{time}",
+        description="session folder name; fields {subject}, {date} (YYYYMMDD) and {time} (HHMMSS)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_renders(cls, name: str) -> str:
+        """Render with dummy values now, so a typo stops ``config`` and ``run`` before anything starts."""
+        fields = ("subject", "date", "time")
+        try:
+            folder = name.format(subject="mouse", date="20260101", time="120000")
+        except KeyError as exc:
+            bad = str(exc.args[0])
+            hint = difflib.get_close_matches(bad, fields, n=1)
+            raise ValueError(
+                f"unknown field {{{bad}}}"
+                + (f" (did you mean {{{hint[0]}}}?)" if hint else "")
+                + f"; fields: {', '.join('{' + f + '}' for f in fields)}"
+            ) from None
+        except (ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(
+                f"not a valid name template ({exc}); fields: {{subject}}, {{date}}, {{time}}"
+            ) from None
+        if not folder.strip() or "/" in folder or folder in (".", ".."):
+            raise ValueError(f"renders to {folder!r}: a session folder name must be one non-empty path part")
+        return name
 
 
 class Config(Strict):
@@ -257,8 +455,8 @@ class Config(Strict):
         if det.enabled and self.pipeline.recorder.enabled and behind is not None and 3 * behind >= buffer_s:
             raise ValueError(
                 f"pipeline.detector.recorder_behind_s={behind:g}: three times it (where detection steps back "
-                f"furthest) must be below pipeline.recorder.buffer_s={buffer_s:g}, or the recording loses "
-                "frames first"
+                f"furthest) must be below pipeline.recorder.buffer_s={buffer_s:g}, or frames wait on disk "
+                "(the spill) before detection steps back"
             )
         nodes = {*REALTIME_NODE_NAMES, *(f"cam-{c}" for c in self.rig.cameras)}
         for n in self.pipeline.realtime.nodes:
@@ -290,19 +488,7 @@ class LoadedConfig(BaseModel):
 
 # ----------------------------------------------------------------------------- loading
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    data = read_yaml(path, "config file", ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -310,41 +496,58 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at ``loc`` (for 'did you mean' hints)."""
+def _model_at(loc: tuple[Any, ...], raw: dict[str, Any] | None = None) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (for 'did you mean' hints). A camera's
+    ``options`` is owned by its backend's options model, found through the backend named in ``raw``."""
     model: Any = Config
+    node: Any = raw
+    key_next = False  # the previous field was a dict of models: this part is a key (a camera name)
     for part in loc[:-1]:
-        if isinstance(model, type) and issubclass(model, BaseModel):
+        if key_next:
+            key_next = False
+        elif isinstance(model, type) and issubclass(model, BaseModel):
             field = model.model_fields.get(str(part))
             if field is None:
                 return None
             ann = field.annotation
             args = getattr(ann, "__args__", ())
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if ann is CameraOptions:
+                backend = node.get("backend") if isinstance(node, dict) else None
+                try:
+                    from rig.cameras.base import backend_options_model
+
+                    model = backend_options_model(str(backend))
+                except ConfigError:
+                    return None
+            elif isinstance(ann, type) and issubclass(ann, BaseModel):
                 model = ann
             elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
                 model = args[-1]  # dict[str, Model] -> Model (next loc part is the key)
+                key_next = len(args) == 2 and getattr(ann, "__origin__", None) is dict
             elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
                 model = args[0]  # Model | None
             else:
                 return None
-        # dict keys (camera names) leave the model unchanged
+        node = node.get(part) if isinstance(node, dict) else None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _format_errors(exc: ValidationError, files: dict[str, str]) -> str:
+def _format_errors(exc: ValidationError, files: dict[str, str], raw: dict[str, Any] | None = None) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         source = files["rig"] if loc[:1] == ("rig",) and "rig" in files else files[""]
         key = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            model = _model_at(loc)
+            model = _model_at(loc, raw)
             known = sorted(model.model_fields) if model else []
             hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
             msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             if known:
                 msg += f"; expected one of: {', '.join(known)}"
+            elif model is not None and issubclass(model, CameraOptions):
+                cam = (raw or {}).get("rig", {}).get("cameras", {}).get(loc[2], {}) if len(loc) > 3 else {}
+                msg += f"; the {cam.get('backend')!r} backend takes no options"
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:
@@ -369,7 +572,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, files)) from None
+        raise ConfigError(_format_errors(exc, files, raw)) from None
     return LoadedConfig(config=config, source=str(cfg_path), base_dir=cfg_path.parent.resolve(), raw=raw)
 
 
@@ -395,6 +598,8 @@ def parse_override(text: str) -> dict[str, Any]:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         parsed = value
+    if isinstance(parsed, dict) and parsed and all(v is None for v in parsed.values()):
+        parsed = value  # '{subject}_x' is a name template, not a YAML mapping of empty keys
     out: dict[str, Any] = {parts[-1]: parsed}
     for p in reversed(parts[:-1]):
         out = {p: out}

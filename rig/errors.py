@@ -2,7 +2,13 @@
 
 `UserError` subclasses are mistakes a user can fix (a bad config key, a missing calibration, an
 unreadable video, a full disk): the CLI prints their message on one line and exits non-zero,
-without a traceback. Anything else is a bug and keeps its traceback.
+without a traceback. ``rig.cli.main`` treats ``analysis``' ``AnalysisError`` and ``detection``'s
+``DetectionError`` (those packages do not import ``rig``) and an ``OSError`` naming its file the same
+way. Anything else is a bug: its traceback is shown and saved, and the CLI says where.
+
+Text files a user gives are read with ``analysis.textfile.read_text`` / ``read_yaml``, passing the
+error class to raise, so that a missing file, a folder or a byte that is not UTF-8 is one line naming
+the file (and the byte). ``tests/bad_inputs/`` holds the corpus of broken inputs and their messages.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from rig.errors import DeviceError
 
 if TYPE_CHECKING:
-    from rig.config_rig_control import ArduinoConfig
+    from rig.config import ArduinoConfig
     from rig.serial_link import SerialLink
 
 log = logging.getLogger(__name__)

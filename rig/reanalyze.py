@@ -7,7 +7,10 @@ For each session, the same code the online pipeline runs, over what the session 
    decoded, frames are paired into stereo sets by trigger index through the frame tables
    (``video_index`` says which video frame a row is; dropped rows have none), and each set goes through
    :class:`detection.online.OnlineDetector` (ROI tracking, full-frame search) with the session's own
-   detector settings, as the detector node does; ``model`` swaps only the model file.
+   detector settings, as the detector node does; ``model`` swaps only the model file. A video that holds
+   fewer frames than its frame table lists (truncated) is an error naming the file and how many frames
+   are missing, unless ``accept_partial``: then what is there is reanalysed and ``summary.json`` says
+   ``frames_missing_from_video`` per camera and ``partial: true``.
 2. **3-D.** Every stereo set, in trigger order, through :class:`analysis.tracking.PointTracker` with the
    session's calibration and triangulator settings (the online triangulator's code).
 3. **Analyses.** For a reaching session: :func:`analysis.tasks.reaching.analyze_reaching` (reaches,
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from analysis.tracking import PointTracker
+from detection.settings import DetectorSettings
 from rig.errors import InputError, UserError
 from rig.recorder import DETECTION_COLUMNS, POINT_COLUMNS, Table
 from rig.session import Session, error_vs_truth_mm, load_session, write_json_atomic
@@ -59,13 +63,17 @@ class Options:
     detect: bool = False
     model: str | None = None
     analyses: bool = True
+    accept_partial: bool = False  # reanalyse truncated videos as far as they go instead of failing
 
     @property
     def redetect(self) -> bool:
         return self.detect or self.model is not None
 
     def record(self) -> dict[str, Any]:
-        return {**asdict(self), "detect": self.redetect}
+        rec = {**asdict(self), "detect": self.redetect}
+        if not self.accept_partial:  # results recorded before the option existed stay valid
+            del rec["accept_partial"]
+        return rec
 
 
 # ----------------------------------------------------------------------------- detections
@@ -85,8 +93,11 @@ def detections_by_set(det: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndar
     }
 
 
-def detector_config(session: Session, model: str | None = None) -> Any:
+def detector_config(session: Session, model: str | None = None) -> DetectorSettings:
     """The session's ``pipeline.detector`` with its model path made absolute (``model`` replaces it)."""
+    from pydantic import ValidationError
+
+    from detection.settings import settings_error
     from rig.config import DetectorConfig
 
     dc = dict(session.config["pipeline"]["detector"])
@@ -109,19 +120,30 @@ def detector_config(session: Session, model: str | None = None) -> Any:
     if not path.exists():
         raise InputError(f"{where}.model: {path} not found; give --model PATH")
     dc["model"] = str(path)
-    return DetectorConfig.model_validate(dc)
+    try:
+        return DetectorConfig.model_validate(dc)
+    except ValidationError as exc:  # e.g. an option this version no longer knows
+        first = settings_error(exc, "pipeline.detector", DetectorConfig).args[0].splitlines()[0]
+        raise InputError(f"{session.path / 'config.yaml'}: {first}") from None
 
 
-def stereo_frames(session: Session) -> Iterator[tuple[int, dict[str, tuple[int, np.ndarray]]]]:
+def stereo_frames(
+    session: Session, decoded: dict[str, int] | None = None
+) -> Iterator[tuple[int, dict[str, tuple[int, np.ndarray]]]]:
     """Decode every camera's video and yield ``(trigger_index, {camera: (frame_row, image (H, W) uint8)})``
     in trigger order, one set per trigger index with the cameras that recorded it. Frames without a trigger
-    index (-1) cannot be paired and are left out."""
+    index (-1) cannot be paired and are left out. ``decoded`` receives each camera's count of decoded
+    frames once its video has ended (compare :func:`frames_in_table`)."""
     names = list(session.config["rig"]["cameras"])
 
     def stream(cam: str) -> Iterator[tuple[int, int, np.ndarray]]:
         table = session.frames[cam]
         last = -1
-        for n, (row, img) in enumerate(session.read_frames(cam)):
+        if decoded is not None:
+            decoded[cam] = 0
+        for n, (row, img) in enumerate(_readable_frames(session, cam)):
+            if decoded is not None:
+                decoded[cam] = n + 1
             if int(table["video_index"][row]) != n:
                 raise InputError(
                     f"{session.path / f'{cam}.frames.csv'}: line {row + 2} has video_index "
@@ -154,8 +176,53 @@ def stereo_frames(session: Session) -> Iterator[tuple[int, dict[str, tuple[int, 
         yield k, group
 
 
-def redetect(session: Session, model: str | None = None) -> dict[str, np.ndarray]:
-    """Run the online detection code over the session's videos; columns like ``detections.csv``."""
+def _readable_frames(session: Session, cam: str) -> Iterator[tuple[int, np.ndarray]]:
+    """``session.read_frames(cam)``, ending (with a warning) where the video stops being decodable: a file
+    cut short mid-packet is a truncated video, counted as such, not a crash."""
+    import av
+
+    try:
+        yield from session.read_frames(cam)
+    except av.error.FFmpegError as exc:
+        log.warning(
+            "%s: cannot decode past this point (%s): treated as the end of the video",
+            session.video_path(cam),
+            exc,
+        )
+
+
+def frames_in_table(session: Session, camera: str) -> int:
+    """How many frames ``camera``'s frame table says its video holds (rows with a ``video_index``)."""
+    return int(np.count_nonzero(session.frames[camera]["video_index"] >= 0))
+
+
+def truncated_videos(session: Session, decoded: dict[str, int]) -> dict[str, dict[str, int]]:
+    """Cameras whose video held fewer frames than its table lists: ``{camera: {decoded, expected,
+    missing}}``."""
+    out = {}
+    for cam, n in decoded.items():
+        expected = frames_in_table(session, cam)
+        if n < expected:
+            out[cam] = {"decoded": n, "expected": expected, "missing": expected - n}
+    return out
+
+
+def truncation_error(session: Session, lost: dict[str, dict[str, int]]) -> InputError:
+    cam, m = next(iter(lost.items()))
+    others = [f"{c} {v['missing']}" for c, v in lost.items() if c != cam]
+    return InputError(
+        f"{session.video_path(cam)}: truncated: the video ends after {m['decoded']} of the {m['expected']} "
+        f"frames {cam}.frames.csv lists ({m['missing']} missing"
+        + (f"; other cameras missing: {', '.join(others)}" if others else "")
+        + "); --accept-partial reanalyses what is there"
+    )
+
+
+def redetect(
+    session: Session, model: str | None = None, decoded: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
+    """Run the online detection code over the session's videos; columns like ``detections.csv``.
+    ``decoded`` receives each camera's count of decoded video frames."""
     from detection.online import OnlineDetector, OnlineOptions
     from detection.runners import make_runner
 
@@ -165,7 +232,7 @@ def redetect(session: Session, model: str | None = None) -> dict[str, np.ndarray
     online = OnlineDetector(runner, names, OnlineOptions.from_options(dc.options))
     out: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
     try:
-        for k, group in stereo_frames(session):
+        for k, group in stereo_frames(session, decoded):
             cams = [c for c in names if c in group]
             t_start = time.monotonic_ns()
             boxes = online.detect([group[c][1] for c in cams], cams)
@@ -365,8 +432,13 @@ def reanalyze_session(
     t0 = time.perf_counter()
     s = load_session(p)
     timings: dict[str, float] = {}
+    lost: dict[str, dict[str, int]] = {}
     if options.redetect:
-        det = redetect(s, options.model)
+        decoded: dict[str, int] = {}
+        det = redetect(s, options.model, decoded)
+        lost = truncated_videos(s, decoded)
+        if lost and not options.accept_partial:
+            raise truncation_error(s, lost)
         order = None
     else:
         if not s.detections:
@@ -394,6 +466,11 @@ def reanalyze_session(
         "n_points": len(pts["trigger_index"]),
         "valid": int(pts["valid"].sum()),
         "frames_detected": n_frames,
+        # frames the tables list as recorded that the videos lack (truncated videos); only with re-detection
+        "frames_missing_from_video": {c: lost.get(c, {}).get("missing", 0) for c in s.frames}
+        if options.redetect
+        else None,
+        "partial": bool(lost),
         "frames_per_s": n_frames / seconds if n_frames else None,
         "seconds": round(seconds, 3),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rig.config_rig_control import ReachingTaskConfig
+from rig.config import ReachingTaskConfig
 from rig.messages import Command, Point3D, SerialEvent, TaskEvent
 
 Out = list[Command | TaskEvent]

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import machine, pct, write_block
 
 from rig.closed_loop import ClosedLoopRule
-from rig.config_rig_control import ClosedLoopConfig
+from rig.config import ClosedLoopConfig
 from rig.firmware_sim import PIN_TRIGGER, PIN_TTL, FirmwareSim, pulses
 from rig.messages import Point3D
 from rig.protocol import Cmd

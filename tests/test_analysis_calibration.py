@@ -372,7 +372,7 @@ def test_calibrate_commands_report_bad_input(bouguet_dir, tmp_path, capsys):
     assert rc == 2 and "none*.png: no images found" in capsys.readouterr().err
     assert not out.exists()
     rc = run_cli(["calibrate-import", str(tmp_path / "missing.toml"), "--out", str(out)])
-    assert rc == 2 and "missing.toml: file not found" in capsys.readouterr().err
+    assert rc == 2 and "missing.toml: calibration file not found" in capsys.readouterr().err
     rc = run_cli(
         [
             "calibrate-import",

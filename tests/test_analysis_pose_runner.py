@@ -168,7 +168,7 @@ def test_corrupt_or_missing_video_is_a_one_line_error(tmp_path, capsys):
     for video in (bad, truncated, empty, text, tmp_path / "absent.mp4", tmp_path):
         rc = run_cli(["pose", str(video), "--out", str(tmp_path / "out")])
         err = errors[video.name] = capsys.readouterr().err
-        assert rc == 2 and err.startswith(f"error: {video}: ") and err.count("\n") == 1, err
+        assert rc == 2 and err.startswith(f"deepbehavior: error: {video}: ") and err.count("\n") == 1, err
         assert not (tmp_path / "out").exists()
     assert "cannot read video (Invalid data found" in errors["bad.mp4"]
     assert "not a video (FFmpeg reads it as 'ansi' text)" in errors["notes.txt"]

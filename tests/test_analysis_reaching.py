@@ -149,4 +149,4 @@ def test_reaching_command(tmp_path, capsys):
     assert list(pd.read_csv(out / "reaches.csv")["cluster"]) in ([1, 1, 2, 2], [2, 2, 1, 1])
     assert (out / "dendrogram.png").exists()
     assert run_cli(["reaching", str(tmp_path / "nope")]) == 2
-    assert "points3d.csv: cannot read points table" in capsys.readouterr().err
+    assert "points3d.csv: points table not found" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from rig.closed_loop import ClosedLoopRule
-from rig.config_rig_control import ClosedLoopConfig
+from rig.config import ClosedLoopConfig
 from rig.messages import Point3D
 
 REST = (2.0, -22.0, -14.0)

@@ -139,10 +139,10 @@ def test_recording_first_gives_up_more_detection_the_further_the_recorder_falls_
 
 def test_stepping_back_must_come_before_the_recording_overflows(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["pipeline"]["detector"]["recorder_behind_s"] = 1.5
+    raw["pipeline"]["detector"]["recorder_behind_s"] = 3.5
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"recorder_behind_s=1\.5: three times it .* below pipeline"):
+    with pytest.raises(ConfigError, match=r"recorder_behind_s=3\.5: three times it .* below pipeline"):
         load_config(p)
     raw["pipeline"]["detector"]["recorder_behind_s"] = 0
     p.write_text(yaml.safe_dump(raw))

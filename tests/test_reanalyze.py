@@ -203,7 +203,8 @@ def test_detector_config_for_redetection(recorded, tmp_path):
     s = load_session(recorded)
     own = detector_config(s)
     assert own.runner == "onnxruntime" and Path(own.model).is_absolute() and Path(own.model).is_file()
-    assert own.options == s.config["pipeline"]["detector"]["options"]  # same ROI settings as online
+    recorded_options = s.config["pipeline"]["detector"]["options"]
+    assert own.options.model_dump(mode="json") == recorded_options  # same ROI settings as online
     pt = tmp_path / "paw.pt"
     pt.write_bytes(b"")
     other = detector_config(s, str(pt))

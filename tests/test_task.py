@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rig.config_rig_control import ArduinoConfig, ReachingTaskConfig
+from rig.config import ArduinoConfig, ReachingTaskConfig
 from rig.messages import Command, Point3D, SerialEvent, TaskEvent
 from rig.task import ReachingTask
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from analysis.errors import ImportFormatError
 from analysis.io._util import load_json
+from analysis.textfile import read_text
 
 COLUMNS = ["frame", "label", "confidence", "left", "top", "width", "height", "source"]
 
@@ -97,10 +98,7 @@ def read_yolo_txt(
     w_img, h_img = image_size
     rows = []
     for frame, f in enumerate(files):
-        try:
-            text = f.read_text()
-        except OSError as exc:
-            raise ImportFormatError(f"{f}: cannot read ({exc.strerror})") from None
+        text = read_text(f, "YOLO label file", ImportFormatError)
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue

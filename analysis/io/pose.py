@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ import numpy as np
 
 from analysis.errors import ImportFormatError
 from analysis.io._util import load_json
+from analysis.textfile import read_text
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +276,12 @@ def read_dlc(path: str | Path) -> PoseTable:
 def _read_dlc_csv(path: Path) -> Any:
     import pandas as pd
 
-    with path.open() as fh:
-        head = [fh.readline().split(",")[0].strip() for _ in range(4)]
+    text = read_text(path, "DeepLabCut CSV", ImportFormatError)
+    head = [line.split(",")[0].strip() for line in [*text.split("\n", 4)[:4], "", "", "", ""][:4]]
     n_header = 4 if head[1] == "individuals" else 3
     if head[0] != "scorer":
         raise ImportFormatError(f"{path}: line 1 must start with 'scorer' (got {head[0]!r})")
-    df = pd.read_csv(path, header=list(range(n_header)), index_col=0)
+    df = pd.read_csv(io.StringIO(text), header=list(range(n_header)), index_col=0)
     # newer DLC label files put the image path in up to 3 leading columns
     first_level = df.columns.get_level_values(0)
     extra = [c for c in df.columns if str(c[0]).startswith("Unnamed")]

@@ -6,6 +6,7 @@ Inputs are arrays and simple tables; :func:`load_points3d` / :func:`load_trials`
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,25 @@ from analysis.kinematics import (
     speed,
     velocity_curves,
 )
+from analysis.textfile import read_text
 
 REACH_OUTCOMES = ("success", "knocked_off", "miss")  # trials in which the mouse reached
 ALL_OUTCOMES = (*REACH_OUTCOMES, "no_reach")
+
+
+def _check_numbers(df: Any, columns: list[str], path: Path, whole: tuple[str, ...] = ()) -> None:
+    """Every cell of ``columns`` a number (empty: missing), of ``whole`` a present whole number;
+    AnalysisError names the file, line and column of the first that is not."""
+    import pandas as pd
+
+    for c in columns:
+        col = pd.to_numeric(df[c], errors="coerce")
+        bad = (col.isna() & df[c].notna()) | (col.isna() if c in whole else False)
+        idx = np.flatnonzero(np.asarray(bad))
+        if len(idx):
+            raise AnalysisError(
+                f"{path}: line {idx[0] + 2}, column {c!r}: {df[c].iloc[idx[0]]!r} is not a number"
+            )
 
 
 def load_points3d(
@@ -34,14 +51,16 @@ def load_points3d(
     import pandas as pd
 
     path = Path(path)
+    text = read_text(path, "points table", AnalysisError)
     try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"{path}: cannot read points table ({exc})") from None
+        df = pd.read_csv(io.StringIO(text))
+    except ValueError as exc:
+        raise AnalysisError(f"{path}: cannot read points table ({' '.join(str(exc).split())})") from None
     cols = ["x_filt", "y_filt", "z_filt"] if filtered else ["x", "y", "z"]
     missing = [c for c in ["name", "t_frame_ns", *cols] if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: lacks column(s) {', '.join(missing)}")
+    _check_numbers(df, ["t_frame_ns", *cols], path, whole=("t_frame_ns",))
     sub = df[df["name"] == name]
     if sub.empty:
         raise AnalysisError(
@@ -59,13 +78,15 @@ def load_trials(path: str | Path) -> Any:
     import pandas as pd
 
     path = Path(path)
+    text = read_text(path, "trial table", AnalysisError)
     try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise AnalysisError(f"{path}: cannot read trial table ({exc})") from None
+        df = pd.read_csv(io.StringIO(text))
+    except ValueError as exc:
+        raise AnalysisError(f"{path}: cannot read trial table ({' '.join(str(exc).split())})") from None
     missing = [c for c in ("trial", "t_start_ns", "t_end_ns", "outcome") if c not in df.columns]
     if missing:
         raise AnalysisError(f"{path}: lacks column(s) {', '.join(missing)}")
+    _check_numbers(df, ["t_start_ns", "t_end_ns"], path, whole=("t_start_ns", "t_end_ns"))
     df["t_start_s"] = df["t_start_ns"].astype("int64") * 1e-9
     df["t_end_s"] = df["t_end_ns"].astype("int64") * 1e-9
     df["outcome"] = df["outcome"].fillna("").astype(str)

@@ -91,15 +91,12 @@ class ThreeChamberGeometry:
 
 def load_three_chamber_geometry(path: str | Path) -> ThreeChamberGeometry:
     """Read a geometry YAML file (see :meth:`ThreeChamberGeometry.from_dict`); errors name the file."""
-    import yaml
+    from analysis.textfile import read_yaml
 
     path = Path(path)
+    data = read_yaml(path, "three-chamber geometry", AnalysisError)
     try:
-        return ThreeChamberGeometry.from_dict(yaml.safe_load(path.read_text()))
-    except OSError as exc:
-        raise AnalysisError(f"{path}: bad three-chamber geometry (cannot read: {exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise AnalysisError(f"{path}: bad three-chamber geometry (not YAML: {exc})") from None
+        return ThreeChamberGeometry.from_dict(data)
     except AnalysisError as exc:
         raise AnalysisError(f"{path}: bad three-chamber geometry ({exc})") from None
 

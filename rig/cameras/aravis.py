@@ -18,9 +18,16 @@ import threading
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.genicam_features import (
+    FeatureAccess,
+    GenICamOptions,
+    apply_camera_config,
+    disarm,
+    timeout_message,
+)
 from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
@@ -115,6 +122,19 @@ def _drop(refs: list[Any]) -> None:
     gc.collect()
 
 
+class AravisOptions(GenICamOptions):
+    """``rig.cameras.<name>.options`` of an Aravis camera: the GenICam options, plus the device and
+    Aravis' in-process Fake camera (tests)."""
+
+    device_id: str | None = Field(
+        None, description="Aravis device id (e.g. Aravis-Fake-PAW01), instead of 'serial'"
+    )
+    fake_interface: bool = Field(False, description="also enable Aravis' in-process Fake interface (tests)")
+    fake_line_hz: float | None = Field(
+        None, gt=0, description="Fake camera only: simulated Line0 trigger pulses per second"
+    )
+
+
 def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
     arv = import_aravis()
     with _lock:
@@ -135,6 +155,7 @@ def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
 
 class AravisCamera(CameraBackend):
     backend_name = "aravis"
+    options_model = AravisOptions
 
     cam: Any = None
     stream: Any = None
@@ -142,8 +163,9 @@ class AravisCamera(CameraBackend):
 
     def open(self) -> None:
         arv = self.arv = import_aravis()
-        cams = list_cameras(self.config.options)
-        key = self.config.options.get("device_id")
+        opts = self._options()
+        cams = list_cameras({"fake_interface": opts.fake_interface})
+        key = opts.device_id
         if key is not None:
             match = [c for c in cams if c.extra["id"] == key]
         else:
@@ -170,7 +192,7 @@ class AravisCamera(CameraBackend):
         self.applied = apply_camera_config(
             self.features, self.config, trigger_rate_hz=self.context.get("trigger_rate_hz")
         )
-        if self.cam.is_gv_device() and "GevSCPSPacketSize" not in self.config.options.get("features", {}):
+        if self.cam.is_gv_device() and "GevSCPSPacketSize" not in self._options().features:
             try:  # the largest packet the path to the host carries (jumbo frames when the NIC allows)
                 size = self.cam.gv_auto_packet_size()
                 log.info("camera %s: GigE packet size %d bytes", self.name, size)
@@ -181,7 +203,7 @@ class AravisCamera(CameraBackend):
                     exc,
                     self.cam.gv_get_packet_size(),
                 )
-        line_hz = self.config.options.get("fake_line_hz")
+        line_hz = self._options().fake_line_hz
         if line_hz is not None:
             if not hasattr(self.dev, "get_fake_camera"):
                 raise ConfigError(
@@ -198,6 +220,11 @@ class AravisCamera(CameraBackend):
         for _ in range(self.config.ring_slots):
             self.stream.push_buffer(self.arv.Buffer.new_allocate(payload))
         self.cam.start_acquisition()
+
+    def _options(self) -> AravisOptions:
+        opts = self.config.options
+        assert isinstance(opts, AravisOptions)
+        return opts
 
     def software_trigger(self) -> None:
         """Fire one software trigger (``options.trigger_source: Software``)."""

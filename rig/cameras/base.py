@@ -15,11 +15,12 @@ import abc
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from rig.config import CameraConfig
+from rig.config_base import CameraOptions
 from rig.errors import ConfigError
 
 
@@ -58,6 +59,8 @@ class CameraBackend(abc.ABC):
     """Base class of camera backends. Subclasses implement the abstract methods."""
 
     backend_name = "?"
+    # the backend's ``options`` (rig.cameras.<name>.options): a CameraOptions subclass in its module
+    options_model: ClassVar[type[CameraOptions]] = CameraOptions
 
     def __init__(self, name: str, config: CameraConfig, context: dict[str, Any] | None = None):
         self.name = name
@@ -133,6 +136,11 @@ def backend_class(backend: str) -> type[CameraBackend]:
     cls = getattr(module, cls_name)
     assert issubclass(cls, CameraBackend)
     return cls
+
+
+def backend_options_model(backend: str) -> type[CameraOptions]:
+    """The options model of ``backend`` (imports the backend's module, never its vendor SDK)."""
+    return backend_class(backend).options_model
 
 
 def make_backend(name: str, config: CameraConfig, context: dict[str, Any] | None = None) -> CameraBackend:

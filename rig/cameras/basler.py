@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.genicam_features import (
+    GenApiAccess,
+    GenICamOptions,
+    apply_camera_config,
+    disarm,
+    timeout_message,
+)
 from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
@@ -39,8 +45,14 @@ def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
     ]
 
 
+class BaslerOptions(GenICamOptions):
+    """``rig.cameras.<name>.options`` of a Basler (pypylon) camera: the GenICam options (chunk data off
+    unless ``chunk_data: true``; the emulator has none)."""
+
+
 class BaslerCamera(CameraBackend):
     backend_name = "basler"
+    options_model = BaslerOptions
 
     cam: Any = None
 

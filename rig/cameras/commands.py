@@ -79,9 +79,10 @@ class CheckReport:
 
 
 def _expected_hz(cfg: CameraConfig, trigger_hz: float) -> float | None:
+    rate = getattr(cfg.options, "trigger_rate_hz", None)  # GenICam backends' options
     if cfg.hardware_trigger:
-        return float(cfg.options.get("trigger_rate_hz", trigger_hz))
-    fps = cfg.options.get("fps")
+        return float(rate if rate is not None else trigger_hz)
+    fps = getattr(cfg.options, "fps", None)
     return float(fps) if fps is not None else None
 
 
@@ -114,7 +115,8 @@ def run_check(
         soft = [
             b
             for n, b in backends.items()
-            if cameras[n].hardware_trigger and cameras[n].options.get("trigger_source") == "Software"
+            if cameras[n].hardware_trigger
+            and getattr(cameras[n].options, "trigger_source", None) == "Software"
         ]
 
         def grab_loop(name: str, cam: CameraBackend) -> None:

@@ -19,17 +19,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import GenApiAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.genicam_features import (
+    GenApiAccess,
+    GenICamOptions,
+    apply_camera_config,
+    disarm,
+    timeout_message,
+)
 from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
 
-def cti_paths(options: dict[str, Any]) -> list[Path]:
-    raw = options.get("cti") or os.environ.get("GENICAM_GENTL64_PATH", "")
+class GenicamOptions(GenICamOptions):
+    """``rig.cameras.<name>.options`` of a GenTL camera through Harvesters: the GenICam options, plus
+    the producer and the device."""
+
+    cti: str | list[str] | None = Field(
+        None, description="GenTL producer (.cti) path(s) (default: env GENICAM_GENTL64_PATH)"
+    )
+    device_id: str | None = Field(None, description="the GenTL device id, instead of 'serial'")
+
+
+def cti_paths(options: dict[str, Any] | GenicamOptions) -> list[Path]:
+    cti = options.cti if isinstance(options, GenicamOptions) else options.get("cti")
+    raw = cti or os.environ.get("GENICAM_GENTL64_PATH", "")
     items = raw if isinstance(raw, list) else [p for p in str(raw).split(os.pathsep) if p]
     paths: list[Path] = []
     for item in items:
@@ -81,12 +99,15 @@ def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
 
 class GenicamCamera(CameraBackend):
     backend_name = "genicam"
+    options_model = GenicamOptions
 
     harvester: Any = None
     ia: Any = None
 
     def open(self) -> None:
-        paths = cti_paths(self.config.options)
+        opts = self.config.options
+        assert isinstance(opts, GenicamOptions)
+        paths = cti_paths(opts)
         if not paths:
             raise ConfigError(
                 f"rig.cameras.{self.name}.options.cti: no GenTL producer named "
@@ -94,7 +115,7 @@ class GenicamCamera(CameraBackend):
             )
         self.harvester = make_harvester(paths)
         devices = self.harvester.device_info_list
-        key = self.config.options.get("device_id")
+        key = opts.device_id
         if key is not None:
             match = [d for d in devices if d.id_ == key]
         else:

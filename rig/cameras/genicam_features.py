@@ -8,15 +8,9 @@ so each backend supplies a small :class:`FeatureAccess` adapter and :func:`apply
 rest, in the order the SFNC requires (trigger off before its source changes, offsets to 0 before the
 size grows, ...). Every error names the camera and the feature.
 
-Options read from ``CameraConfig.options`` (all optional):
-
-``trigger_source`` (default ``Line0``), ``trigger_activation`` (``RisingEdge``), ``trigger_overlap``
-(``ReadOut``; ignored when the camera has no such feature), ``trigger_rate_hz`` (the firmware's trigger
-rate, used to refuse an exposure longer than the trigger period), ``fps`` (free-run frame rate when
-``hardware_trigger`` is false), ``offset_x``/``offset_y`` (ROI origin, px), ``chunk_data`` (bool: turn on
-chunk FrameID/Timestamp), ``ignore_missing`` (list of feature names the model lacks and the user accepts
-to leave unset, e.g. ``[ExposureTime, Gain]`` for a virtual camera), ``features`` (a mapping of
-further GenICam feature names to values, set last and in order, e.g. ``{GevSCPSPacketSize: 9000}``).
+The options these backends share are :class:`GenICamOptions` (``rig.cameras.<name>.options``; each
+backend's own model adds its keys): ``trigger_source``, ``trigger_activation``, ``trigger_overlap``,
+``trigger_rate_hz``, ``fps``, ``offset_x``/``offset_y``, ``chunk_data``, ``ignore_missing``, ``features``.
 """
 
 from __future__ import annotations
@@ -27,7 +21,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field, field_validator
+
 from rig.config import CameraConfig
+from rig.config_base import CameraOptions
 from rig.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -159,15 +156,41 @@ class AppliedSettings:
     chunk_timestamp: bool = False
 
 
-def _opt(cfg: CameraConfig, key: str, default: Any) -> Any:
-    return cfg.options.get(key, default)
+class GenICamOptions(CameraOptions):
+    """Options every GenICam backend (spinnaker, genicam, aravis, basler) reads through
+    :func:`apply_camera_config`."""
+
+    trigger_source: str = Field("Line0", description="TriggerSource of the hardware trigger (or 'Software')")
+    trigger_activation: str = Field("RisingEdge", description="TriggerActivation")
+    trigger_overlap: str = Field("ReadOut", description="TriggerOverlap (skipped when the model lacks it)")
+    trigger_rate_hz: float | None = Field(
+        None, gt=0, description="the trigger rate, for the exposure check (default: rig.trigger.rate_hz)"
+    )
+    fps: float | None = Field(None, gt=0, description="free-run frame rate when hardware_trigger is false")
+    offset_x: int | None = Field(None, ge=0, description="ROI origin x (px)")
+    offset_y: int | None = Field(None, ge=0, description="ROI origin y (px)")
+    chunk_data: bool | None = Field(
+        None, description="chunk FrameID/Timestamp with each image (null: the backend's default)"
+    )
+    ignore_missing: tuple[str, ...] = Field(
+        (), description="feature names the model lacks and may stay unset, e.g. [ExposureTime, Gain]"
+    )
+    features: dict[str, Any] = Field(
+        default_factory=dict, description="further GenICam features, set last and in order, e.g. {Gamma: 1.0}"
+    )
+
+    @field_validator("ignore_missing", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
-def _ignored(cfg: CameraConfig) -> set[str]:
-    raw = cfg.options.get("ignore_missing", [])
-    if isinstance(raw, str):
-        raw = [raw]
-    return {str(x) for x in raw}
+def genicam_options(cfg: CameraConfig) -> GenICamOptions:
+    """``cfg.options`` as the GenICam options (a CameraConfig of a GenICam backend always has them)."""
+    opts = cfg.options
+    if not isinstance(opts, GenICamOptions):
+        raise ConfigError(f"camera backend {cfg.backend!r} has no GenICam options")
+    return opts
 
 
 def _missing(
@@ -215,7 +238,8 @@ def apply_camera_config(
     ``options.chunk_data`` says otherwise.
     """
     out = AppliedSettings()
-    ignore = _ignored(cfg)
+    opts = genicam_options(cfg)
+    ignore = set(opts.ignore_missing)
     cam = acc.camera
 
     # Trigger off first: many cameras lock format/ROI/source changes while a trigger is armed.
@@ -240,10 +264,10 @@ def apply_camera_config(
             out.set[name] = value
         else:
             _missing(acc, [name], "image size", ignore, out)
-    for name, key in (("OffsetX", "offset_x"), ("OffsetY", "offset_y")):
-        if key in cfg.options:
-            acc.set(name, int(cfg.options[key]))
-            out.set[name] = int(cfg.options[key])
+    for name, offset in (("OffsetX", opts.offset_x), ("OffsetY", opts.offset_y)):
+        if offset is not None:
+            acc.set(name, offset)
+            out.set[name] = offset
 
     # Exposure (µs) with auto exposure off.
     acc.try_set("ExposureAuto", "Off")
@@ -268,7 +292,7 @@ def apply_camera_config(
         _missing(acc, ["Gain"], "gain (dB)", ignore, out)
 
     # Trigger or free run.
-    rate = _opt(cfg, "trigger_rate_hz", trigger_rate_hz)
+    rate = opts.trigger_rate_hz if opts.trigger_rate_hz is not None else trigger_rate_hz
     if cfg.hardware_trigger:
         check_exposure_period(cam, cfg.exposure_us, rate, "trigger")
         if not acc.has("TriggerMode"):
@@ -278,16 +302,16 @@ def apply_camera_config(
         fre = acc.first_present(FRAME_RATE_ENABLE_NAMES)
         if fre:
             acc.try_set(fre, False)  # the trigger, not an internal clock, sets the rate
-        source = str(_opt(cfg, "trigger_source", "Line0"))
+        source = opts.trigger_source
         acc.set("TriggerSource", source)
         out.set["TriggerSource"] = source
-        activation = str(_opt(cfg, "trigger_activation", "RisingEdge"))
+        activation = opts.trigger_activation
         if acc.has("TriggerActivation"):
             acc.set("TriggerActivation", activation)
             out.set["TriggerActivation"] = activation
-        elif "trigger_activation" in cfg.options:
+        elif "trigger_activation" in opts.model_fields_set:
             _missing(acc, ["TriggerActivation"], "trigger activation", ignore, out)
-        overlap = str(_opt(cfg, "trigger_overlap", "ReadOut"))
+        overlap = opts.trigger_overlap
         if acc.has("TriggerOverlap") and overlap in acc.entries("TriggerOverlap"):
             acc.set("TriggerOverlap", overlap)
             out.set["TriggerOverlap"] = overlap
@@ -296,7 +320,7 @@ def apply_camera_config(
         acc.set("TriggerMode", "On")
         out.set["TriggerMode"] = "On"
     else:
-        fps = _opt(cfg, "fps", None)
+        fps = opts.fps
         if fps is not None:
             check_exposure_period(cam, cfg.exposure_us, float(fps), "frame")
             fre = acc.first_present(FRAME_RATE_ENABLE_NAMES)
@@ -310,7 +334,7 @@ def apply_camera_config(
                 out.set[fr_name] = float(fps)
 
     # Chunk data: the camera's own frame counter and timestamp travel with each image.
-    if bool(_opt(cfg, "chunk_data", chunk_default)):
+    if opts.chunk_data if opts.chunk_data is not None else chunk_default:
         if not acc.has("ChunkModeActive"):
             _missing(acc, ["ChunkModeActive"], "chunk data", ignore, out)
         else:
@@ -330,10 +354,7 @@ def apply_camera_config(
                     acc.set("ChunkEnable", True)
             out.chunk_frame_id = fid
             out.chunk_timestamp = ts is not None
-    extra = cfg.options.get("features", {})
-    if not isinstance(extra, dict):
-        raise CameraFeatureError(f"rig.cameras.{cam}.options.features: must be a mapping of feature: value")
-    for name, value in extra.items():
+    for name, value in opts.features.items():
         acc.set(str(name), value)
         out.set[str(name)] = value
     log.info("camera %s configured: %s; skipped: %s", cam, out.set, out.skipped)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, StreamEnded, now_ns
+from rig.config_base import CameraOptions
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,24 @@ def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
     return out
 
 
+class OpenCVOptions(CameraOptions):
+    """``rig.cameras.<name>.options`` of an OpenCV (V4L2 or video file) source."""
+
+    device: int | str | None = Field(
+        None,
+        description="device index (0), device path (/dev/video0) or video file (default: serial, else 0)",
+    )
+    fps: float | None = Field(
+        None, gt=0, description="frame rate asked of a device; paces a video file like a live camera"
+    )
+    v4l2_exposure: float | None = Field(
+        None, description="V4L2 exposure in the driver's own units (manual exposure; only when set)"
+    )
+
+
 class OpenCVCamera(CameraBackend):
     backend_name = "opencv"
+    options_model = OpenCVOptions
 
     cap: Any = None
 
@@ -58,9 +76,13 @@ class OpenCVCamera(CameraBackend):
                 f"rig.cameras.{self.name}.hardware_trigger: the opencv backend has no hardware trigger "
                 "(frames are timestamped on arrival); set it to false"
             )
-        dev = self.config.options.get("device", self.config.serial if self.config.serial is not None else 0)
+        opts = self.config.options
+        assert isinstance(opts, OpenCVOptions)
+        self.opts = opts
+        serial = self.config.serial
+        dev: int | str = opts.device if opts.device is not None else (serial if serial is not None else 0)
         self.is_file = isinstance(dev, str) and not dev.startswith("/dev/") and not dev.isdigit()
-        if self.is_file and not Path(dev).is_file():
+        if self.is_file and not Path(str(dev)).is_file():
             raise ConfigError(f"rig.cameras.{self.name}.options.device: video file {dev!r} not found")
         source: int | str = (
             int(dev) if isinstance(dev, int) or (isinstance(dev, str) and dev.isdigit()) else dev
@@ -71,7 +93,7 @@ class OpenCVCamera(CameraBackend):
             self.cap = None
             raise DeviceError(f"camera {self.name!r}: OpenCV cannot open video source {source!r}")
         self.frame_id = -1
-        self.fps = self.config.options.get("fps")
+        self.fps = opts.fps
         self._next_t = 0.0
 
     def configure(self) -> None:
@@ -82,9 +104,9 @@ class OpenCVCamera(CameraBackend):
             if self.fps is not None:
                 self.cap.set(cv2.CAP_PROP_FPS, float(self.fps))
             # exposure in OpenCV/V4L2 units is driver-specific; apply only when asked explicitly
-            if "v4l2_exposure" in self.config.options:
+            if self.opts.v4l2_exposure is not None:
                 self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1)
-                self.cap.set(cv2.CAP_PROP_EXPOSURE, float(self.config.options["v4l2_exposure"]))
+                self.cap.set(cv2.CAP_PROP_EXPOSURE, self.opts.v4l2_exposure)
 
     def start(self) -> None:
         self._next_t = time.monotonic()

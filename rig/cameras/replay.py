@@ -6,6 +6,10 @@ as the camera node can write them — consumers slower than that lose frames, co
 reanalysis reads the video directly instead), ``loop`` (start over at the end). From a session
 folder the frame table supplies each frame's original frame id, trigger index and timestamps; from a
 plain video file the frame number is the trigger index and the timing comes from the container's timestamps.
+
+A truncated source is an error, not an end: when the video ends before the frames its frame table lists
+(or, for a plain video, the frame count its container states), ``grab`` raises :class:`InputError` saying
+how many frames are missing, so the camera node fails and the session ends "failed" with that reason.
 """
 
 from __future__ import annotations
@@ -16,37 +20,54 @@ from typing import Any
 
 import av
 import numpy as np
+from pydantic import Field
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, StreamEnded
+from rig.config_base import CameraOptions
 from rig.errors import ConfigError, InputError
 from rig.recorder import y_plane
 from rig.session import read_csv_columns
 
 
+class ReplayOptions(CameraOptions):
+    """``rig.cameras.<name>.options`` of a replay camera."""
+
+    path: str = Field(
+        description="a session folder or a video file (relative: to the config file's folder)",
+    )
+    camera: str | None = Field(
+        None, description="which camera of a session folder to play (default: this camera's name)"
+    )
+    realtime: bool = Field(
+        True, description="pace frames at their recorded timing (false: as fast as the node writes them)"
+    )
+    loop: bool = Field(False, description="start over at the end")
+
+
 class ReplayCamera(CameraBackend):
     backend_name = "replay"
+    options_model = ReplayOptions
 
     def open(self) -> None:
         opts = self.config.options
-        if "path" not in opts:
-            raise ConfigError(
-                f"rig.cameras.{self.name}.options.path: the replay backend needs a session folder or video"
-            )
+        assert isinstance(opts, ReplayOptions)
         base = Path(self.context.get("config_dir", "."))
-        path = Path(str(opts["path"])).expanduser()
+        path = Path(opts.path).expanduser()
         path = path if path.is_absolute() else base / path
         self.table: dict[str, np.ndarray] | None = None
+        self.source_what = "the container states"
         if path.is_dir():
-            video = path / f"{opts.get('camera', self.name)}.mkv"
-            table = path / f"{opts.get('camera', self.name)}.frames.csv"
+            video = path / f"{opts.camera or self.name}.mkv"
+            table = path / f"{opts.camera or self.name}.frames.csv"
             if table.exists():
                 t = read_csv_columns(table)
                 self.table = {k: v[t["video_index"] >= 0] for k, v in t.items()}
+                self.source_what = f"its frame table {table.name} lists"
         else:
             video = path
         self.video = video
-        self.realtime = bool(opts.get("realtime", True))
-        self.loop = bool(opts.get("loop", False))
+        self.realtime = opts.realtime
+        self.loop = opts.loop
         self._open_container()
 
     def _open_container(self) -> None:
@@ -66,6 +87,8 @@ class ReplayCamera(CameraBackend):
                 f"{self.video}'s {stream.codec_context.width}x{stream.codec_context.height}"
             )
         self.time_base = float(stream.time_base) if stream.time_base else 1 / 124
+        # frames the source should hold: the frame table's, else the container's own count (0: unknown)
+        self.expected = len(self.table["seq"]) if self.table is not None else int(stream.frames or 0)
         self.frames = self.container.decode(video=0)
         self.k = 0
         self.t0_host: int | None = None
@@ -81,6 +104,7 @@ class ReplayCamera(CameraBackend):
         try:
             frame = next(self.frames)
         except StopIteration:
+            self._check_complete()
             if self.loop:
                 self.container.close()
                 self._open_container()
@@ -116,6 +140,14 @@ class ReplayCamera(CameraBackend):
             trigger_index=trig,
             t_trigger_ns=due if self.realtime else t_host,
         )
+
+    def _check_complete(self) -> None:
+        """At the end of the video: refuse a truncated source (fewer frames than it should hold)."""
+        if self.k < self.expected:
+            raise InputError(
+                f"{self.video}: truncated: the video ends after {self.k} of the {self.expected} frames "
+                f"{self.source_what} ({self.expected - self.k} missing; camera {self.name!r})"
+            )
 
     def stop(self) -> None:
         pass

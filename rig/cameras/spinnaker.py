@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, now_ns
-from rig.cameras.genicam_features import FeatureAccess, apply_camera_config, disarm, timeout_message
+from rig.cameras.genicam_features import (
+    FeatureAccess,
+    GenICamOptions,
+    apply_camera_config,
+    disarm,
+    timeout_message,
+)
 from rig.cameras.sync import FrameCounter
 from rig.errors import AcquisitionTimeout, ConfigError, DeviceError
 
@@ -154,8 +160,14 @@ def list_cameras(options: dict[str, Any] | None = None) -> list[CameraInfo]:
         system.ReleaseInstance()
 
 
+class SpinnakerOptions(GenICamOptions):
+    """``rig.cameras.<name>.options`` of a Spinnaker (PySpin) camera: the GenICam options; chunk data
+    (the camera's FrameID and Timestamp) is on unless ``chunk_data: false``."""
+
+
 class SpinnakerCamera(CameraBackend):
     backend_name = "spinnaker"
+    options_model = SpinnakerOptions
 
     cam: Any = None
     system: Any = None

@@ -18,12 +18,19 @@ import zmq
 
 from rig import messages as m
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, StreamEnded
+from rig.config_base import CameraOptions
 from rig.errors import AcquisitionTimeout, ConfigError
 from rig.sim.render import Appearance, SceneRenderer
 
 
+class SyntheticOptions(CameraOptions):
+    """``rig.cameras.<name>.options`` of a synthetic camera: none (the scene comes from ``simulation``,
+    the view from the calibration)."""
+
+
 class SyntheticCamera(CameraBackend):
     backend_name = "synthetic"
+    options_model = SyntheticOptions
 
     def open(self) -> None:
         for key in ("zmq_context", "truth_endpoint", "calibration", "simulation"):
