@@ -30,7 +30,7 @@ import numpy as np
 import serial
 import serial.tools.list_ports
 
-from rig.config_rig_control import ArduinoConfig
+from rig.config import ArduinoConfig
 from rig.errors import DeviceError, ProtocolError
 from rig.messages import Command, SerialEvent
 from rig.protocol import (
@@ -44,6 +44,8 @@ from rig.protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+HELLO_AFTER_BOOT_NS = 250_000_000  # no HELLO reply this long after a BOOT: send HELLO again
 
 
 class FirmwareVersionError(DeviceError):
@@ -227,13 +229,23 @@ class SerialLink:
         self._last_ping_ns = time.monotonic_ns()
 
     def _handshake(self, port: str) -> None:
-        seq = self._write(Cmd.HELLO, {"version": self.expected_version, "watchdog_ms": self.watchdog_ms})
+        hello = {"version": self.expected_version, "watchdog_ms": self.watchdog_ms}
+        seq = self._write(Cmd.HELLO, hello)
         deadline = time.monotonic_ns() + int(self.handshake_timeout_s * 1e9)
+        resend_ns: int | None = None
         done = False
         while time.monotonic_ns() < deadline and not done:
+            if resend_ns is not None and time.monotonic_ns() >= resend_ns:
+                # the board booted after our HELLO (opening a real Uno's port resets it, and its boot
+                # loader swallows what arrives meanwhile) and has not answered: ask again
+                resend_ns = None
+                self._pending.pop(seq, None)
+                seq = self._write(Cmd.HELLO, hello)
             for msg, t_recv in self._read_messages():
                 if done or not (msg.kind in ("ack", "nak") and msg.values.get("cmd") == Cmd.HELLO):
                     self._out.extend(self._handle(msg, t_recv))
+                    if msg.kind == "boot" and not done:
+                        resend_ns = time.monotonic_ns() + HELLO_AFTER_BOOT_NS
                     continue
                 if msg.values["cmd_seq"] != seq:
                     self._handle(msg, t_recv)

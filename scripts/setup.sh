@@ -14,7 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 APT_PACKAGES=(
   python3-venv python3-dev build-essential pkg-config make
-  gcc-avr avr-libc arduino-core-avr simavr libsimavr-dev libelf-dev
+  gcc-avr avr-libc arduino-core-avr avrdude simavr libsimavr-dev libelf-dev
   xvfb xauth libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
   libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 libfontconfig1 libdbus-1-3
   fonts-dejavu-core

@@ -365,7 +365,7 @@ def test_cli_arduino_status(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_start_simulated_arduino_from_config() -> None:
-    from rig.config_rig_control import ArduinoConfig
+    from rig.config import ArduinoConfig
     from rig.firmware_sim import start_simulated_arduino
 
     build()
