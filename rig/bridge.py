@@ -98,6 +98,9 @@ class BridgeNode(Node):
         self.tcp = self.ctx.socket(zmq.PUB)
         self.tcp.setsockopt(zmq.SNDHWM, BUS_HWM)
         self.tcp.setsockopt(zmq.LINGER, 0)
+        # what a remote peer may send in: subscriptions (a few bytes) on the PUB sockets, small control
+        # messages on the PULL socket; anything larger closes that peer's connection, never a node
+        self.tcp.setsockopt(zmq.MAXMSGSIZE, 4096)
         try:
             self.tcp.bind(bcfg.bind)
         except zmq.ZMQError as exc:
@@ -107,6 +110,7 @@ class BridgeNode(Node):
         self.frames_sock = self.ctx.socket(zmq.XPUB)
         self.frames_sock.setsockopt(zmq.SNDHWM, FRAME_HWM)
         self.frames_sock.setsockopt(zmq.LINGER, 0)
+        self.frames_sock.setsockopt(zmq.MAXMSGSIZE, 4096)
         self.frames_sock.bind(f"{host}:0")
         self.frame_endpoint = self.frames_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.frame_subs: set[bytes] = set()

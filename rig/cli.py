@@ -7,13 +7,21 @@ User errors (bad config, missing calibration, unreadable input, full disk) print
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import json
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Any
 
+from analysis.errors import AnalysisError
+from detection.base import DetectionError
 from rig.config import DEFAULT_CONFIG, deep_merge, load_config, parse_override
 from rig.errors import UserError
 
@@ -49,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             over, {"pipeline": {"detector": {"enabled": False}, "triangulator": {"enabled": False}}}
         )
     loaded = load_config(args.config, over)
+    importlib.import_module("rig.preflight").preflight(loaded)  # inputs checked before any process starts
     cfg = loaded.config
     cams = ", ".join(f"{n} ({c.backend} {c.width}x{c.height})" for n, c in cfg.rig.cameras.items())
     print(
@@ -67,7 +76,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         console_level=logging.INFO if args.verbose else logging.WARNING,
     )
     res = sup.run()
-    print(_summary_text(res.path, res.status, res.reason, res.summary), flush=True)
+    try:  # the terminal may be gone (SIGHUP): the session folder holds the summary all the same
+        print(_summary_text(res.path, res.status, res.reason, res.summary), flush=True)
+    except OSError:
+        pass
     return 0 if res.status in ("complete", "stopped") else 1
 
 
@@ -109,6 +121,14 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             "recorder caught up (the recording comes first; they are recorded: `deepbehavior reanalyze "
             "--detect`)"
         )
+    rec = s.get("nodes", {}).get("recorder", {})
+    spilled = {k.rsplit(".", 1)[0]: int(v) for k, v in rec.items() if k.endswith(".spilled") and v}
+    if spilled:
+        lines.append(
+            "  recorder: the encoder fell behind; frames waited on disk before encoding ("
+            + ", ".join(f"{cam} {n}" for cam, n in spilled.items())
+            + "): none lost. A faster preset or more cores keeps them in RAM"
+        )
     for r in s.get("restarts", []):
         lines.append(f"  restart: {r}")
     lines.append(f"  session folder: {path}")
@@ -116,11 +136,14 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from rig.session import resolve_calibration
+    """Validate the config, then everything a session will need (rig.preflight), saying what was checked."""
+    from rig.preflight import preflight
 
     loaded = load_config(args.config, _overrides(args))
-    resolve_calibration(loaded)
+    findings = preflight(loaded)
     print(f"{loaded.source}: OK")
+    for f in findings:
+        print(f"  {f}")
     if args.show:
         import yaml
 
@@ -129,14 +152,28 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_session_info(args: argparse.Namespace) -> int:
+    from rig.verify import repair_session, supervisor_state, verify_session
+
+    if args.repair:
+        changes = repair_session(args.session, decode=args.decode)
+        for line in changes or ["nothing to repair: the tables agree with the videos"]:
+            print(f"repair: {line}")
+    if args.verify or args.repair:
+        report = verify_session(args.session, decode=args.decode)
+        print(report.text())
+        return 1 if report.failed else 0
+    if args.decode:
+        raise UserError("--decode goes with --verify or --repair")
     from rig.session import load_session
 
     s = load_session(args.session)
+    status, note = supervisor_state(s.meta)
     print(
         json.dumps(
             {
                 "path": str(s.path),
                 **{k: s.meta.get(k) for k in ("status", "reason", "subject", "started", "ended")},
+                **({"status": f"{status} ({note})"} if status != s.meta.get("status") else {}),
                 "summary": s.meta.get("summary"),
             },
             indent=2,
@@ -154,7 +191,9 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
     model = str(Path(args.model).resolve()) if args.model else None
     if model and not Path(model).is_file():
         raise UserError(f"--model {args.model}: no such file")
-    options = Options(detect=args.detect, model=model, analyses=not args.no_analyses)
+    options = Options(
+        detect=args.detect, model=model, analyses=not args.no_analyses, accept_partial=args.accept_partial
+    )
     bar = tqdm(total=len(args.sessions), unit="session", disable=args.quiet)
 
     def progress(done: int, total: int) -> None:
@@ -179,6 +218,9 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
             if d.get("n"):
                 extra = f", |offline - online| median {d['median']:.2g} max {d['max']:.2g} mm"
             fps = f", {r['frames_per_s']:.0f} frames/s" if r.get("frames_per_s") else ""
+            if r.get("partial"):
+                missing = {c: n for c, n in (r.get("frames_missing_from_video") or {}).items() if n}
+                extra += f"; PARTIAL: frames missing from the videos {missing} (--accept-partial)"
             print(
                 f"done    {path}: {r['valid']}/{r['n_points']} valid 3-D points "
                 f"in {r['seconds']:.1f} s{fps}{extra}"
@@ -221,8 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
     c.add_argument("--show", action="store_true", help="print the resolved config")
     c.set_defaults(func=cmd_config_check)
-    s = sub.add_parser("session", help="print a recorded session's status and summary")
+    s = sub.add_parser(
+        "session",
+        help="print a recorded session's status and summary; --verify / --repair its files",
+        description="Print a recorded session's status and summary. --verify checks the videos against the "
+        "frame tables, frame and firmware sequence numbers, the trigger table and the summary, one "
+        "PASS/WARN/FAIL line each (exit 1 on any FAIL); --repair makes the tables agree with the videos "
+        "after a crash (the original tables are kept as .orig), then verifies.",
+    )
     s.add_argument("session", help="session folder")
+    s.add_argument("--verify", action="store_true", help="check the session's files; exit 1 if a check fails")
+    s.add_argument(
+        "--repair", action="store_true", help="after a crash: make the tables agree with the videos"
+    )
+    s.add_argument(
+        "--decode", action="store_true", help="count video frames by decoding each (default: count packets)"
+    )
     s.set_defaults(func=cmd_session_info)
     ra = sub.add_parser(
         "reanalyze",
@@ -246,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--model", help="re-detect with this model file instead (implies --detect)")
     ra.add_argument("--no-analyses", action="store_true", help="3-D only, no task analyses")
     ra.add_argument("--force", action="store_true", help="redo sessions already reanalysed")
+    ra.add_argument(
+        "--accept-partial",
+        action="store_true",
+        help="re-detect a truncated video as far as it goes (default: a session whose video lacks frames its "
+        "frame table lists fails)",
+    )
     ra.add_argument("--quiet", action="store_true", help="no progress bar")
     ra.set_defaults(func=cmd_reanalyze)
     for mod_name in PLUGIN_MODULES:
@@ -259,7 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_error_line(exc: Exception) -> str | None:
+    """The one line for a failure caused by the user's input, not by a bug: a user error of any package
+    (``UserError``, ``AnalysisError``, ``DetectionError``) or a file the system refused (an ``OSError``
+    naming its file, which no reader turned into a user error). None for anything else: a bug."""
+    if isinstance(exc, UserError | AnalysisError | DetectionError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or type(exc).__name__
+        return f"{files}: {why}"
+    return None
+
+
+def _save_traceback(argv: list[str]) -> str:
+    """Write the traceback being handled, with the command line and versions, to a crash log; its path,
+    or why it could not be written."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(tempfile.gettempdir()) / f"deepbehavior-crash-{stamp}-{os.getpid()}.log"
+    try:
+        path.write_text(
+            f"command: deepbehavior {' '.join(argv)}\npython: {sys.version.split()[0]} on {sys.platform}\n\n"
+            + traceback.format_exc()
+        )
+    except OSError as exc:
+        return f"(could not save it to {path}: {exc.strerror})"
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error prints one line ``deepbehavior: error: ...`` naming the file and the
+    line, field or byte at fault, exit 2 (3 for hardware); a bug prints its traceback and where it is saved,
+    exit 1."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     console = logging.StreamHandler(sys.stderr)
@@ -270,12 +364,26 @@ def main(argv: list[str] | None = None) -> int:
     root.addHandler(console)
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"deepbehavior: error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("deepbehavior: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`deepbehavior session X | head`): nothing to report
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 141
+    except Exception as exc:  # the one place a failure becomes a user error's line or a bug report
+        line = _input_error_line(exc)
+        if line is not None:
+            print(f"deepbehavior: error: {line}", file=sys.stderr)
+            return exc.exit_code if isinstance(exc, UserError) else 2
+        saved = _save_traceback(argv)
+        traceback.print_exc()
+        print(
+            f"deepbehavior: internal error (a bug, not a mistake in your input); the traceback is saved "
+            f"in {saved}: please report it with that file",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

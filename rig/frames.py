@@ -22,6 +22,7 @@ seqlock for one writer; the reader's second check catches any overlap.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -162,3 +163,43 @@ class FrameRing:
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` exists and is a Python process (a reused pid running something else is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, belongs to someone else
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the kill
+    return b"python" in cmdline or b"deepbehavior" in cmdline
+
+
+def stale_rings(prefix: str) -> list[Path]:
+    """Rings named ``<prefix>*`` whose writer process is gone (a session whose supervisor was killed
+    leaves them in /dev/shm). A ring of a live session is not stale."""
+    out = []
+    for path in SHM_DIR.glob(prefix + "*"):
+        try:
+            with open(path, "rb") as f:
+                magic, _v, _n, _w, _h, _sb, pid = _HDR.unpack(f.read(_HDR.size))
+        except (OSError, struct.error):
+            continue
+        if magic == MAGIC and not pid_alive(pid):
+            out.append(path)
+    return out
+
+
+def remove_stale_rings(prefix: str) -> list[Path]:
+    """Unlink the :func:`stale_rings`; returns what was removed."""
+    removed = []
+    for path in stale_rings(prefix):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed

@@ -1,9 +1,14 @@
 """Writers behind the recorder node: per-camera video (PyAV) on its own thread, and append-only tables.
 
-Videos are Matroska (``.mkv``): a file cut short by a crash stays readable up to its last complete
-cluster. The default codec is libx264 ``ultrafast`` at crf 12 (mean error below the simulated sensor
-noise; ~800 frames/s per core at 448x460); ``lossless: true`` gives bit-exact video (libx264 qp 0, or
-ffv1). The Y plane is stored and read back directly (no colour conversion).
+Videos are Matroska (``.mkv``). The default codec is libx264 ``ultrafast`` at crf 12 (mean error below
+the simulated sensor noise; ~800 frames/s per core at 448x460); ``lossless: true`` gives bit-exact video
+(libx264 qp 0, or ffv1). The Y plane is stored and read back directly (no colour conversion).
+
+**Counts are what is on disk.** FFmpeg's Matroska muxer keeps the open cluster in memory and writes it
+when the next one starts, so the writer closes a cluster every :data:`CLUSTER_MS` and passes every packet
+straight to the file (``flush_packets``). A frame's row in the frame table is *settled* (gets its
+``video_index``) only once the cluster holding its packet has reached the file: the table never claims a
+frame the video lacks, and after a ``kill -9`` the video holds at least every frame the table claims.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import queue
 import threading
+from collections import deque
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +27,186 @@ import numpy as np
 
 from rig.config import RecorderConfig
 
+CLUSTER_MS = 200  # longest a muxed frame waits in memory before it is in the file
+
+
+def buffer_bytes(cfg: Any) -> int:
+    """RAM the recorder's frame queues may take at most: ``buffer_s`` of every camera's frames."""
+    rc = cfg.pipeline.recorder
+    rate = cfg.rig.trigger.rate_hz
+    return sum(max(64, round(rc.buffer_s * rate)) * c.width * c.height for c in cfg.rig.cameras.values())
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class FrameRow:
+    """One row of a frame table, waiting for its frame to reach the video (or to be known lost).
+
+    ``values`` are the table's columns less ``video_index`` and ``dropped``, which the writer fills in;
+    ``settled`` turns true once the row is final. Written by the drain and encoder threads, read by the
+    recorder's main thread (the GIL orders the two fields: ``video_index`` is set before ``settled``)."""
+
+    __slots__ = ("settled", "values", "video_index")
+
+    def __init__(self, values: list[Any], video_index: int = -1, settled: bool = False):
+        self.values = values
+        self.video_index = video_index
+        self.settled = settled
+
+    def drop(self) -> None:
+        self.video_index = -1
+        self.settled = True
+
+
+class FrameQueue:
+    """The encoder's queue: ``ram_frames`` frames in memory, then, while the encoder is further behind,
+    raw frames appended to a spill file next to the video (read back in order when the encoder gets to
+    them): no frame is lost while memory or disk lasts. Frames keep their order: once one frame is
+    spilled, the next ones follow it to the file until the encoder has read the file to its end.
+
+    One producer (``put``) and one consumer (``get``) thread; ``put(None)`` ends the stream after every
+    frame queued before it."""
+
+    def __init__(self, ram_frames: int, spill_path: Path | None, shape: tuple[int, int]):
+        self.ram: deque[tuple[np.ndarray, FrameRow] | None] = deque()
+        self.ram_frames = ram_frames
+        self.spill_path = spill_path
+        self.shape = shape
+        self.frame_bytes = shape[0] * shape[1]
+        self.spill_rows: deque[FrameRow | None] = deque()  # rows of the spilled frames, in order
+        self._fd: int | None = None
+        self._written = 0  # frames appended to the spill file
+        self._read = 0  # frames read back from it
+        self.spilled = 0  # frames that went through the file, in all
+        self.spill_error: OSError | None = None
+        self._cond = threading.Condition()
+
+    def qsize(self) -> int:
+        with self._cond:
+            return len(self.ram) + len(self.spill_rows)
+
+    def put(self, item: tuple[np.ndarray, FrameRow] | None) -> bool:
+        """Queue a frame (or the end, None); False if it fits neither in memory nor in the spill file."""
+        with self._cond:
+            if not self.spill_rows and (len(self.ram) < self.ram_frames or item is None):
+                self.ram.append(item)
+                self._cond.notify()
+                return True
+            if item is None:
+                self.spill_rows.append(None)
+                self._cond.notify()
+                return True
+            if not self._spill(item[0]):
+                return False
+            self.spill_rows.append(item[1])
+            self._cond.notify()
+            return True
+
+    def _spill(self, img: np.ndarray) -> bool:
+        if self.spill_path is None or self.spill_error is not None:
+            return False
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.spill_path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+            os.pwrite(self._fd, np.ascontiguousarray(img).data, self._written * self.frame_bytes)
+        except OSError as exc:  # disk full: from now on a frame that does not fit in RAM is dropped
+            self.spill_error = exc
+            return False
+        self._written += 1
+        self.spilled += 1
+        return True
+
+    def get(self) -> tuple[np.ndarray, FrameRow] | None:
+        with self._cond:
+            while not self.ram and not self.spill_rows:
+                self._cond.wait()
+            if self.ram:
+                return self.ram.popleft()
+            row = self.spill_rows[0]
+            if row is None:
+                self.spill_rows.popleft()
+                return None
+            offset = self._read * self.frame_bytes
+            fd = self._fd
+        assert fd is not None
+        img = np.empty(self.shape, np.uint8)
+        n = os.preadv(fd, [img.data], offset)
+        with self._cond:
+            self.spill_rows.popleft()
+            self._read += 1
+            if not self.spill_rows:  # read to its end: start the file again from its beginning
+                self._read = self._written = 0
+        if n != self.frame_bytes:
+            row.drop()
+            return self.get()
+        return img, row
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.spill_path is not None:
+            self.spill_path.unlink(missing_ok=True)
+
 
 class VideoWriter:
-    """Encodes (H, W) uint8 frames to ``path`` on a background thread.
+    """Encodes (H, W) uint8 frames to ``path`` on a background thread; keeps each frame's table row until
+    the frame is in the file (:meth:`take_settled` hands finished rows out, in order).
 
-    ``put`` never blocks: when the encoder is more than ``max_queue`` frames behind, the frame is refused
-    (the caller records it as dropped). ``error`` holds the first exception the encoder hit.
+    ``put`` never blocks: ``max_queue`` frames wait in memory; while the encoder is further behind, the
+    frames go raw to ``<video>.spill`` beside the video and are encoded, in order, when the encoder gets
+    to them (after the session if need be). Only a frame that fits neither (the disk full too) is
+    refused: its row settles as dropped. ``error`` holds the first exception the encoder hit; every
+    frame not in the file by then settles as dropped.
 
     With ``encoder_priority: background`` (Linux) the encoding thread puts itself at the idle scheduling
     priority (SCHED_IDLE) while the queue is short, so it only takes CPU nobody else wants. A thread
-    cannot leave SCHED_IDLE without privileges, so when the queue reaches ``high_water`` frames the idle
+    cannot leave SCHED_IDLE without privileges, so when the queue reaches ``high_water`` frames (a quarter
+    of the queue, one second at most) the idle
     thread finishes its frame and exits, and the next ``put`` (the caller's normal priority) starts a
     fresh thread, which inherits normal priority; it drains the queue to ``low_water`` and then goes
     idle itself. One thread encodes at a time, frames in order. ``handoffs`` counts the escalations.
     """
 
     def __init__(
-        self, path: Path, width: int, height: int, rate_hz: float, cfg: RecorderConfig, max_queue: int = 512
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        rate_hz: float,
+        cfg: RecorderConfig,
+        max_queue: int = 512,
+        spill: bool = True,
     ):
         self.path = path
-        self.queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=max_queue)
+        self.queue = FrameQueue(
+            max_queue, path.with_name(path.name + ".spill") if spill else None, (height, width)
+        )
         self.error: BaseException | None = None
-        self.encoded = 0
-        self.container = av.open(str(path), "w", format="matroska")
+        self.encoded = 0  # frames given to the encoder
+        self.in_file = 0  # frames whose packets have reached the file
+        self.rows: deque[FrameRow] = deque()  # every row, in order, until taken by take_settled()
+        self._in_flight: dict[int, FrameRow] = {}  # pts -> row: encoded, not yet in the file
+        self._muxed: list[tuple[int, int]] = []  # (pts, bytes) muxed since the file last grew
+        self._file_pts: set[int] = set()  # in the file, above the settled prefix (B-frames reorder)
+        self._next_settle = 0  # the lowest pts not yet settled
+        self._file_size = 0
+        self.container = av.open(
+            str(path),
+            "w",
+            format="matroska",
+            options={"flush_packets": "1", "cluster_time_limit": str(CLUSTER_MS)},
+        )
         options: dict[str, str]
         codec = cfg.codec
         if codec == "libx264":
@@ -54,84 +217,151 @@ class VideoWriter:
             options.update({"tune": "lossless"} if cfg.lossless else {"cq": str(cfg.crf)})
         else:
             options = {}
-        self.stream = self.container.add_stream(codec, rate=round(rate_hz), options=options)
+        self.rate = round(rate_hz)
+        self.stream = self.container.add_stream(codec, rate=self.rate, options=options)
         self.stream.width = width
         self.stream.height = height
         self.stream.pix_fmt = "gray" if codec != "h264_nvenc" else "yuv420p"
         self.stream.codec_context.thread_count = cfg.threads
         self.background = cfg.encoder_priority == "background" and hasattr(os, "SCHED_IDLE")
-        self.high_water = max(2, max_queue // 4)
+        self.high_water = max(2, min(max_queue // 4, self.rate))  # a quarter of the queue, 1 s at most
         self.low_water = max(1, min(8, self.high_water // 4))
         self.handoffs = 0
         self._start_thread()
 
     def _start_thread(self) -> None:
         self._handoff = False
+        self._idle_tid: int | None = None  # the encoding thread's id while it runs at SCHED_IDLE
         self.thread = threading.Thread(target=self._run, name=f"video-{self.path.stem}", daemon=True)
         self.thread.start()
 
-    def _resume(self) -> None:
-        """Start a normal-priority thread if the idle one has stepped down for it."""
+    def keep_up(self) -> None:
+        """Called by the threads that feed and stop the writer (normal or real-time priority). With a
+        backlog of ``high_water`` frames an idle encoding thread goes back to normal priority: set
+        directly where the process may (root, CAP_SYS_NICE), else the thread steps down when it next
+        runs and a fresh normal-priority thread takes over here. On a machine kept busy by other work an
+        idle thread may barely run at all: only the direct way is immediate."""
+        tid = self._idle_tid
+        if tid is not None and self.queue.qsize() >= self.high_water:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                self._idle_tid = None
+                self.handoffs += 1
+            except (OSError, AttributeError):
+                pass  # not allowed: the thread steps down by itself
         if self._handoff and not self.thread.is_alive():
             self.handoffs += 1
             self._start_thread()
 
-    def put(self, image: np.ndarray) -> bool:
+    def put(self, image: np.ndarray, values: list[Any] | None = None) -> bool:
+        """Queue a frame (and its table row's ``values``); False (the row settles dropped) if refused."""
+        row = FrameRow(values or [])
+        self.rows.append(row)
         if self.error is not None:
+            row.drop()
             return False
-        self._resume()
-        try:
-            self.queue.put_nowait(image)
+        self.keep_up()
+        if self.queue.put((image, row)):
             return True
-        except queue.Full:
-            return False
+        row.drop()
+        return False
+
+    def lost(self, values: list[Any]) -> None:
+        """A frame that never reached the recorder: its row, dropped, in order with the others."""
+        self.rows.append(FrameRow(values, -1, True))
+
+    def take_settled(self) -> list[FrameRow]:
+        """The rows at the head of the table that are final (in order); later rows wait for the file."""
+        out = []
+        while self.rows and self.rows[0].settled:
+            out.append(self.rows.popleft())
+        return out
 
     def _run(self) -> None:
-        idle = False
         while True:
             if self.background:
                 backlog = self.queue.qsize()
-                if not idle and backlog <= self.low_water:
-                    idle = _set_idle_priority()
-                elif idle and backlog >= self.high_water:
-                    self._handoff = True  # step down: put() starts a normal-priority thread
+                if self._idle_tid is None and backlog <= self.low_water:
+                    if _set_idle_priority():
+                        self._idle_tid = threading.get_native_id()
+                elif self._idle_tid is not None and backlog >= self.high_water:
+                    self._handoff = True  # step down: keep_up() starts a normal-priority thread
                     return
-            img = self.queue.get()
-            if img is None:
+            item = self.queue.get()
+            if item is None:
                 break
+            img, row = item
             if self.error is not None:
+                row.drop()
                 continue
             try:
                 frame = av.VideoFrame.from_ndarray(img, format="gray")
-                for packet in self.stream.encode(frame):
-                    self.container.mux(packet)
+                frame.pts = self.encoded
+                frame.time_base = Fraction(1, self.rate)
+                self._in_flight[self.encoded] = row
                 self.encoded += 1
+                self._mux(self.stream.encode(frame))
             except (av.error.FFmpegError, OSError, ValueError) as exc:
-                self.error = exc
+                self._fail(exc)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Mux packets; when the file grows by at least the bytes of every packet muxed before the last
+        one, a cluster holding those packets has reached the file and their rows settle."""
+        for packet in packets:
+            pts, size = int(packet.pts or 0), packet.size
+            self.container.mux(packet)
+            self._muxed.append((pts, size))
+            grown = os.stat(self.path).st_size - self._file_size
+            done = self._muxed[:-1]  # the packet just muxed opens the new cluster
+            if grown > 0 and done and grown >= sum(n for _, n in done):
+                self._file_size += grown
+                self._settle([p for p, _ in done])
+                self._muxed = self._muxed[-1:]
+
+    def _settle(self, pts_in_file: list[int]) -> None:
+        """Frames whose packets are in the file get their video index, lowest pts first (with B-frames a
+        packet may reach the file before an earlier frame's; that frame's row waits for it)."""
+        self._file_pts.update(pts_in_file)
+        self.in_file += len(pts_in_file)
+        while self._next_settle in self._file_pts:
+            k = self._next_settle
+            self._file_pts.discard(k)
+            row = self._in_flight.pop(k)
+            row.video_index = k
+            row.settled = True
+            self._next_settle += 1
+
+    def _fail(self, exc: BaseException) -> None:
+        """The first error: every frame not in the file is lost (its row settles dropped)."""
+        self.error = self.error or exc
+        self._drop_unsettled()
+
+    def _drop_unsettled(self) -> None:
+        for row in self._in_flight.values():
+            row.drop()
+        self._in_flight.clear()
+        self._muxed.clear()
 
     def close(self) -> None:
-        """Drain the queue, flush the encoder, close and fsync the file."""
-        while True:
-            self._resume()
-            try:
-                self.queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                pass
+        """Drain the queue, flush the encoder, close and fsync the file; every row settles."""
+        self.queue.put(None)  # after every frame queued, in memory or spilled
         while self.thread.is_alive() or self._handoff:
             self.thread.join(0.1)
-            self._resume()
+            self.keep_up()
         try:
             if self.error is None:
-                for packet in self.stream.encode():
-                    self.container.mux(packet)
+                self._mux(self.stream.encode())
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            self._fail(exc)
+        try:
+            self.container.close()
+            if self.error is None:  # the trailer is written: every muxed packet is in the file
+                self._settle([p for p, _ in self._muxed])
+                self._muxed.clear()
         except (av.error.FFmpegError, OSError) as exc:
-            self.error = exc
-        finally:
-            try:
-                self.container.close()
-            except (av.error.FFmpegError, OSError) as exc:
-                self.error = self.error or exc
+            self._fail(exc)
+        self._drop_unsettled()
+        self.queue.close()
         fsync_path(self.path)
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import errno
+import io
 import json
+import logging
 import os
 import platform
 import socket
@@ -26,9 +28,12 @@ import yaml
 
 from analysis.camera import Calibration, load_calibration, save_calibration
 from analysis.errors import CalibrationFileError
+from analysis.textfile import read_text, read_yaml
 from rig.config import REPO_ROOT, LoadedConfig
 from rig.errors import CalibrationError, InputError, StorageError
 from rig.frames import FrameRing
+
+log = logging.getLogger(__name__)
 
 SESSION_FORMAT = "deepbehavior-session"
 SESSION_FORMAT_VERSION = 1
@@ -205,6 +210,10 @@ def create_session(loaded: LoadedConfig, calib: Calibration, name: str | None = 
                 "trigger_rate_hz": cfg.rig.trigger.rate_hz,
                 "started": now.isoformat(timespec="seconds"),
                 "config_source": loaded.source,
+                # who writes the final status: `deepbehavior session` reports a 'running' session whose
+                # supervisor is gone (killed) as interrupted
+                "supervisor_pid": os.getpid(),
+                "host": socket.gethostname(),
             },
         )
     except OSError as exc:
@@ -285,22 +294,61 @@ class Session:
                 yield int(rows[k]), img.copy()
 
 
-def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
-    """A CSV with a header row -> dict of numpy columns (numeric where possible). A torn last line is
-    ignored (a crash mid-write leaves it)."""
+# columns of a session's tables that hold text; every other column holds numbers (or is empty)
+TEXT_COLUMNS = frozenset({"camera", "name", "cameras", "reason", "outcome", "phase"})
+FRAME_COLUMNS_READ = ("seq", "trigger_index", "t_host_ns", "video_index", "dropped")
+MAX_READ_WARNINGS = 20
+
+
+def _read_rows(path: Path, what: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, line number of each row) of a CSV; a torn last line (a crash mid-write) is left
+    out. InputError names the file and the line at fault."""
+    text = read_text(path, what, InputError)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[list[str]] = []
+    lines: list[int] = []
     try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
+        for row in reader:
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num + 1}: not valid CSV ({exc})") from None
     if not rows:
         raise InputError(f"{path}: empty (no header)")
-    header, body = rows[0], rows[1:]
+    header, body, lines = rows[0], rows[1:], lines[1:]
     if body and len(body[-1]) != len(header):
-        body = body[:-1]
+        log.info("%s: line %d is torn (a crash mid-write): left out", path, lines[-1])
+        body, lines = body[:-1], lines[:-1]
     bad = [i for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
-        raise InputError(f"{path}: line {bad[0] + 2} has {len(body[bad[0]])} fields, expected {len(header)}")
+        raise InputError(
+            f"{path}: line {lines[bad[0]]} has {len(body[bad[0]])} fields, expected {len(header)}"
+        )
+    return header, body, lines
+
+
+def _not_numbers(path: Path, name: str, vals: list[str], lines: list[int]) -> InputError | None:
+    """The error naming the first cell of a number column that is neither empty nor a number."""
+    for v, ln in zip(vals, lines):
+        if v != "":
+            try:
+                float(v)
+            except ValueError:
+                return InputError(f"{path}: line {ln}, column {name!r}: {v!r} is not a number")
+    return None
+
+
+def read_csv_columns(
+    path: Path, what: str = "table", text: frozenset[str] | None = None, required: tuple[str, ...] = ()
+) -> dict[str, np.ndarray]:
+    """A CSV with a header row -> dict of numpy columns (numeric where possible). A torn last line is
+    ignored (a crash mid-write leaves it). With ``text`` (the columns that hold text), every other column
+    must hold numbers or be empty; ``required`` columns must be there. InputError names the file and the
+    line, column or byte at fault."""
+    header, body, lines = _read_rows(path, what)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(f"{path}: lacks column(s) {', '.join(missing)}")
     cols: dict[str, np.ndarray] = {}
     for j, name in enumerate(header):
         vals = [r[j] for r in body]
@@ -312,47 +360,104 @@ def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
                 if all(v == "" for v in vals):
                     arr = np.array(vals, dtype=object)
             except ValueError:
+                if text is not None and name not in text:
+                    err = _not_numbers(path, name, vals, lines)
+                    if err is not None:
+                        raise err from None
                 arr = np.array(vals, dtype=object)
         cols[name] = arr
     return cols
 
 
+def _read_trials(path: Path) -> list[dict[str, str]]:
+    header, body, lines = _read_rows(path, "trial table")
+    for j, name in enumerate(header):
+        if name not in TEXT_COLUMNS and (err := _not_numbers(path, name, [r[j] for r in body], lines)):
+            raise err
+    return [dict(zip(header, r)) for r in body]
+
+
+def _read_events(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """``events.jsonl``: one JSON object per line. A malformed line is left out with a warning naming the
+    file and line (appended to ``warnings`` and logged), and reading goes on; a torn last line (no
+    newline: a crash mid-write) is left out quietly."""
+    text = read_text(path, "event log", InputError)
+    lines = text.split("\n")
+    events: list[dict[str, Any]] = []
+    n_bad = 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        problem = ""
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # the last line has no newline: torn
+                log.info("%s: line %d is torn (a crash mid-write): left out", path, n)
+                continue
+            problem = f"not valid JSON ({exc.msg}, column {exc.colno})"
+        else:
+            if isinstance(ev, dict):
+                events.append(ev)
+                continue
+            problem = f"not a JSON object (a {type(ev).__name__})"
+        n_bad += 1
+        if n_bad <= MAX_READ_WARNINGS:
+            warnings.append(f"{path}: line {n}: {problem}; left out")
+            log.warning("%s", warnings[-1])
+    if n_bad > MAX_READ_WARNINGS:
+        warnings.append(f"{path}: {n_bad - MAX_READ_WARNINGS} more malformed lines left out")
+        log.warning("%s", warnings[-1])
+    return events
+
+
 def load_session(path: str | Path) -> Session:
-    """Load a session folder; raises InputError naming the file at fault."""
+    """Load a session folder; raises InputError naming the file (and line, field or byte) at fault.
+    Problems that lose only part of a file (a malformed line in ``events.jsonl``) are warnings: logged,
+    and listed in ``extra["read_warnings"]``."""
     p = Path(path)
     meta_path = p / "session.json"
     if not meta_path.exists():
         raise InputError(f"{p}: not a session folder (no session.json)")
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(read_text(meta_path, "session file", InputError))
     except json.JSONDecodeError as exc:
         raise InputError(f"{meta_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
     if meta.get("format") != SESSION_FORMAT:
         raise InputError(f"{meta_path}: not a {SESSION_FORMAT} file")
+    cameras = meta.get("cameras", [])
+    if not isinstance(cameras, list) or not all(isinstance(c, str) and c for c in cameras):
+        raise InputError(f"{meta_path}: cameras: expected a list of camera names, got {cameras!r}")
     try:
         calib = load_calibration(p / "calibration.yaml")
     except CalibrationFileError as exc:
         raise InputError(str(exc)) from None
-    config = yaml.safe_load((p / "config.yaml").read_text())
-    frames = {cam: read_csv_columns(p / f"{cam}.frames.csv") for cam in meta.get("cameras", [])}
-    events = []
+    config = read_yaml(p / "config.yaml", "session config", InputError)
+    if not isinstance(config, dict):
+        raise InputError(
+            f"{p / 'config.yaml'}: expected the session's config (a mapping), got {type(config).__name__}"
+        )
+    frames = {
+        cam: read_csv_columns(p / f"{cam}.frames.csv", "frame table", TEXT_COLUMNS, FRAME_COLUMNS_READ)
+        for cam in cameras
+    }
+    warnings: list[str] = []
     ev_path = p / "events.jsonl"
-    if ev_path.exists():
-        for line in ev_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line after a crash
-    trials: list[dict[str, str]] = []
-    if (p / "trials.csv").exists():
-        with open(p / "trials.csv", newline="") as f:
-            trials = list(csv.DictReader(f))
-    truth = read_csv_columns(p / "truth.csv") if (p / "truth.csv").exists() else None
-    extra: dict[str, Any] = {}
-    if (p / "triggers.csv").exists():
-        extra["triggers"] = read_csv_columns(p / "triggers.csv")
-    det = read_csv_columns(p / "detections.csv") if (p / "detections.csv").exists() else {}
-    pts = read_csv_columns(p / "points3d.csv") if (p / "points3d.csv").exists() else {}
+    events = _read_events(ev_path, warnings) if ev_path.exists() else []
+    trials = _read_trials(p / "trials.csv") if (p / "trials.csv").exists() else []
+
+    def table(name: str, what: str) -> dict[str, np.ndarray] | None:
+        f = p / name
+        return read_csv_columns(f, what, TEXT_COLUMNS) if f.exists() else None
+
+    truth = table("truth.csv", "truth table")
+    extra: dict[str, Any] = {"read_warnings": warnings}
+    if (triggers := table("triggers.csv", "trigger table")) is not None:
+        extra["triggers"] = triggers
+    det = table("detections.csv", "detection table") or {}
+    pts = table("points3d.csv", "3-D point table") or {}
     return Session(p, meta, config, calib, frames, det, pts, trials, events, truth, extra)
 
 

@@ -32,9 +32,10 @@ import zmq
 from rig import messages as m
 from rig.bus import Publisher, Subscriber, ipc_endpoint
 from rig.config import LoadedConfig
-from rig.errors import RigError
-from rig.frames import ring_path
+from rig.errors import ConfigError, RigError
+from rig.frames import pid_alive, remove_stale_rings, ring_path
 from rig.nodes.base import NodeSpec, Runtime, run_node
+from rig.recorder import available_memory, buffer_bytes
 from rig.session import (
     closed_loop_latencies_ms,
     create_session,
@@ -51,6 +52,43 @@ log = logging.getLogger("rig.supervisor")
 READY_TIMEOUT_S = 120.0
 UI_CONTROL_TOPIC = "ui.control"  # requests from a display: stop / pause / resume (only the supervisor acts)
 MAX_RESTARTS = 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+RECORDER_STALL_S = 30.0  # stopping: the recorder may take as long as it needs while it makes progress
+
+
+RUNTIME_PREFIX = "deepbehavior-"  # runtime folders (sockets) in the temp dir; rings in /dev/shm
+OWNER_FILE = "supervisor.pid"
+
+
+def remove_stale_runtime() -> None:
+    """Rings and runtime folders left by sessions whose processes are gone (a supervisor killed with
+    SIGKILL cannot clean up): removed at the next start. Those of a live session are kept."""
+    for ring in remove_stale_rings(RUNTIME_PREFIX):
+        log.info("removed the stale frame ring %s", ring)
+    for folder in Path(tempfile.gettempdir()).glob(RUNTIME_PREFIX + "*"):
+        try:
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed the stale runtime folder %s", folder)
+
+
+def check_recorder_memory(loaded: LoadedConfig) -> None:
+    """The recorder's RAM buffer (pipeline.recorder.buffer_s of every camera) must fit in the memory
+    available now, with room to spare, or a slow encoder would push the machine into swap or the OOM
+    killer instead of buffering."""
+    cfg = loaded.config
+    if not cfg.pipeline.recorder.enabled:
+        return
+    need, free = buffer_bytes(cfg), available_memory()
+    if free is not None and need > free // 2:
+        raise ConfigError(
+            f"{loaded.source}: pipeline.recorder.buffer_s={cfg.pipeline.recorder.buffer_s:g} needs up to "
+            f"{need / 1e6:.0f} MB of RAM for {len(cfg.rig.cameras)} camera(s), more than half of the "
+            f"{free / 1e6:.0f} MB available now: lower buffer_s or free memory"
+        )
 
 
 def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
@@ -154,11 +192,12 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "recorder",
                 "rig.nodes.recorder:RecorderNode",
                 everyone,
-                ("frame.", "det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
-                # takes frames off the rings at normal priority (never niced: measured, niced 5, one
-                # full-rig session lost 502 frames), below the real-time nodes; the encoder threads run in
-                # the background (recorder.encoder_priority); the detector steps back when it falls behind
+                # frame headers go to its drain thread's own socket (frames leave the rings at
+                # pipeline.realtime.priority); the main loop, at normal priority (never niced: niced 5, one
+                # full-rig session lost 502 frames), writes the tables; the encoder threads run in the
+                # background (recorder.encoder_priority); the detector steps back when it falls behind
                 # (detector.recorder_behind_s)
+                ("det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
             )
         )
     rt = cfg.pipeline.realtime
@@ -205,6 +244,7 @@ class Supervisor:
         self.console_level = console_level
         self.out = progress_stream or sys.stdout
         self.calib = resolve_calibration(loaded)  # before anything starts: a bad calibration stops here
+        check_recorder_memory(loaded)
         self.session_name = session_name
         self.nodes: dict[str, NodeProc] = {}
         self.trials_done = 0
@@ -228,8 +268,10 @@ class Supervisor:
         return NodeProc(spec, proc)
 
     def run(self) -> SessionResult:
+        remove_stale_runtime()
         self.session_dir = create_session(self.loaded, self.calib, self.session_name)
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="deepbehavior-"))
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
+        (self.runtime_dir / OWNER_FILE).write_text(str(os.getpid()))
         self.session_id = uuid.uuid4().hex[:8]
         file_handler = logging.FileHandler(self.session_dir / "session.log")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -255,9 +297,8 @@ class Supervisor:
             [endpoints[s.name] for s in specs],
             ("log.", "stats.", "node.", "task.event", UI_CONTROL_TOPIC),
         )
-        old_int = signal.getsignal(signal.SIGINT)
         self._interrupts = 0
-        signal.signal(signal.SIGINT, self._on_sigint)
+        old_handlers = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         log.info("session %s: starting %d nodes", self.session_dir, len(specs))
         try:
             for s in specs:
@@ -272,7 +313,8 @@ class Supervisor:
             log.error("%s", exc)
         finally:
             self._shutdown()
-            signal.signal(signal.SIGINT, old_int)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
             summary = self._summary()
             finish_session(self.session_dir, self.status, summary, self.stop_reason)
             log.info("session %s: %s %s", self.session_dir.name, self.status, self.stop_reason)
@@ -288,17 +330,35 @@ class Supervisor:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
         return SessionResult(self.session_dir, self.status, self.stop_reason, summary)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """Ctrl-C, SIGTERM, SIGHUP (the terminal closed), SIGQUIT: one orderly stop (producers first, the
+        recorder drains and closes every file, status ``stopped``). A second Ctrl-C hurries it: every
+        node gets SIGTERM at once, which each still answers by closing its files (the recorder first
+        takes every frame already announced)."""
+        name = signal.Signals(signum).name
         self._interrupts += 1
         if self._interrupts == 1:
-            self.stop_reason = self.stop_reason or "stopped by user (Ctrl-C)"
+            why = "Ctrl-C" if signum == signal.SIGINT else name
+            self.stop_reason = self.stop_reason or f"stopped by the user ({why})"
             if self.status == "complete":
                 self.status = "stopped"
-            print("\nstopping: closing every file (Ctrl-C again to force)", file=sys.stderr, flush=True)
-        else:
+            log.warning("%s: stopping", name)
+            self._say(
+                f"\nstopping ({why}): closing every file"
+                + (" (Ctrl-C again to hurry)" if signum == signal.SIGINT else "")
+            )
+        elif signum == signal.SIGINT:
+            log.warning("second Ctrl-C: every node told to finish now (SIGTERM)")
             for n in self.nodes.values():
                 if n.proc.is_alive():
                     n.proc.terminate()
+
+    def _say(self, text: str, stream: Any = None) -> None:
+        """A line on the console; a closed terminal (SIGHUP, EIO) or pipe only costs the console."""
+        try:
+            print(text, file=stream or sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -306,9 +366,12 @@ class Supervisor:
             self._pump(100)
             for n in self.nodes.values():
                 if not n.ready and not n.proc.is_alive():
+                    end = time.monotonic() + 1.0  # its last words (why it failed) may still be on the way
+                    while n.spec.name not in self.failures and time.monotonic() < end:
+                        self._pump(50)
+                    why = self.failures.get(n.spec.name, "see session.log")
                     raise RigError(
-                        f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}); "
-                        "see session.log"
+                        f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}): {why}"
                     )
             if self._interrupts:
                 raise RigError("interrupted during start-up")
@@ -322,11 +385,7 @@ class Supervisor:
             if isinstance(msg, m.LogRecord):
                 # nodes write the session log themselves; here they only reach the console
                 if msg.level >= self.console_level:
-                    print(
-                        f"{logging.getLevelName(msg.level)} [{msg.node}] {msg.message}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    self._say(f"{logging.getLevelName(msg.level)} [{msg.node}] {msg.message}")
             elif isinstance(msg, m.Stats):
                 if msg.node in self.nodes:  # stats also say "alive and set up" (a lost 'ready' is harmless)
                     self.nodes[msg.node].last_stats = msg
@@ -432,7 +491,7 @@ class Supervisor:
                     return
             if self.progress and time.monotonic() - last_print >= 1.0:
                 last_print = time.monotonic()
-                print(self._progress_line(), file=self.out, flush=True)
+                self._say(self._progress_line(), self.out)
 
     def _progress_line(self) -> str:
         el = time.monotonic() - self.t_start
@@ -474,6 +533,36 @@ class Supervisor:
                     p.proc.kill()
                     p.proc.join(2)
 
+    def _wait_recorder(self) -> None:
+        """Wait for the recorder to write everything it holds: as long as it makes progress (frames
+        written, its queue shrinking: its 1 Hz stats), however long that takes on a busy machine; only a
+        recorder that makes no progress for RECORDER_STALL_S is terminated (it still closes its files)."""
+        n = self.nodes.get("recorder")
+        if n is None:
+            return
+
+        def progress() -> tuple[object, ...]:
+            st = n.last_stats
+            if st is None:
+                return ()
+            return (st.processed, st.queue_depth, *sorted(st.extra.items()))
+
+        last, last_change = progress(), time.monotonic()
+        while n.proc.is_alive() and time.monotonic() - last_change < RECORDER_STALL_S:
+            self._pump(100)
+            now = progress()
+            if now != last:
+                last, last_change = now, time.monotonic()
+        if n.proc.is_alive():
+            log.warning(
+                "recorder made no progress for %.0f s while stopping: terminating it", RECORDER_STALL_S
+            )
+            n.proc.terminate()  # it still closes its files, unless it is stuck
+            n.proc.join(5)
+            if n.proc.is_alive():
+                n.proc.kill()
+                n.proc.join(2)
+
     def _shutdown(self) -> None:
         if not self.nodes:
             return
@@ -492,7 +581,7 @@ class Supervisor:
                 self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
             self._wait_exit(stage, 15.0)
         self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail="recorder"))
-        self._wait_exit(["recorder"], 60.0)
+        self._wait_recorder()
         others = [
             n
             for n in names

@@ -175,6 +175,12 @@ class Node:
     def teardown(self) -> None:
         """Close devices and files; leave hardware safe. Always called."""
 
+    def on_terminate(self) -> bool:
+        """SIGTERM arrived (the supervisor died, or a service manager stops every process). Default: end
+        the loop now (teardown still runs). A node that must finish its work first (the recorder) starts
+        that here and returns True: its loop goes on until it sets ``done``, and it exits 0."""
+        return False
+
     def on_control(self, msg: m.Control) -> None:
         if msg.command == "stop" and msg.detail in ("", self.name):
             self.stop_requested = True
@@ -202,14 +208,17 @@ class Node:
                 self._go_realtime(self.spec.realtime_priority)
             self.status("ready")
             self._stats_t = time.monotonic() - self.cfg.pipeline.stats_period_s + 0.1  # first stats soon
-            while not self.done and not _terminated.is_set():
+            graceful = False
+            while not self.done:
+                if _terminated.is_set() and not graceful:
+                    self.log.warning("node %s: SIGTERM: finishing", self.name)
+                    graceful = self.on_terminate()
+                    if not graceful:
+                        break
                 self.step()
                 self.maybe_publish_stats()
             self.maybe_publish_stats(force=True)
-            if _terminated.is_set():  # the SIGTERM's SystemExit was swallowed (raised inside a __del__)
-                self.log.warning("node %s: terminated by signal", self.name)
-                return 128 + signal.SIGTERM
-            return 0
+            return 128 + signal.SIGTERM if _terminated.is_set() and not graceful else 0
         except UserError as exc:  # a problem the user can fix: one line, no traceback
             self.log.error("node %s failed: %s", self.name, exc)
             self.status("failed", f"{type(exc).__name__}: {exc}")
@@ -219,10 +228,8 @@ class Node:
             self.status("failed", f"{type(exc).__name__}: {exc}")
             return 1
         finally:
-            # closing files must not be cut short: a further SIGTERM (the supervisor dying after a stop
-            # began, a second Ctrl-C) waits until teardown is done; SIGKILL still ends a hung node
-            with contextlib.suppress(ValueError, OSError):
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            # SIGTERM only sets a flag, so teardown (closing files) is never cut short; SIGKILL still
+            # ends a hung node
             try:
                 self.teardown()
             finally:
@@ -255,10 +262,10 @@ _terminated = threading.Event()
 
 
 def _term_handler(signum: int, frame: Any) -> None:
-    # Python runs this between any two bytecodes of the main thread, including inside a finalizer, where
-    # the SystemExit would be printed and dropped: the flag ends the node's loop all the same
+    # Only a flag: the node's loop looks at it between steps (steps never block long). Raising here
+    # would land anywhere in the main thread, in the middle of closing a file included, and one SIGTERM
+    # may come per exiting supervisor thread (PR_SET_PDEATHSIG) or from a service manager's stop.
     _terminated.set()
-    raise SystemExit(128 + signum)
 
 
 def _die_with_parent() -> None:
@@ -272,7 +279,10 @@ def _die_with_parent() -> None:
 
 def run_node(spec: NodeSpec, rt: Runtime) -> None:
     """Process entry point used by the supervisor (spawn start method)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    # Ctrl-C, Ctrl-backslash and a closed terminal reach the whole process group: the supervisor handles them
+    # (an orderly stop, producers first) and tells each node when to stop
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _term_handler)
     _die_with_parent()
     if spec.nice:
