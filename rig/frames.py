@@ -165,8 +165,25 @@ class FrameRing:
             pass
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is a Python process (a reused pid running something else is not)."""
+def process_identity(pid: int) -> str | None:
+    """``<boot id>:<start time in clock ticks>`` of a process: unlike its pid, never reused (None where
+    /proc cannot tell)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start}"
+
+
+def pid_alive(pid: int, identity: str | None = None) -> bool:
+    """True if ``pid`` exists and is a Python process (a reused pid running something else is not); with
+    ``identity`` (:func:`process_identity` recorded earlier), only if it is that very process."""
+    if identity is not None:
+        now = process_identity(pid)
+        if now is not None:
+            return now == identity
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

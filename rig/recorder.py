@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import threading
 from collections import deque
@@ -118,7 +119,11 @@ class FrameQueue:
         try:
             if self._fd is None:
                 self._fd = os.open(self.spill_path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
-            os.pwrite(self._fd, np.ascontiguousarray(img).data, self._written * self.frame_bytes)
+            n = os.pwrite(self._fd, np.ascontiguousarray(img).data, self._written * self.frame_bytes)
+            if n != self.frame_bytes:  # a short write: the disk is full
+                raise OSError(
+                    errno.ENOSPC, f"short write to the spill file ({n} of {self.frame_bytes} bytes)"
+                )
         except OSError as exc:  # disk full: from now on a frame that does not fit in RAM is dropped
             self.spill_error = exc
             return False
@@ -140,12 +145,17 @@ class FrameQueue:
             fd = self._fd
         assert fd is not None
         img = np.empty(self.shape, np.uint8)
-        n = os.preadv(fd, [img.data], offset)
+        try:
+            n = os.preadv(fd, [img.data], offset)
+        except OSError:  # the disk failed us: this frame is lost (its row says so), the others go on
+            n = -1
         with self._cond:
             self.spill_rows.popleft()
             self._read += 1
             if not self.spill_rows:  # read to its end: start the file again from its beginning
                 self._read = self._written = 0
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)  # no stale frame can stand behind a short write later
         if n != self.frame_bytes:
             row.drop()
             return self.get()
@@ -200,7 +210,6 @@ class VideoWriter:
         self._muxed: list[tuple[int, int]] = []  # (pts, bytes) muxed since the file last grew
         self._file_pts: set[int] = set()  # in the file, above the settled prefix (B-frames reorder)
         self._next_settle = 0  # the lowest pts not yet settled
-        self._file_size = 0
         self.container = av.open(
             str(path),
             "w",
@@ -227,6 +236,7 @@ class VideoWriter:
         self.high_water = max(2, min(max_queue // 4, self.rate))  # a quarter of the queue, 1 s at most
         self.low_water = max(1, min(8, self.high_water // 4))
         self.handoffs = 0
+        self._restart_lock = threading.Lock()
         self._start_thread()
 
     def _start_thread(self) -> None:
@@ -249,9 +259,10 @@ class VideoWriter:
                 self.handoffs += 1
             except (OSError, AttributeError):
                 pass  # not allowed: the thread steps down by itself
-        if self._handoff and not self.thread.is_alive():
-            self.handoffs += 1
-            self._start_thread()
+        with self._restart_lock:  # the drain and the main thread both call this: one replacement only
+            if self._handoff and not self.thread.is_alive():
+                self.handoffs += 1
+                self._start_thread()
 
     def put(self, image: np.ndarray, values: list[Any] | None = None) -> bool:
         """Queue a frame (and its table row's ``values``); False (the row settles dropped) if refused."""
@@ -278,45 +289,63 @@ class VideoWriter:
         return out
 
     def _run(self) -> None:
+        """The encoding thread. It starts at normal priority whoever started it (a replacement may be
+        started from the real-time drain thread: lowering is always allowed). Any error ends the video
+        (``error``), never the thread: the rows of every later frame still settle, as dropped."""
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_OTHER, os.sched_param(0))
         while True:
-            if self.background:
-                backlog = self.queue.qsize()
-                if self._idle_tid is None and backlog <= self.low_water:
-                    if _set_idle_priority():
-                        self._idle_tid = threading.get_native_id()
-                elif self._idle_tid is not None and backlog >= self.high_water:
-                    self._handoff = True  # step down: keep_up() starts a normal-priority thread
-                    return
-            item = self.queue.get()
-            if item is None:
-                break
-            img, row = item
-            if self.error is not None:
-                row.drop()
-                continue
             try:
-                frame = av.VideoFrame.from_ndarray(img, format="gray")
-                frame.pts = self.encoded
-                frame.time_base = Fraction(1, self.rate)
-                self._in_flight[self.encoded] = row
-                self.encoded += 1
-                self._mux(self.stream.encode(frame))
-            except (av.error.FFmpegError, OSError, ValueError) as exc:
+                if not self._encode_next():
+                    return
+            except BaseException as exc:  # recorded; the rows still settle (dropped)
                 self._fail(exc)
+
+    def _encode_next(self) -> bool:
+        """Encode one frame from the queue; False when the thread is to end (the end, or a step down)."""
+        if self.background:
+            backlog = self.queue.qsize()
+            if self._idle_tid is None and backlog <= self.low_water:
+                if _set_idle_priority():
+                    self._idle_tid = threading.get_native_id()
+            elif self._idle_tid is not None and backlog >= self.high_water:
+                self._handoff = True  # step down: keep_up() starts a normal-priority thread
+                return False
+        item = self.queue.get()
+        if item is None:
+            return False
+        img, row = item
+        if self.error is not None:
+            row.drop()
+            return True
+        pts = self.encoded
+        self._in_flight[pts] = row  # from here an error drops the row (_fail)
+        self.encoded += 1
+        frame = av.VideoFrame.from_ndarray(img, format="gray")
+        frame.pts = pts
+        frame.time_base = Fraction(1, self.rate)
+        self._mux(self.stream.encode(frame))
+        return True
 
     def _mux(self, packets: list[av.Packet]) -> None:
         """Mux packets; when the file grows by at least the bytes of every packet muxed before the last
         one, a cluster holding those packets has reached the file and their rows settle."""
         for packet in packets:
             pts, size = int(packet.pts or 0), packet.size
-            self.container.mux(packet)
+            before = self._size()  # growth of this call alone: the header, written by the first call,
+            self.container.mux(packet)  # never counts for a cluster
             self._muxed.append((pts, size))
-            grown = os.stat(self.path).st_size - self._file_size
+            grown = self._size() - before
             done = self._muxed[:-1]  # the packet just muxed opens the new cluster
             if grown > 0 and done and grown >= sum(n for _, n in done):
-                self._file_size += grown
                 self._settle([p for p, _ in done])
                 self._muxed = self._muxed[-1:]
+
+    def _size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:  # FFmpeg creates the file at its first write
+            return 0
 
     def _settle(self, pts_in_file: list[int]) -> None:
         """Frames whose packets are in the file get their video index, lowest pts first (with B-frames a

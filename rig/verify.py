@@ -116,7 +116,7 @@ def supervisor_state(meta: dict[str, Any], host: str | None = None) -> tuple[str
         return status, "cannot tell whether its supervisor is alive (session.json has no supervisor_pid)"
     if where != (host or socket.gethostname()):
         return status, f"recorded on host {where}; cannot check its supervisor (pid {pid}) from here"
-    if pid_alive(pid):
+    if pid_alive(pid, meta.get("supervisor_identity")):
         return status, f"supervisor pid {pid} is alive: still recording"
     return "interrupted", f"supervisor pid {pid} is gone; session.json still says running"
 

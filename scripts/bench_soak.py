@@ -113,7 +113,10 @@ def main() -> int:
     fw = [ln for ln in verify.stdout.splitlines() if "firmware" in ln or "task commands" in ln]
     lines += ["", f"`session --verify` (exit {verify.returncode}): " + "; ".join(x.strip() for x in fw)]
     if samples:
-        first, last = samples[0][1], samples[-1][1]
+        # the first sample with every node running (start-up spawns them one by one), and the last
+        most = max(len(x) for _, x in samples)
+        first = next(x for _, x in samples if len(x) == most)
+        last = samples[-1][1]
         lines += ["", "| node | RSS MB at start | RSS MB at end |", "|---|---|---|"]
         for pid in sorted(first, key=lambda k: names.get(k, k)):
             if pid in last:

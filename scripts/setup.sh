@@ -49,7 +49,9 @@ pip_logged() {
 
 install_python() {
   local stamp_src stamp
-  stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" "$ROOT/scripts/setup.sh"; "$PY" --version)"
+  # what decides the Python packages: the project's requirements and this function (a change to the
+  # Debian package list above does not reinstall them)
+  stamp_src="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt"; sed -n '/^install_python()/,/^}/p' "$ROOT/scripts/setup.sh"; "$PY" --version)"
   stamp="$(printf '%s' "$stamp_src" | sha256sum | cut -d' ' -f1)"
   if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating virtual environment $VENV"

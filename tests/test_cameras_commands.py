@@ -81,15 +81,16 @@ def test_check_fails_with_actionable_reason(tmp_path: Path, capsys: pytest.Captu
 def test_check_hardware_trigger_line_rate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Aravis' in-process fake camera simulates pulses on Line0 (25 Hz by default, options.fake_line_hz):
     with the rig's trigger at 50 Hz the check must fail, naming the missed triggers; with the simulated
-    line at 50 Hz it passes."""
+    line at the rig's rate it passes."""
     pytest.importorskip("gi")
     base = "    top: {backend: aravis, serial: '1', options: {fake_interface: true, trigger_source: Line0"
     rc = run(["cameras", "check", str(write_config(tmp_path, 50, base + "}}\n")), "--seconds", "2"])
     out = capsys.readouterr().out
     assert rc == 1, out
     assert re.search(r"FAIL: top: 2\d\.\d fps, expected 50", out) and "triggers produced no frame" in out
-    cams = base + ", fake_line_hz: 50}}\n"
-    rc = run(["cameras", "check", str(write_config(tmp_path, 50, cams)), "--seconds", "2"])
+    # the pass case at 20 Hz: the fake camera's software line keeps its beat on a loaded machine too
+    cams = base + ", fake_line_hz: 20}}\n"
+    rc = run(["cameras", "check", str(write_config(tmp_path, 20, cams)), "--seconds", "2"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "missed_triggers=0" in out and "PASS" in out

@@ -78,18 +78,21 @@ def _frames_claimed(folder: Path) -> dict[str, int]:
     return out
 
 
-def _rings() -> set[Path]:
-    """Frame rings of sessions that are over (their camera process is gone): none may stay behind. (A
-    session running beside the tests keeps its rings, and they are not counted.)"""
-    return set(stale_rings("deepbehavior-"))
+def _rings(out: Path | None = None) -> set[Path]:
+    """Frame rings of sessions that are over (their camera process is gone); with ``out``, only those of
+    the sessions recorded under it (other sessions on the machine are not this test's doing)."""
+    stale = set(stale_rings("deepbehavior-"))
+    if out is None:
+        return stale
+    ids = {json.loads(p.read_text()).get("session_id") for p in out.glob("*/session.json")}
+    return {r for r in stale if any(i and r.name.startswith(f"deepbehavior-{i}-") for i in ids)}
 
 
 @pytest.fixture(autouse=True)
-def no_rings_left():
-    """No test leaves a frame ring in /dev/shm that was not there before it."""
-    before = _rings()
+def no_rings_left(tmp_path):
+    """No test leaves a frame ring of its sessions in /dev/shm."""
     yield
-    assert not _rings() - before
+    assert not _rings(tmp_path)
 
 
 def _ordered_stop(out: Path, code: int, text: str, reason: str) -> None:
@@ -161,7 +164,6 @@ def test_ctrl_c_twice_hurries_but_keeps_every_frame(tmp_path):
 def test_killed_supervisor_leaves_readable_files_reported_interrupted(tmp_path):
     from rig.supervisor import remove_stale_runtime
 
-    before = _rings()
     proc = start_session(tmp_path, "--trials", "50")
     _started(tmp_path)
     children = psutil.Process(proc.pid).children(recursive=True)
@@ -179,10 +181,9 @@ def test_killed_supervisor_leaves_readable_files_reported_interrupted(tmp_path):
     report = _verify(folder)  # the tables never claim more than the videos hold
     assert "interrupted" in report, report
     # nobody was there to remove the dead session's rings: the next start does
-    stale = _rings() - before
-    assert stale
+    # (another session starting meanwhile would have removed them already)
     remove_stale_runtime()
-    assert not [p for p in stale if p.exists()]
+    assert not _rings(tmp_path)
 
 
 @pytest.mark.parametrize("node", ["recorder", "cam-front"])

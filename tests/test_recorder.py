@@ -7,6 +7,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 from rig.config import RecorderConfig
 from rig.recorder import VideoWriter, y_plane
@@ -89,6 +90,8 @@ def _frames_in_file(path) -> int:
 
     import av
 
+    if not path.exists():  # FFmpeg creates the file at its first write
+        return 0
     snap = path.with_name("snapshot.mkv")
     shutil.copyfile(path, snap)
     try:
@@ -98,13 +101,21 @@ def _frames_in_file(path) -> int:
         return 0
 
 
-def test_rows_settle_only_once_their_frames_are_in_the_file(tmp_path):
+@pytest.mark.parametrize(
+    ("codec", "content"),
+    [("libx264", "noise"), ("ffv1", "black")],  # ffv1 black frames: packets smaller than the file's header
+)
+def test_rows_settle_only_once_their_frames_are_in_the_file(tmp_path, codec, content):
     """While encoding, every row the writer hands out claims a frame the file already holds; at close every
     row is settled with video indices 0..n-1 and the file decodes to exactly those frames."""
     path = tmp_path / "v.mkv"
-    w = VideoWriter(path, 448, 460, 124.0, RecorderConfig(), max_queue=256)
+    w = VideoWriter(path, 448, 460, 124.0, RecorderConfig(codec=codec), max_queue=256)
     rng = np.random.default_rng(2)
-    base = rng.integers(0, 200, (460, 448), dtype=np.uint8)
+    base = (
+        rng.integers(0, 200, (460, 448), dtype=np.uint8)
+        if content == "noise"
+        else np.zeros((460, 448), np.uint8)
+    )
     settled: list = []
     checks = 0
     for k in range(200):
@@ -151,3 +162,18 @@ def test_without_spill_room_a_full_queue_drops_and_says_so(tmp_path):
     kept = [r.video_index for r in rows if r.video_index >= 0]
     assert not all(results) and len(rows) == 30
     assert kept == list(range(len(kept))) == list(range(sum(results)))  # refused frames are dropped rows
+
+
+def test_an_encoder_error_ends_the_video_not_the_rows(tmp_path):
+    """A frame the encoder cannot take (here: the wrong shape) ends the video with ``error``; every row,
+    before and after, still settles (the later ones dropped), so the table stays complete and honest."""
+    w = VideoWriter(tmp_path / "v.mkv", 64, 48, 124.0, RecorderConfig(), max_queue=64)
+    good = np.zeros((48, 64), np.uint8)
+    for k in range(30):
+        w.put(good if k != 10 else np.zeros((5,), np.uint8), [k])
+    w.close()
+    rows = w.take_settled()
+    assert w.error is not None
+    assert [r.values[0] for r in rows] == list(range(30))  # every row, in order
+    kept = [r.video_index for r in rows if r.video_index >= 0]
+    assert kept == list(range(len(kept))) and len(kept) <= 10

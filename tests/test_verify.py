@@ -55,7 +55,10 @@ def dead_pid() -> int:
 
 def mark_running(path: Path, pid: int) -> None:
     meta = json.loads((path / "session.json").read_text())
+    from rig.frames import process_identity
+
     meta.update(status="running", supervisor_pid=pid, host=socket.gethostname(), reason="")
+    meta["supervisor_identity"] = process_identity(pid)  # None for a dead pid
     meta.pop("summary", None)
     meta.pop("ended", None)
     (path / "session.json").write_text(json.dumps(meta))
@@ -137,6 +140,18 @@ def test_running_with_a_live_supervisor_is_running_and_repair_refuses(session: P
     assert json.loads(r.stdout)["status"] == "running", r.stdout
     r = cli(str(session), "--repair")
     assert r.returncode == 2 and "still recording" in r.stderr, r.stderr
+
+
+def test_a_reused_pid_is_not_the_supervisor(session: Path):
+    """After a power cut the supervisor's pid may run another Python process: its identity (boot id and
+    start time) tells them apart, so the session reads interrupted and can be repaired."""
+    import os
+
+    mark_running(session, os.getpid())
+    meta = json.loads((session / "session.json").read_text())
+    meta["supervisor_identity"] = "another-boot:12345"
+    (session / "session.json").write_text(json.dumps(meta))
+    assert json.loads(cli(str(session)).stdout)["status"].startswith("interrupted")
 
 
 def test_not_a_session_folder_is_one_line_exit_2(tmp_path: Path):

@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -54,6 +55,7 @@ class Runtime:
     session_dir: str
     runtime_dir: str
     session_id: str
+    supervisor_pid: int
     config_path: str
     overrides: dict[str, Any]
     endpoints: dict[str, str]
@@ -285,6 +287,8 @@ def run_node(spec: NodeSpec, rt: Runtime) -> None:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _term_handler)
     _die_with_parent()
+    if os.getppid() != rt.supervisor_pid:  # it died before PR_SET_PDEATHSIG was set: nobody would stop us
+        raise SystemExit(1)
     if spec.nice:
         os.nice(spec.nice)
     module_name, cls_name = spec.target.split(":")
@@ -303,4 +307,11 @@ def run_node(spec: NodeSpec, rt: Runtime) -> None:
         logging.getLogger(f"rig.node.{spec.name}").exception("node %s could not start", spec.name)
         raise SystemExit(1) from None
     root.addHandler(BusLogHandler(node))  # and to the supervisor's console
-    raise SystemExit(node.run())
+    code = node.run()
+    # every file is closed: leave now, without the interpreter's shutdown, during which Python restores
+    # the default SIGTERM action and a late SIGTERM (a second Ctrl-C) would end a finished node with -15
+    logging.shutdown()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

@@ -336,7 +336,7 @@ class RecorderNode(Node):
         drain = getattr(self, "drain", None)
         if drain is not None:  # a failure elsewhere: the frames already announced still go to the videos
             drain.request_stop()
-            drain.thread.join(DRAIN_MAX_S + 1)
+            drain.thread.join(DRAIN_MAX_S + 25)  # it stops by itself DRAIN_MAX_S after the request
         for v in getattr(self, "videos", {}).values():
             v.close()
             if v.error is not None:
