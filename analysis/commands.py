@@ -74,15 +74,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_cmd_import)
 
     r = subparsers.add_parser(
-        "reaching", help="reach kinematics and success rate from a session's points3d.csv and trials.csv"
+        "reaching",
+        help="reach kinematics and success rate from a session folder or any 3-D table",
+        description="Reaches, their kinematics (velocity, acceleration, jerk) and, for a session, per-trial "
+        "outcomes. INPUT is a rig session folder (points3d.csv; times are the trigger times on the firmware "
+        "clock from triggers.csv, never host arrival times) or a 3-D table: DeepLabCut 3-D .h5/.csv, an "
+        "anipose CSV or a points3d.csv, timed by --fps or --timestamps. Speed thresholds are in mm/s; "
+        "--units converts the table to mm.",
     )
-    r.add_argument("session", type=Path, help="session folder holding points3d.csv (and trials.csv)")
-    r.add_argument("--part", default="paw", help="tracked point to segment (default paw)")
-    r.add_argument("--filtered", action="store_true", help="use the online Kalman-filtered positions")
+    r.add_argument("session", metavar="INPUT", type=Path, help="session folder, or a 3-D table file")
+    r.add_argument("--part", default="paw", help="tracked point / body part to segment (default paw)")
+    r.add_argument("--individual", default="0", help="DeepLabCut individual (name or index; default 0)")
+    r.add_argument(
+        "--filtered", action="store_true", help="session: use the online Kalman-filtered positions"
+    )
+    r.add_argument("--fps", type=float, help="frame rate of a table file (frame number / fps = time)")
+    r.add_argument(
+        "--timestamps", type=Path, help="file of per-row times in seconds (one per line, or a t_s column)"
+    )
+    r.add_argument(
+        "--units", choices=["mm", "cm", "m"], default="mm", help="length unit of a table file (default mm)"
+    )
     r.add_argument("--onset-speed", type=float, default=50.0, help="reach onset speed, mm/s (default 50)")
     r.add_argument("--smooth", type=int, default=0, help="Savitzky-Golay window in samples (odd; 0 = none)")
     r.add_argument("--clusters", type=int, default=0, help="cluster reach paths by DTW into N groups")
-    r.add_argument("--out", type=Path, help="output folder (default SESSION/analysis/reaching)")
+    r.add_argument(
+        "--out", type=Path, help="output folder (default SESSION/analysis/reaching, or next to the file)"
+    )
     r.set_defaults(func=_cmd_reaching)
 
     tc = subparsers.add_parser(
@@ -245,24 +263,40 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_reaching(args: argparse.Namespace) -> int:
-    from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials
+    from analysis.tasks.reaching import analyze_reaching, load_session_track, read_timestamps, read_track
 
-    out = args.out or args.session / "analysis" / "reaching"
+    src: Path = args.session
     try:
-        t_s, paw = load_points3d(args.session / "points3d.csv", args.part, filtered=args.filtered)
-        trials_path = args.session / "trials.csv"
-        trials = load_trials(trials_path) if trials_path.exists() else None
+        if src.is_dir():
+            if args.timestamps is not None or args.units != "mm":
+                raise AnalysisError(
+                    f"{src}: a session folder is timed by its triggers and in mm; --timestamps and --units "
+                    "are for table files"
+                )
+            track = load_session_track(src, args.part, filtered=args.filtered, rate_hz=args.fps)
+            out = args.out or src / "analysis" / "reaching"
+        else:
+            if not src.exists():
+                raise AnalysisError(f"{src}: not found (a session folder or a 3-D table file)")
+            ts = read_timestamps(args.timestamps) if args.timestamps is not None else None
+            ind = int(args.individual) if args.individual.isdigit() else args.individual
+            track = read_track(src, args.part, args.fps, ts, args.units, ind)
+            out = args.out or src.with_name(f"{src.stem}_reaching")
         res = analyze_reaching(
-            t_s,
-            paw,
-            trials,
+            track.t_s,
+            track.xyz,
+            track.trials,
             out_dir=out,
             n_clusters=args.clusters,
+            info=track.info,
             onset_speed_mm_s=args.onset_speed,
             smooth_window=args.smooth,
         )
     except AnalysisError as exc:
         return _fail(exc)
+    for note in [*track.notes, res["summary"].get("note")]:
+        if note:
+            print(f"deepbehavior: warning: {src}: {note}", file=sys.stderr)
     print(json.dumps(res["summary"], indent=1, default=float))
     print(f"wrote {out}")
     return 0

@@ -1,10 +1,14 @@
-"""Reach kinematics from a 3-D paw path: segmentation, per-reach measures, velocity curves, plots.
+"""Reach kinematics from a 3-D paw path: velocity, acceleration and jerk, segmentation, per-reach
+measures, velocity curves, plots.
 
-Pure numpy on arrays (``t_s`` (T,) seconds, ``points_t3`` (T, 3) mm, NaN = missing); no rig import.
+Pure numpy on arrays (``t_s`` (T,) seconds, ``points_t3`` (T, 3) mm, NaN = missing); no rig import. The
+times are the samples' own (for a rig session: each 3-D point's trigger time on the firmware clock), and
+may be uneven: every derivative is weighted for the actual spacing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,24 +37,133 @@ class Reach:
     t_apex_s: float
 
 
-def velocity(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.ndarray:
-    """(T, D) velocity in units/s: central differences, or a Savitzky-Golay derivative over
-    ``smooth_window`` samples (odd, > 3) on a uniformly sampled series. NaN where the path is missing."""
+def check_times(t_s: np.ndarray, n: int | None = None) -> np.ndarray:
+    """``t_s`` as a (T,) float array of strictly increasing, finite times; AnalysisError names the first
+    sample at fault (a repeated or backward time gives no derivative)."""
     t = np.asarray(t_s, dtype=np.float64)
+    if t.ndim != 1 or (n is not None and len(t) != n):
+        raise AnalysisError(f"times must have shape (T={n},), got {t.shape}")
+    bad = np.flatnonzero(~np.isfinite(t))
+    if len(bad):
+        raise AnalysisError(f"time {bad[0]} is {t[bad[0]]} (times must be finite)")
+    back = np.flatnonzero(np.diff(t) <= 0)
+    if len(back):
+        i = int(back[0])
+        raise AnalysisError(f"time {i + 1} ({t[i + 1]:.9g} s) is not after time {i} ({t[i]:.9g} s)")
+    return t
+
+
+# stencil width per derivative order: 3 points (second-order accurate on a uniform grid) for velocity and
+# acceleration, 5 for jerk (the narrowest centred stencil for a third derivative)
+_WIDTH = {1: 3, 2: 3, 3: 5}
+
+
+def _fd_weights(t: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Finite-difference weights for the ``order``-th derivative at every sample of possibly uneven times:
+    ``(idx (T, W), w (T, W))`` with ``d^order x / dt^order (t[i]) ~= sum_j w[i, j] * x[idx[i, j]]``.
+
+    Each row solves the Taylor (Vandermonde) conditions on the sample's own offsets (Fornberg's weights),
+    so the estimate is exact for polynomials of degree < W at any spacing; the stencil is centred, shifted
+    inward at the ends (one-sided there)."""
+    width = _WIDTH[order]
+    n = len(t)
+    start = np.clip(np.arange(n) - width // 2, 0, n - width)
+    idx = start[:, None] + np.arange(width)
+    h = float(np.median(np.diff(t)))  # scale the offsets to ~1 so the small systems are well conditioned
+    d = (t[idx] - t[:, None]) / h
+    vander = d[:, None, :] ** np.arange(width)[None, :, None]  # [i, k, j] = d_ij ** k
+    rhs = np.zeros((n, width, 1))
+    rhs[:, order, 0] = math.factorial(order)
+    w = np.linalg.solve(vander, rhs)[..., 0] / h**order
+    return idx, w
+
+
+def _resample(t: np.ndarray, x: np.ndarray, t_new: np.ndarray, max_step_s: float) -> np.ndarray:
+    """Linear interpolation of ``x`` (T, D) at ``t_new``; NaN where a bracketing sample is NaN or the two
+    bracketing samples are more than ``max_step_s`` apart (a gap is not bridged)."""
+    j = np.clip(np.searchsorted(t, t_new, side="right") - 1, 0, len(t) - 2)
+    step = t[j + 1] - t[j]
+    a = ((t_new - t[j]) / step)[:, None]
+    out = x[j] * (1 - a) + x[j + 1] * a
+    out[step > max_step_s + 1e-12] = np.nan
+    return out
+
+
+def _smoothed_derivative(t: np.ndarray, p: np.ndarray, order: int, window: int) -> np.ndarray:
+    """Savitzky-Golay ``order``-th derivative (polynomial order 3) over ``window`` samples. Samples on a
+    uniform grid with holes (missing triggers) are placed on it (NaN holes); other uneven times are
+    resampled to the median step and the result is interpolated back to ``t``."""
+    dt = float(np.median(np.diff(t)))
+    k = np.rint((t - t[0]) / dt).astype(np.int64)
+    if np.all(np.abs(t - t[0] - k * dt) <= 0.05 * dt):
+        grid = np.full((int(k[-1]) + 1, p.shape[1]), np.nan)
+        grid[k] = p
+        return savgol(grid, window, 3, deriv=order, dt_s=dt)[k]
+    t_grid = t[0] + dt * np.arange(int((t[-1] - t[0]) / dt) + 1)
+    d_grid = savgol(_resample(t, p, t_grid, 2 * dt), window, 3, deriv=order, dt_s=dt)
+    if len(t_grid) < 2:
+        return np.full_like(p, np.nan)
+    return _resample(t_grid, d_grid, np.clip(t, t_grid[0], t_grid[-1]), 2 * dt)
+
+
+def derivative(t_s: np.ndarray, points_tn: np.ndarray, order: int = 1, smooth_window: int = 0) -> np.ndarray:
+    """(T, D) ``order``-th time derivative (1 velocity, 2 acceleration, 3 jerk) in units/s**order.
+
+    ``t_s`` (T,) strictly increasing seconds, evenly spaced or not (trigger times with missing triggers,
+    camera timestamps): finite differences are weighted for each sample's own neighbours (see
+    :func:`_fd_weights`), never assume a nominal rate. ``smooth_window`` (odd, > 3 samples): a
+    Savitzky-Golay derivative instead. NaN where a sample the estimate needs is missing."""
+    if order not in _WIDTH:
+        raise AnalysisError(f"derivative order must be 1, 2 or 3, got {order}")
     p = np.asarray(points_tn, dtype=np.float64)
-    if p.ndim != 2 or len(p) != len(t):
-        raise AnalysisError(f"points must have shape (T={len(t)}, D), got {p.shape}")
-    if len(t) < 3:
+    if p.ndim != 2:
+        raise AnalysisError(f"points must have shape (T={len(np.asarray(t_s))}, D), got {p.shape}")
+    t = check_times(t_s, len(p))
+    if len(t) < _WIDTH[order]:
         return np.full_like(p, np.nan)
     if smooth_window:
-        dt = float(np.median(np.diff(t)))
-        return savgol(p, smooth_window, 3, deriv=1, dt_s=dt)
-    return np.gradient(p, t, axis=0)
+        return _smoothed_derivative(t, p, order, smooth_window)
+    idx, w = _fd_weights(t, order)
+    return np.einsum("tw,twd->td", w, p[idx])
+
+
+def velocity(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.ndarray:
+    """(T, D) velocity in units/s (see :func:`derivative`). NaN where the path is missing."""
+    return derivative(t_s, points_tn, 1, smooth_window)
+
+
+def acceleration(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.ndarray:
+    """(T, D) acceleration in units/s^2 (see :func:`derivative`)."""
+    return derivative(t_s, points_tn, 2, smooth_window)
+
+
+def jerk(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.ndarray:
+    """(T, D) jerk in units/s^3 (see :func:`derivative`)."""
+    return derivative(t_s, points_tn, 3, smooth_window)
 
 
 def speed(t_s: np.ndarray, points_tn: np.ndarray, smooth_window: int = 0) -> np.ndarray:
     """(T,) speed, units/s."""
     return np.linalg.norm(velocity(t_s, points_tn, smooth_window), axis=1)
+
+
+def kinematics_table(t_s: np.ndarray, points_t3: np.ndarray, smooth_window: int = 0) -> Any:
+    """A pandas DataFrame, one row per sample: ``t_s``, position ``x y z`` (mm), velocity ``vx vy vz``
+    (mm/s), ``speed_mm_s``, ``acceleration_mm_s2`` and ``jerk_mm_s3`` (magnitudes), on the same times."""
+    import pandas as pd
+
+    p = np.asarray(points_t3, dtype=np.float64)
+    v = velocity(t_s, p, smooth_window)
+    return pd.DataFrame(
+        {
+            "t_s": np.asarray(t_s, dtype=np.float64),
+            **{c: p[:, i] for i, c in enumerate("xyz")},
+            **{f"v{c}": v[:, i] for i, c in enumerate("xyz")},
+            "speed_mm_s": np.linalg.norm(v, axis=1),
+            "acceleration_mm_s2": np.linalg.norm(acceleration(t_s, p, smooth_window), axis=1),
+            "jerk_mm_s3": np.linalg.norm(jerk(t_s, p, smooth_window), axis=1),
+        }
+    )
 
 
 def segment_reaches(

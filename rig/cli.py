@@ -48,6 +48,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return over
 
 
+def _sim(args: argparse.Namespace, over: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``--sim`` (rig.simulate): the overrides that swap the cameras and the board for simulated ones, and
+    the line that says so; unchanged without ``--sim``."""
+    if not getattr(args, "sim", False):
+        return over, ""
+    return importlib.import_module("rig.simulate").sim_overrides(args.config, over)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rig.supervisor import Supervisor
 
@@ -56,16 +64,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         over = deep_merge(
             over, {"pipeline": {"detector": {"enabled": False}, "triangulator": {"enabled": False}}}
         )
+    over, sim_note = _sim(args, over)
     loaded = load_config(args.config, over)
-    importlib.import_module("rig.preflight").preflight(loaded)  # inputs checked before any process starts
+    # inputs checked before any process starts
+    findings = importlib.import_module("rig.preflight").preflight(loaded, session=True)
     cfg = loaded.config
     cams = ", ".join(f"{n} ({c.backend} {c.width}x{c.height})" for n, c in cfg.rig.cameras.items())
     print(
         f"deepbehavior {args.command}: config {loaded.source}\n"
-        f"  rig {cfg.rig.name}: cameras {cams}"
+        + (f"  {sim_note}\n" if sim_note else "")
+        + f"  rig {cfg.rig.name}: cameras {cams}"
         f" @ {cfg.rig.trigger.rate_hz:g} Hz ({cfg.rig.trigger.source} trigger)\n"
         f"  experiment: {cfg.experiment.task}, subject {cfg.experiment.subject}, "
-        f"{cfg.experiment.n_trials or 'unlimited'} trials, max {cfg.experiment.max_duration_s:g} s",
+        f"{cfg.experiment.n_trials or 'unlimited'} trials, max {cfg.experiment.max_duration_s:g} s"
+        + "".join(f"\n  {f}" for f in findings if f.warning),
         flush=True,
     )
     sup = Supervisor(
@@ -139,9 +151,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate the config, then everything a session will need (rig.preflight), saying what was checked."""
     from rig.preflight import preflight
 
-    loaded = load_config(args.config, _overrides(args))
+    over, sim_note = _sim(args, _overrides(args))
+    loaded = load_config(args.config, over)
     findings = preflight(loaded)
-    print(f"{loaded.source}: OK")
+    print(f"{loaded.source}: OK" + (f" ({sim_note})" if sim_note else ""))
     for f in findings:
         print(f"  {f}")
     if args.show:
@@ -232,6 +245,13 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+SIM_HELP = (
+    "simulate the rig: every camera becomes a synthetic one (same names, sizes and rate), the Arduino the "
+    "real firmware in the simulator, the calibration the built-in synthetic one unless the rig's own fits "
+    "the simulated scene; everything else in the config is kept; session folders are named sim-..."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepbehavior", description="DeepBehavior rig: acquisition, closed loop, analysis."
@@ -257,10 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--output", help="override session.output_dir")
         r.add_argument("--name", help="session folder name (default from session.name)")
         r.add_argument("--quiet", action="store_true", help="no progress line")
+        r.add_argument("--sim", action="store_true", help=SIM_HELP)
         r.set_defaults(func=cmd_run)
     c = sub.add_parser("config", help="validate a config file and its calibration")
     c.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG))
     c.add_argument("--set", action="append", metavar="KEY.PATH=VALUE")
+    c.add_argument("--sim", action="store_true", help=SIM_HELP)
     c.add_argument("--show", action="store_true", help="print the resolved config")
     c.set_defaults(func=cmd_config_check)
     s = sub.add_parser(

@@ -232,7 +232,12 @@ class ReachingTaskConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    task: Literal["reaching"] = "reaching"
+    task: Literal["reaching", "none"] = Field(
+        "reaching",
+        description="'reaching': the reaching task runs the pellet apparatus trial by trial (needs "
+        "rig.arduino); 'none': no trials, the session records (and detects) until max_duration_s or Ctrl-C, "
+        "the Arduino (if any) only makes the camera trigger and the sync output",
+    )
     subject: str = "sim-mouse-01"
     n_trials: int | None = Field(10, ge=1)
     max_duration_s: float = Field(600.0, gt=0)
@@ -448,6 +453,17 @@ class Config(Strict):
         if uses_synthetic and self.simulation is None:
             raise ValueError("synthetic cameras need a 'simulation' section")
         det = self.pipeline.detector
+        n_cams = len(self.rig.cameras)
+        if det.enabled and self.pipeline.triangulator.enabled and n_cams < 2:
+            raise ValueError(
+                f"pipeline.triangulator.enabled: 3-D needs two or more cameras, rig.cameras has {n_cams}: "
+                "set pipeline.triangulator.enabled: false (the detector's boxes are recorded in 2-D)"
+            )
+        if self.pipeline.closed_loop.enabled and self.experiment.task == "none":
+            raise ValueError(
+                "pipeline.closed_loop.enabled: the closed-loop rule runs with the task; experiment.task "
+                "'none' runs no task (set experiment.task: reaching, or closed_loop.enabled: false)"
+            )
         if det.enabled and det.runner == "oracle" and not uses_synthetic:
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")
         behind = det.recorder_behind_s

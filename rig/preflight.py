@@ -10,7 +10,9 @@ loading the config, so a broken input is one line (exit 2) instead of a failed s
 - **calibration**: it holds every camera at the configured size (``rig.session.resolve_calibration``),
   its numbers are finite and physically plausible (positive focal lengths, principal point inside the
   image), no two cameras are closer than a few mm, and the task's world points (the pellet; the closed
-  loop's zone centre and rest position when it is on) project inside every camera's image;
+  loop's zone centre and rest position when it is on) project inside every camera's image; a
+  placeholder calibration (``meta.placeholder``, shipped with the templates in ``configs/``) is a
+  warning for ``config`` and refused by ``run`` when the session would compute 3-D from it;
 - **replay sources**: a replay camera's ``options.path`` exists;
 - **output**: ``session.output_dir`` (or the folder that will hold it) is a writable folder with room for
   ``experiment.max_duration_s`` of video from every camera at a conservative rate (:func:`bytes_per_frame`).
@@ -127,7 +129,9 @@ def task_points(cfg: Config) -> dict[str, tuple[float, float, float]]:
     return pts
 
 
-def check_calibration(loaded: LoadedConfig, calib: Calibration | None = None) -> list[Finding]:
+def check_calibration(
+    loaded: LoadedConfig, calib: Calibration | None = None, session: bool = False
+) -> list[Finding]:
     from rig.session import resolve_calibration
 
     cfg = loaded.config
@@ -155,10 +159,43 @@ def check_calibration(loaded: LoadedConfig, calib: Calibration | None = None) ->
     sizes = ", ".join(
         f"{n} {calib[n].size[0]}x{calib[n].size[1]} f={calib[n].focal_px:.0f} px" for n in names
     )
-    return [
-        Finding("calibration", f"{source}: {sizes}; plausible, cameras apart"),
-        Finding("task points", f"{', '.join(task_points(cfg))} inside every camera's image"),
-    ]
+    out = [Finding("calibration", f"{source}: {sizes}; plausible, cameras apart")]
+    if cfg.experiment.task == "reaching":
+        out.append(Finding("task points", f"{', '.join(task_points(cfg))} inside every camera's image"))
+    placeholder = calib.meta.get("placeholder")
+    if placeholder:
+        out.insert(1, check_placeholder(loaded, source, str(placeholder), session))
+    return out
+
+
+def computes_3d(cfg: Config) -> bool:
+    """Whether a session of this config triangulates online (and so depends on its calibration)."""
+    return cfg.pipeline.detector.enabled and cfg.pipeline.triangulator.enabled
+
+
+def check_placeholder(loaded: LoadedConfig, source: str, note: str, session: bool) -> Finding:
+    """A placeholder calibration (``meta.placeholder`` in the file: the templates in ``configs/`` ship
+    one so that a new rig can ``record`` its checkerboard video before it has a calibration). A session
+    that computes 3-D from it is refused; ``config`` says so as a warning."""
+    how = (
+        "record a checkerboard (`deepbehavior record`), run `deepbehavior calibrate` on the videos and point "
+        "rig.calibration at the file it writes (docs/RIG.md)"
+    )
+    if not computes_3d(loaded.config):
+        return Finding(
+            "calibration", f"a PLACEHOLDER, not of your cameras ({note}); this config computes no 3-D online"
+        )
+    if session:
+        raise CalibrationError(
+            f"{source}: a placeholder calibration, not of your cameras: 3-D and the closed loop would be "
+            f"meaningless; {how} (`deepbehavior record` runs with the placeholder)"
+        )
+    return Finding(
+        "calibration",
+        f"a PLACEHOLDER, not of your cameras ({note}): `run` refuses it (3-D and the closed loop would be "
+        f"meaningless), `record` runs with it; {how}",
+        warning=True,
+    )
 
 
 # ----------------------------------------------------------------------------- inputs and output
@@ -222,9 +259,11 @@ def check_output(loaded: LoadedConfig) -> list[Finding]:
     return [Finding("output", text + f"{_gb(need)} ({rate})")]
 
 
-def preflight(loaded: LoadedConfig, calib: Calibration | None = None) -> list[Finding]:
-    """Every check above, in order; raises the first failure (a ``UserError``, one line)."""
-    findings = check_calibration(loaded, calib)
+def preflight(loaded: LoadedConfig, calib: Calibration | None = None, session: bool = False) -> list[Finding]:
+    """Every check above, in order; raises the first failure (a ``UserError``, one line). ``session``:
+    checking for a session about to start (``run``, ``record``) rather than for ``config``: a placeholder
+    calibration is then refused where the session would compute 3-D from it."""
+    findings = check_calibration(loaded, calib, session)
     findings += check_replay_sources(loaded)
     findings += check_detector(loaded)
     findings += check_output(loaded)

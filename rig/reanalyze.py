@@ -13,13 +13,20 @@ For each session, the same code the online pipeline runs, over what the session 
    ``frames_missing_from_video`` per camera and ``partial: true``.
 2. **3-D.** Every stereo set, in trigger order, through :class:`analysis.tracking.PointTracker` with the
    session's calibration and triangulator settings (the online triangulator's code).
-3. **Analyses.** For a reaching session: :func:`analysis.tasks.reaching.analyze_reaching` (reaches,
-   kinematics, success rate from ``trials.csv``), the function behind the ``reaching`` command.
+3. **Analyses.** For a reaching session: every trial scored again by the task's own outcome rule on the
+   offline 3-D (:func:`classify_trials`: trials recorded without 3-D, ``pellet_removed`` /
+   ``pellet_not_taken``, get their outcome here), then :func:`analysis.tasks.reaching.analyze_reaching`
+   (reaches, kinematics, success rate), the function behind the ``reaching`` command. Every time is a
+   trigger time on the firmware clock (:func:`time_base`: ``triggers.csv``, ``index / trigger_rate_hz``
+   where it lacks one), never a host arrival time.
 
 Output, ``<session>/reanalysis/``: ``points3d.csv`` (the online columns less the online-only timings),
-``detections.csv`` (with re-detection; ``t_start_ns``/``t_end_ns`` are the offline detector's), the
-``reaching/`` folder of the ``reaching`` command, and ``summary.json``: options, counts, timings, the
-difference to the online 3-D and, for a simulated session, the error against the simulator's truth.
+``detections.csv`` (with re-detection; ``t_start_ns``/``t_end_ns`` are the offline detector's),
+``trials.csv`` (the session's trials with the offline ``outcome``, ``outcome_online`` as recorded,
+``reaches`` and ``t_removed_fw_us``; the session's own ``trials.csv`` is never changed), the ``reaching/``
+folder of the ``reaching`` command, and ``summary.json``: options, counts, timings, the difference to the
+online 3-D, for a simulated session the error against the simulator's truth, and which trials' outcomes
+changed from the online ones.
 Everything is written into ``.reanalysis.partial/`` (summary last) and renamed into place, so a
 half-written result never looks finished. A session whose ``summary.json`` has the same options is
 skipped (resumable) unless ``force``; a session that fails is reported and the others go on.
@@ -383,20 +390,133 @@ def compare_points(
 
 
 # ----------------------------------------------------------------------------- analyses
+TRIAL_COLUMNS = ["trial", "t_start_ns", "t_end_ns", "outcome", "outcome_online", "reaches", "t_removed_fw_us"]
+
+
+def time_base(session: Session) -> Any:
+    """The session's :class:`analysis.tasks.reaching.TimeBase`: trigger times on the firmware clock from
+    ``triggers.csv``, ``index / trigger_rate_hz`` for indices it lacks; host times (to place trials) from
+    the trigger table, else the frame tables."""
+    from analysis.tasks.reaching import TimeBase
+
+    rate = session.meta.get("trigger_rate_hz") or session.config["rig"]["trigger"]["rate_hz"]
+    pairs = [
+        (t["trigger_index"], t["t_host_ns"])
+        for t in session.frames.values()
+        if len(t.get("trigger_index", [])) and "t_host_ns" in t
+    ]
+    host = (np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])) if pairs else None
+    return TimeBase.from_triggers(float(rate), session.extra.get("triggers"), host)
+
+
+def _trial_events(session: Session) -> dict[int, dict[str, int]]:
+    """Per trial, the host times the task logged: ``present`` (wait_response entered), ``removed`` (settle
+    entered: the IR sensor saw the pellet go) and ``end`` (trial_end)."""
+    out: dict[int, dict[str, int]] = defaultdict(dict)
+    for e in session.events:
+        if e.get("topic") != "task.event" or not isinstance(e.get("trial"), int):
+            continue
+        t, when = e.get("t_host_ns", -1), out[e["trial"]]
+        if e.get("kind") == "state" and e.get("state") in ("wait_response", "settle"):
+            when.setdefault("present" if e["state"] == "wait_response" else "removed", t)
+        elif e.get("kind") == "trial_end":
+            when.setdefault("end", t)
+    return out
+
+
+def _removal_fw_us(session: Session, t_from_ns: int, t_to_ns: int) -> int | None:
+    """Firmware time of the IR sensor's 'pellet gone' the task acted on: the last such event received
+    between ``t_from_ns`` and ``t_to_ns`` (host)."""
+    best = None
+    for e in session.events:
+        v = e.get("values") or {}
+        if e.get("topic") == "serial.event" and e.get("kind") == "ir" and v.get("pellet_present") == 0:
+            t_recv = v.get("t_recv_ns", e.get("t_host_ns", -1))
+            if t_from_ns <= t_recv <= t_to_ns and e.get("t_fw_us", -1) >= 0:
+                best = int(e["t_fw_us"])
+    return best
+
+
+def classify_trials(session: Session, t_s: np.ndarray, paw_t3: np.ndarray, tb: Any) -> list[dict[str, Any]]:
+    """Every trial of ``trials.csv`` scored again by the task's own rule (:func:`rig.task.trial_outcome`)
+    on the offline 3-D: paw observations at their trigger times and the pellet's removal at the IR event's
+    firmware time, both on the firmware clock; the response window from the task's logged states. Trials
+    without a response window (aborted before the pellet was presented) keep their online outcome."""
+    from rig.config import ReachingTaskConfig
+    from rig.task import trial_outcome
+
+    cfg = ReachingTaskConfig.model_validate(session.config["experiment"]["reaching"])
+    events = _trial_events(session)
+    d = np.linalg.norm(np.asarray(paw_t3, float) - np.asarray(cfg.pellet_xyz_mm, float), axis=1)
+    seen = np.isfinite(d)
+    rows = []
+    for tr in session.trials:
+        n, online = int(tr["trial"]), tr.get("outcome", "")
+        when = events.get(n, {})
+        row = {
+            "trial": n,
+            "t_start_ns": int(tr["t_start_ns"]),
+            "t_end_ns": int(tr["t_end_ns"]),
+            "outcome": online,
+            "outcome_online": online,
+            "reaches": -1,
+            "t_removed_fw_us": -1,
+        }
+        rows.append(row)
+        if online in ("", "aborted") or "present" not in when or "end" not in when:
+            continue
+        start, end = tb.from_host_ns([when["present"], when["end"]])
+        removed_us = _removal_fw_us(session, when["present"], when["removed"]) if "removed" in when else None
+        if "removed" in when and removed_us is None:  # no firmware time for it: place the host time
+            removed_us = int(tb.from_host_ns([when["removed"]])[0] * 1e6)
+        t_stop = removed_us / 1e6 if removed_us is not None else end
+        inside = seen & (t_s >= start) & (t_s <= max(end, t_stop))
+        near = d[inside] <= cfg.reach_radius_mm
+        before = t_s[inside] < t_stop  # reaches count while the pellet waits (wait_response)
+        entries = near & ~np.concatenate([[False], near[:-1]])
+        reaches = int((entries & before).sum())
+        obs = list(zip((t_s[inside] * 1e9).astype(np.int64).tolist(), d[inside].tolist()))
+        removed_ns = removed_us * 1000 if removed_us is not None else None
+        row.update(
+            outcome=trial_outcome(cfg, removed_ns, reaches, obs),
+            reaches=reaches,
+            t_removed_fw_us=removed_us if removed_us is not None else -1,
+        )
+    return rows
+
+
 def run_analyses(session: Session, points_csv: Path, out_dir: Path) -> dict[str, Any]:
     """The task's analyses on the offline 3-D; returns {analysis: summary}. Figures and tables go to
-    ``out_dir/<analysis>/`` exactly as the analysis's own command writes them."""
+    ``out_dir/<analysis>/`` exactly as the analysis's own command writes them. Every time is a trigger
+    time on the firmware clock (:func:`time_base`), never a host arrival time. Trials are scored again
+    from the offline 3-D (:func:`classify_trials`) into ``out_dir/trials.csv``; the online table stays as
+    recorded."""
     task = session.config.get("experiment", {}).get("task")
     if task != "reaching":
         return {}
-    from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials
+    from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials, session_track
 
     name = session.config["pipeline"]["triangulator"]["point_name"]
-    t_s, paw = load_points3d(points_csv, name)
-    trials_path = session.path / "trials.csv"
-    trials = load_trials(trials_path) if trials_path.exists() else None
-    res = analyze_reaching(t_s, paw, trials, out_dir=out_dir / "reaching")
-    return {"reaching": res["summary"]}
+    k, paw = load_points3d(points_csv, name)
+    tb = time_base(session)
+    trials = None
+    out: dict[str, Any] = {}
+    if session.trials:
+        kf, paw_filt = load_points3d(points_csv, name, filtered=True)
+        rows = classify_trials(session, tb.times(kf)[0], paw_filt, tb)
+        _write_table(out_dir / "trials.csv", TRIAL_COLUMNS, {c: [r[c] for r in rows] for c in TRIAL_COLUMNS})
+        changed = [r for r in rows if r["outcome"] != r["outcome_online"]]
+        out["trials"] = {
+            "n": len(rows),
+            "changed_from_online": len(changed),
+            "changes": {str(r["trial"]): f"{r['outcome_online']} -> {r['outcome']}" for r in changed},
+        }
+        trials = load_trials(out_dir / "trials.csv")
+    track = session_track(k, paw, tb, trials)
+    for note in track.notes:
+        log.warning("%s: %s", session.path, note)
+    res = analyze_reaching(track.t_s, track.xyz, track.trials, out_dir=out_dir / "reaching", info=track.info)
+    return {"reaching": res["summary"], **out}
 
 
 # ----------------------------------------------------------------------------- one session
@@ -412,7 +532,7 @@ def finished(path: str | Path, options: Options) -> dict[str, Any] | None:
     return summary if summary.get("options") == options.record() else None
 
 
-def _write_table(path: Path, columns: list[str], cols: dict[str, np.ndarray]) -> None:
+def _write_table(path: Path, columns: list[str], cols: dict[str, Any]) -> None:
     table = Table(path, columns)
     try:
         for i in range(len(cols[columns[0]])):

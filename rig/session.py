@@ -31,7 +31,7 @@ from analysis.errors import CalibrationFileError
 from analysis.textfile import read_text, read_yaml
 from rig.config import REPO_ROOT, LoadedConfig
 from rig.errors import CalibrationError, InputError, StorageError
-from rig.frames import FrameRing
+from rig.frames import FrameRing, process_identity
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,15 @@ def resolve_calibration(loaded: LoadedConfig) -> Calibration:
     if spec.startswith("builtin:"):
         if spec != "builtin:synthetic":
             raise CalibrationError(f"{loaded.source}: rig.calibration: unknown built-in {spec!r}")
-        if len(names) != 2:
+        if len(names) not in (1, 2):
             raise CalibrationError(
-                f"{loaded.source}: rig.calibration: builtin:synthetic is a two-camera rig, "
+                f"{loaded.source}: rig.calibration: builtin:synthetic is a one- or two-camera rig, "
                 f"config has {len(names)}"
             )
         from rig.sim.scene import synthetic_calibration
 
-        first = cfg.rig.cameras[names[0]]
-        return synthetic_calibration(first.width, first.height, (names[0], names[1]))
+        sizes = {n: (cfg.rig.cameras[n].width, cfg.rig.cameras[n].height) for n in names}
+        return synthetic_calibration(names=tuple(names), sizes=sizes)
     path = loaded.resolve(spec)
     try:
         calib = load_calibration(path)
@@ -174,7 +174,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def create_session(loaded: LoadedConfig, calib: Calibration, name: str | None = None) -> Path:
+def create_session(
+    loaded: LoadedConfig, calib: Calibration, name: str | None = None, session_id: str = ""
+) -> Path:
     """Make the session folder and write config, calibration, versions and a 'running' session.json."""
     cfg = loaded.config
     out = Path(cfg.session.output_dir).expanduser().resolve()  # relative to the current directory
@@ -212,7 +214,9 @@ def create_session(loaded: LoadedConfig, calib: Calibration, name: str | None = 
                 "config_source": loaded.source,
                 # who writes the final status: `deepbehavior session` reports a 'running' session whose
                 # supervisor is gone (killed) as interrupted
+                "session_id": session_id,  # names its frame rings (/dev/shm/deepbehavior-<id>-<camera>)
                 "supervisor_pid": os.getpid(),
+                "supervisor_identity": process_identity(os.getpid()),  # boot id + start time: no reuse
                 "host": socket.gethostname(),
             },
         )

@@ -46,6 +46,7 @@ from rig.session import (
     ring_name,
     storage_error,
 )
+from rig.task import success_rate
 
 log = logging.getLogger("rig.supervisor")
 
@@ -53,6 +54,13 @@ READY_TIMEOUT_S = 120.0
 UI_CONTROL_TOPIC = "ui.control"  # requests from a display: stop / pause / resume (only the supervisor acts)
 MAX_RESTARTS = 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # what a terminal sends the whole group
+
+
+class StoppedDuringStartup(RigError):
+    """A stop signal arrived before every node was ready."""
+
+
 RECORDER_STALL_S = 30.0  # stopping: the recorder may take as long as it needs while it makes progress
 
 
@@ -108,6 +116,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 ("ctl", "cmd.arduino", "sim.input"),
             )
         )
+    if arduino and cfg.experiment.task != "none":  # task 'none': the board only triggers and syncs
         specs.append(
             NodeSpec(
                 "task",
@@ -264,15 +273,22 @@ class Supervisor:
         proc = self.mp.Process(
             target=run_node, args=(spec, self.rt), name=f"deepbehavior-{spec.name}", daemon=False
         )
-        proc.start()
+        # the child starts with these ignored (an ignored signal survives exec, a handler does not), so
+        # a Ctrl-C or closed terminal while it imports reaches the supervisor only; run_node keeps them
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in GROUP_SIGNALS}
+        try:
+            proc.start()
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
         return NodeProc(spec, proc)
 
     def run(self) -> SessionResult:
         remove_stale_runtime()
-        self.session_dir = create_session(self.loaded, self.calib, self.session_name)
+        self.session_id = uuid.uuid4().hex[:8]  # names the frame rings and runtime sockets
+        self.session_dir = create_session(self.loaded, self.calib, self.session_name, self.session_id)
         self.runtime_dir = Path(tempfile.mkdtemp(prefix=RUNTIME_PREFIX))
         (self.runtime_dir / OWNER_FILE).write_text(str(os.getpid()))
-        self.session_id = uuid.uuid4().hex[:8]
         file_handler = logging.FileHandler(self.session_dir / "session.log")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
         file_handler.setLevel(logging.INFO)
@@ -286,6 +302,7 @@ class Supervisor:
             session_dir=str(self.session_dir),
             runtime_dir=str(self.runtime_dir),
             session_id=self.session_id,
+            supervisor_pid=os.getpid(),
             config_path=self.loaded.source,
             overrides=self.overrides,
             endpoints=endpoints,
@@ -308,13 +325,14 @@ class Supervisor:
             self.t_start = time.monotonic()
             self.pub.publish("ctl", m.Control(command="start", t_host_ns=time.monotonic_ns()))
             self._main_loop()
+        except StoppedDuringStartup as exc:
+            self.status, self.stop_reason = "stopped", f"{exc} (during start-up)"
+            log.warning("%s", self.stop_reason)
         except RigError as exc:
             self.status, self.stop_reason = "failed", str(exc)
             log.error("%s", exc)
         finally:
             self._shutdown()
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
             summary = self._summary()
             finish_session(self.session_dir, self.status, summary, self.stop_reason)
             log.info("session %s: %s %s", self.session_dir.name, self.status, self.stop_reason)
@@ -328,6 +346,9 @@ class Supervisor:
             for cam in self.cfg.rig.cameras:
                 ring_path(ring_name(self.session_id, cam)).unlink(missing_ok=True)
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            # only now: a Ctrl-C before this point must not cut the final status or the clean-up short
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         return SessionResult(self.session_dir, self.status, self.stop_reason, summary)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -347,7 +368,7 @@ class Supervisor:
                 f"\nstopping ({why}): closing every file"
                 + (" (Ctrl-C again to hurry)" if signum == signal.SIGINT else "")
             )
-        elif signum == signal.SIGINT:
+        elif signum == signal.SIGINT and self._interrupts == 2:  # hurry once; more Ctrl-C change nothing
             log.warning("second Ctrl-C: every node told to finish now (SIGTERM)")
             for n in self.nodes.values():
                 if n.proc.is_alive():
@@ -357,7 +378,7 @@ class Supervisor:
         """A line on the console; a closed terminal (SIGHUP, EIO) or pipe only costs the console."""
         try:
             print(text, file=stream or sys.stderr, flush=True)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a signal landed inside a print
             pass
 
     def _wait_ready(self) -> None:
@@ -374,7 +395,7 @@ class Supervisor:
                         f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}): {why}"
                     )
             if self._interrupts:
-                raise RigError("interrupted during start-up")
+                raise StoppedDuringStartup(self.stop_reason or "stopped during start-up")
             if time.monotonic() > deadline:
                 late = [n.spec.name for n in self.nodes.values() if not n.ready]
                 raise RigError(f"nodes not ready after {READY_TIMEOUT_S:.0f} s: {', '.join(late)}")
@@ -655,6 +676,6 @@ class Supervisor:
             for name, n in self.nodes.items()
             if (st := n.last_stats) is not None
         }
-        succ = self.outcomes.get("success", 0)
-        out["success_rate"] = round(succ / self.trials_done, 3) if self.trials_done else None
+        rate = success_rate(self.outcomes)  # None while a trial is unclassified (no 3-D: `record`)
+        out["success_rate"] = None if rate is None else round(rate, 3)
         return out

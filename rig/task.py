@@ -16,17 +16,21 @@ A user's pause (:meth:`ReachingTask.pause`, from the display) lets the trial in 
 and holds the task in ``paused`` with the platform down before the next one; :meth:`ReachingTask.resume`
 starts the next trial (or cancels a pause not yet in effect).
 
-Outcome rules (``ReachingTaskConfig``): a *reach* is the paw coming within ``reach_radius_mm`` of the
-pellet. When the IR sensor reports the pellet gone, the trial is a *success* if the paw was within
-``grasp_radius_mm`` of the pellet within ``grasp_window_s`` of the removal (it took it), otherwise
-*knocked_off*. With no removal in ``response_window_s``: *miss* if there was a reach, else *no_reach*.
+Outcome rules (:func:`trial_outcome`, ``ReachingTaskConfig``): a *reach* is the paw coming within
+``reach_radius_mm`` of the pellet. When the IR sensor reports the pellet gone, the trial is a *success*
+if the paw was within ``grasp_radius_mm`` of the pellet within ``grasp_window_s`` of the removal (it took
+it), otherwise *knocked_off*. With no removal in ``response_window_s``: *miss* if there was a reach, else
+*no_reach*. Those need the paw: with no 3-D position of it at all (``deepbehavior record``, or the
+detector lost it), the outcome is what the apparatus knows: *pellet_removed* (the IR sensor saw it go;
+taken or knocked off is unknown) or *pellet_not_taken*, and the success rate is unknown (None), never 0.
+``deepbehavior reanalyze`` classifies such trials from the offline 3-D with the same rule.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +38,40 @@ from rig.config import ReachingTaskConfig
 from rig.messages import Command, Point3D, SerialEvent, TaskEvent
 
 Out = list[Command | TaskEvent]
-OUTCOMES = ("success", "knocked_off", "miss", "no_reach", "aborted")
+# outcomes the paw's path tells apart, then those the IR sensor alone can tell (no 3-D of the paw)
+CLASSIFIED = ("success", "knocked_off", "miss", "no_reach")
+UNCLASSIFIED = ("pellet_removed", "pellet_not_taken")
+OUTCOMES = (*CLASSIFIED, *UNCLASSIFIED, "aborted")
+
+
+def trial_outcome(
+    cfg: ReachingTaskConfig,
+    t_removed_ns: int | None,
+    reaches: int,
+    paw_near: Sequence[tuple[int, float]],
+) -> str:
+    """The outcome rule (see the module docstring), pure: ``t_removed_ns`` when the IR sensor saw the
+    pellet go (None: it stayed), ``reaches`` counted in the response window, ``paw_near`` every paw
+    observation of the trial as (time ns, distance to the pellet mm), on the same clock as the removal.
+    The task calls it online (host clock); reanalysis offline (firmware clock, offline 3-D)."""
+    if t_removed_ns is None:
+        if not paw_near:  # the paw was never seen: a reach cannot be ruled out
+            return "pellet_not_taken"
+        return "miss" if reaches else "no_reach"
+    w = int(cfg.grasp_window_s * 1e9)
+    around = [d for t, d in paw_near if abs(t - t_removed_ns) <= w]
+    if not around:  # nothing of the paw when the pellet went: taken or knocked off is unknown
+        return "pellet_removed"
+    return "success" if min(around) <= cfg.grasp_radius_mm else "knocked_off"
+
+
+def success_rate(outcomes: dict[str, int]) -> float | None:
+    """Successes over completed trials (not aborted); None when there are none, or when any completed
+    trial is unclassified (its outcome needed the paw's position, which was not there)."""
+    done = sum(n for o, n in outcomes.items() if o and o != "aborted")
+    if not done or any(outcomes.get(o, 0) for o in UNCLASSIFIED):
+        return None
+    return outcomes.get("success", 0) / done
 
 
 @dataclass
@@ -65,12 +102,16 @@ class SessionStats:
     def summary(self) -> dict[str, Any]:
         done = self.completed
         lat = [t.latency_first_reach_s for t in done if not math.isnan(t.latency_first_reach_s)]
+        seen = [t for t in done if t.outcome in CLASSIFIED]
         counts = {o: sum(t.outcome == o for t in self.trials) for o in OUTCOMES}
+        rate = success_rate(counts)
         return {
             "trials": len(done),
             "outcomes": counts,
-            "success_rate": counts["success"] / len(done) if done else math.nan,
-            "reaches_per_trial": statistics.fmean(t.reaches for t in done) if done else math.nan,
+            "unclassified": sum(counts[o] for o in UNCLASSIFIED),
+            "success_rate": rate,
+            # over trials whose outcome saw the paw: without 3-D, 0 reaches would be invented
+            "reaches_per_trial": statistics.fmean(t.reaches for t in seen) if seen else math.nan,
             "latency_first_reach_s_median": statistics.median(lat) if lat else math.nan,
         }
 
@@ -172,12 +213,15 @@ class ReachingTask:
         d = math.dist(p.xyz_filtered, self.cfg.pellet_xyz_mm)
         if math.isnan(d):
             return []
-        self._paw_near.append((p.t_frame_ns, d))
+        # when the paw was there: its trigger (on the host clock), not when the frame reached the host,
+        # which a loaded machine delays by up to hundreds of ms (the grasp window is 0.15 s)
+        t = p.t_trigger_ns if p.t_trigger_ns > 0 else p.t_frame_ns
+        self._paw_near.append((t, d))
         near = d <= self.cfg.reach_radius_mm
         if near and not self._was_near and self.state == "wait_response":
             self._rec.reaches += 1
             if self._rec.t_first_reach_ns < 0:
-                self._rec.t_first_reach_ns = p.t_frame_ns
+                self._rec.t_first_reach_ns = t
             self._emit("reach", detail={"n": self._rec.reaches, "trigger_index": p.trigger_index})
         self._was_near = near
         return self._flush()
@@ -218,7 +262,7 @@ class ReachingTask:
             self._rec.t_removed_ns = data.t_host_ns if isinstance(data, SerialEvent) else self._now
             self._goto("settle")
         elif ev == "timeout":
-            self._finish_trial("miss" if self._rec.reaches else "no_reach")
+            self._finish_trial(trial_outcome(self.cfg, None, self._rec.reaches, self._paw_near))
             self._goto("lower")
 
     def _settle(self, ev: str, data: Any) -> None:
@@ -226,7 +270,8 @@ class ReachingTask:
             self._timer(self.cfg.settle_s)
         elif ev == "timeout":
             assert self._rec is not None
-            self._finish_trial("success" if self._taken_by_paw() else "knocked_off")
+            r = self._rec
+            self._finish_trial(trial_outcome(self.cfg, r.t_removed_ns, r.reaches, self._paw_near))
             self._goto("lower")
 
     def _lower(self, ev: str, data: Any) -> None:
@@ -258,12 +303,6 @@ class ReachingTask:
             self._emit("session_end", detail=self.stats.summary())
 
     # ------------------------------------------------------------------ helpers
-    def _taken_by_paw(self) -> bool:
-        assert self._rec is not None
-        w = int(self.cfg.grasp_window_s * 1e9)
-        t0 = self._rec.t_removed_ns
-        return any(abs(t - t0) <= w and d <= self.cfg.grasp_radius_mm for t, d in self._paw_near)
-
     def _next_trial(self) -> None:
         elapsed_s = (self._now - self._t_session_ns) / 1e9
         n = self.cfg.n_trials

@@ -73,7 +73,9 @@ def test_arm_angles_and_supination_follow_the_truth():
 
 
 def test_angles_check_shapes():
-    with pytest.raises(AnalysisError, match=r"keypoint 1: shape \(4, 2\)"):
+    with pytest.raises(
+        AnalysisError, match=r"keypoint 1: 2-D \(x, y\) positions, shape \(4, 2\): a 3-D angle needs"
+    ):
         elbow_angle(np.zeros((4, 3)), np.zeros((4, 2)), np.zeros((4, 3)))
 
 

@@ -11,7 +11,14 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.kinematics import segment_reaches, speed, velocity, velocity_curves
-from analysis.tasks.reaching import analyze_reaching, load_points3d, load_trials, success_summary
+from analysis.tasks.reaching import (
+    TimeBase,
+    analyze_reaching,
+    load_points3d,
+    load_trials,
+    session_track,
+    success_summary,
+)
 from tests.analysis_helpers import run_cli
 
 RATE = 200.0
@@ -116,10 +123,13 @@ def test_analyze_reaching_from_session_tables(tmp_path):
             "outcome": outcomes,
         }
     ).to_csv(tmp_path / "trials.csv", index=False)
-    ts, paw = load_points3d(tmp_path / "points3d.csv", "paw")
-    assert paw.shape == (len(t), 3) and np.isnan(paw).any()
+    k, paw = load_points3d(tmp_path / "points3d.csv", "paw")
+    assert paw.shape == (len(t), 3) and np.isnan(paw).any() and np.array_equal(k, np.arange(len(t)))
     trials = load_trials(tmp_path / "trials.csv")
-    res = analyze_reaching(ts, paw, trials, out_dir=tmp_path / "out")
+    # no trigger table: the time base is the trigger index / rate; trials are placed through the host times
+    track = session_track(k, paw, TimeBase.from_triggers(RATE, None, (k, t_ns)), trials)
+    assert track.info["time_base"] == "trigger index / 200 Hz (no firmware trigger times)"
+    res = analyze_reaching(track.t_s, track.xyz, track.trials, out_dir=tmp_path / "out")
     per_trial = res["trial_outcomes"]
     assert list(per_trial["n_reaches"]) == [1, 1, 1, 1, 0]
     np.testing.assert_allclose(per_trial["first_reach_latency_s"][:4], 0.5, atol=0.03)
@@ -135,13 +145,24 @@ def test_analyze_reaching_from_session_tables(tmp_path):
         load_trials(tmp_path / "bad.csv")
 
 
+def _points3d(path, t, path_t3, scale=1.0):
+    pd.DataFrame(
+        {
+            "trigger_index": np.arange(len(t)),
+            "name": "paw",
+            **{c: path_t3[:, i] * scale for i, c in enumerate("xyz")},
+            "t_frame_ns": 1_000_000_000 + np.round(t * 1e9).astype(np.int64),
+        }
+    ).to_csv(path, index=False)
+
+
 def test_reaching_command(tmp_path, capsys):
     t, path, _ = _session()
-    t_ns = 1_000_000_000 + np.round(t * 1e9).astype(np.int64)
-    pd.DataFrame(
-        {"name": "paw", "x": path[:, 0], "y": path[:, 1], "z": path[:, 2], "t_frame_ns": t_ns}
-    ).to_csv(tmp_path / "points3d.csv", index=False)
-    assert run_cli(["reaching", str(tmp_path), "--smooth", "9", "--clusters", "2"]) == 0
+    _points3d(tmp_path / "points3d.csv", t, path)
+    # a folder without session.json: its trigger rate must be given
+    assert run_cli(["reaching", str(tmp_path)]) == 2
+    assert "no session.json with trigger_rate_hz: give --fps" in capsys.readouterr().err
+    assert run_cli(["reaching", str(tmp_path), "--fps", "200", "--smooth", "9", "--clusters", "2"]) == 0
     out = tmp_path / "analysis" / "reaching"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_reaches"] == 4
@@ -149,4 +170,69 @@ def test_reaching_command(tmp_path, capsys):
     assert list(pd.read_csv(out / "reaches.csv")["cluster"]) in ([1, 1, 2, 2], [2, 2, 1, 1])
     assert (out / "dendrogram.png").exists()
     assert run_cli(["reaching", str(tmp_path / "nope")]) == 2
-    assert "points3d.csv: points table not found" in capsys.readouterr().err
+    assert "nope: not found (a session folder or a 3-D table file)" in capsys.readouterr().err
+
+
+def _reference(tmp_path):
+    """Reaches found in the reference path in mm at 200 Hz."""
+    t, path, _ = _session()
+    return t, path, segment_reaches(t, path)
+
+
+def test_reaching_reads_any_3d_table_with_fps_and_units(tmp_path, capsys):
+    t, path, ref = _reference(tmp_path)
+    ref_speeds = [r.max_speed_mm_s for r in ref]
+    # DeepLabCut 3-D, .h5 and .csv, in cm
+    cols = pd.MultiIndex.from_product([["DLC3D"], ["paw", "nose"], ["x", "y", "z"]])
+    cols = cols.set_names(["scorer", "bodyparts", "coords"])
+    dlc = pd.DataFrame(np.concatenate([path / 10, np.zeros_like(path)], axis=1), columns=cols)
+    dlc.to_hdf(tmp_path / "dlc3d.h5", key="df_with_missing")
+    dlc.to_csv(tmp_path / "dlc3d.csv")
+    # anipose pose-3d CSV, in m, timed by a timestamp file
+    pd.DataFrame(
+        {
+            **{f"paw_{c}": path[:, i] / 1000 for i, c in enumerate("xyz")},
+            "paw_error": 0.5,
+            "paw_score": 0.9,
+            "fnum": np.arange(len(t)),
+        }
+    ).to_csv(tmp_path / "pose3d.csv", index=False)
+    np.savetxt(tmp_path / "times.txt", t)
+    _points3d(tmp_path / "points3d.csv", t, path)
+    cases = [
+        (["dlc3d.h5", "--fps", "200", "--units", "cm"], "deeplabcut"),
+        (["dlc3d.csv", "--fps", "200", "--units", "cm"], "deeplabcut"),
+        (["pose3d.csv", "--timestamps", str(tmp_path / "times.txt"), "--units", "m"], "anipose"),
+        (["points3d.csv", "--fps", "200"], "points3d"),
+    ]
+    for (name, *opts), fmt in cases:
+        out = tmp_path / f"out-{name}"
+        assert run_cli(["reaching", str(tmp_path / name), *opts, "--out", str(out)]) == 0, name
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["format"] == fmt and summary["n_reaches"] == 4, name
+        got = pd.read_csv(out / "reaches.csv")["max_speed_mm_s"]
+        np.testing.assert_allclose(got, ref_speeds, rtol=1e-6, err_msg=name)  # in mm/s whatever the units
+    capsys.readouterr()
+    # a file in cm read as mm: the threshold finds nothing, and says so in one line
+    assert (
+        run_cli(["reaching", str(tmp_path / "dlc3d.h5"), "--fps", "200", "--out", str(tmp_path / "o")]) == 0
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no reach found: the paw never moves faster than" in err[0]
+    assert "--units mm|cm|m" in err[0]
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["note"] in err[0]
+    # no frame rate, a 2-D table
+    assert run_cli(["reaching", str(tmp_path / "dlc3d.h5")]) == 2
+    assert "give --fps (the file's frame rate) or --timestamps" in capsys.readouterr().err
+    cols2 = pd.MultiIndex.from_product([["DLC"], ["paw"], ["x", "y", "likelihood"]])
+    pd.DataFrame(np.ones((5, 3)), columns=cols2.set_names(["scorer", "bodyparts", "coords"])).to_hdf(
+        tmp_path / "dlc2d.h5", key="df_with_missing"
+    )
+    assert run_cli(["reaching", str(tmp_path / "dlc2d.h5"), "--fps", "30"]) == 2
+    assert "2-D keypoints (x, y); reaching needs a 3-D table (x, y, z)" in capsys.readouterr().err
+
+
+def test_success_rate_is_unknown_with_unclassified_trials():
+    s = success_summary(["success", "pellet_removed", "pellet_not_taken", "aborted"])
+    assert s["success_rate"] is None and s["success_per_reach_trial"] is None
+    assert s["n_unclassified"] == 2 and s["n_completed"] == 3

@@ -23,7 +23,14 @@ from tests.sessions import run_session
 pytestmark = pytest.mark.timeout(400)
 
 CLI = [sys.executable, "-m", "rig.cli", "reanalyze"]
-REACHING_FILES = {"reaches.csv", "trials_outcomes.csv", "summary.json", "trajectories.png", "velocity.png"}
+REACHING_FILES = {
+    "reaches.csv",
+    "kinematics.csv",
+    "trials_outcomes.csv",
+    "summary.json",
+    "trajectories.png",
+    "velocity.png",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +39,16 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r, s = run_session(tmp_path_factory.mktemp("rec"), "--trials", "1")
     assert r.returncode == 0 and s is not None, r.stderr
     return s.path
+
+
+def _true_peak_speed(s) -> float:
+    """The simulator's fastest paw movement (truth.csv) on the firmware clock (triggers.csv), mm/s."""
+    trig = s.extra["triggers"]
+    fw = dict(zip(trig["index"].tolist(), trig["t_fw_us"].tolist()))
+    keep = np.array([int(k) in fw for k in s.truth["trigger_index"]])
+    t = np.array([fw[int(k)] for k in s.truth["trigger_index"][keep]]) * 1e-6
+    p = np.stack([s.truth[f"paw_{c}"][keep] for c in "xyz"], 1).astype(float)
+    return float(np.linalg.norm(np.gradient(p, t, axis=0), axis=1).max())
 
 
 def fresh(src: Path, dst: Path) -> Path:
@@ -78,6 +95,12 @@ def test_reanalysis_reproduces_online_3d_and_is_resumable(recorded, tmp_path):
     )
     assert reaching["n_trials"] == len(s.trials) == 1
     assert reaching["success_rate"] == s.meta["summary"]["success_rate"]
+    # one time base: trigger times on the firmware clock, so speeds are the paw's (truth.csv), never the
+    # thousands of mm/s host arrival times made up
+    assert reaching["time_base"] == "trigger times on the firmware clock (triggers.csv)"
+    true_peak = _true_peak_speed(s)
+    assert 0 < a["max_speed_mm_s"].max() < 1.2 * true_peak
+    assert (s.path / "reanalysis" / "trials.csv").exists()
     # resumable: a second run skips the finished session without starting a cluster
     shutil.rmtree(broken)
     again = subprocess.run([*CLI, "--quiet", str(s.path)], capture_output=True, text=True, timeout=300)
@@ -241,3 +264,98 @@ def test_reanalysis_on_slurm(recorded, tmp_path):
         [*CLI, "--quiet", "--slurm", "--workers", "1", str(p)], capture_output=True, text=True, timeout=380
     )
     assert out.returncode == 0 and f"done    {p}" in out.stdout, out.stdout + out.stderr
+
+
+def _session_without_3d(tmp_path: Path, paw_t3, t_fw_s, events, trials):
+    """A hand-made session (what ``deepbehavior record`` leaves) for :func:`classify_trials`."""
+    from rig.session import Session
+
+    k = np.arange(len(t_fw_s))
+    trig = {"index": k, "t_host_ns": (1_000_000_000 + t_fw_s * 1e9).astype(np.int64), "t_fw_us": t_fw_s * 1e6}
+    meta = {"trigger_rate_hz": 124.0}
+    config = {"experiment": {"reaching": {"grasp_window_s": 0.15}}, "rig": {"trigger": {"rate_hz": 124.0}}}
+    s = Session(tmp_path, meta, config, None, {}, {}, {}, trials, events, None, {"triggers": trig})  # type: ignore[arg-type]
+    return s, k
+
+
+def test_offline_classification_uses_the_task_rule_on_the_firmware_clock(tmp_path):
+    from rig.reanalyze import classify_trials, time_base
+
+    t = np.arange(0, 6, 1 / 124.0)
+    host = lambda s: int(1_000_000_000 + s * 1e9)  # noqa: E731 (host = firmware + 1 s here)
+    paw = np.tile([0.0, -25.0, 0.0], (len(t), 1))  # at rest, 25 mm from the pellet
+    near1 = (t > 1.3) & (t < 1.6)
+    paw[near1] = [0.0, -2.0, 0.0]  # trial 1: on the pellet when it goes at 1.5 s -> success
+    near2 = (t > 3.5) & (t < 3.7)
+    paw[near2] = [0.0, -8.0, 0.0]  # trial 2: within reach, never within grasp, pellet stays -> miss
+
+    def task(kind: str, trial: int, at: float, **kw: str) -> dict:
+        return {"topic": "task.event", "kind": kind, "trial": trial, "t_host_ns": host(at), **kw}
+
+    def trial(n: int, start: float, end: float, outcome: str) -> dict:
+        return {
+            "trial": str(n),
+            "t_start_ns": str(host(start)),
+            "t_end_ns": str(host(end)),
+            "outcome": outcome,
+        }
+
+    ir_gone = {"pellet_present": 0, "t_recv_ns": host(1.52)}
+    ev = [
+        task("state", 1, 1.0, state="wait_response"),
+        {
+            "topic": "serial.event",
+            "kind": "ir",
+            "t_host_ns": host(1.5),
+            "t_fw_us": 1_500_000,
+            "values": ir_gone,
+        },
+        task("state", 1, 1.53, state="settle"),
+        task("trial_end", 1, 1.85, outcome="pellet_removed"),
+        task("state", 2, 3.0, state="wait_response"),
+        task("trial_end", 2, 4.5, outcome="pellet_not_taken"),
+        task("trial_end", 3, 5.0, outcome="aborted"),
+    ]
+    trials = [
+        trial(1, 0.5, 1.85, "pellet_removed"),
+        trial(2, 2.5, 4.5, "pellet_not_taken"),
+        trial(3, 4.8, 5.0, "aborted"),
+    ]
+    s, k = _session_without_3d(tmp_path, paw, t, ev, trials)
+    tb = time_base(s)
+    rows = classify_trials(s, tb.times(k)[0], paw, tb)
+    assert [r["outcome"] for r in rows] == ["success", "miss", "aborted"]
+    assert [r["outcome_online"] for r in rows] == ["pellet_removed", "pellet_not_taken", "aborted"]
+    assert rows[0]["t_removed_fw_us"] == 1_500_000 and [r["reaches"] for r in rows] == [1, 1, -1]
+    # still no 3-D offline (no detection at all): the apparatus's outcomes stay
+    rows = classify_trials(s, tb.times(k)[0], np.full_like(paw, np.nan), tb)
+    assert [r["outcome"] for r in rows] == ["pellet_removed", "pellet_not_taken", "aborted"]
+
+
+def test_record_session_outcomes_then_reanalysis_classifies(tmp_path):
+    """``deepbehavior record``: no detection, no 3-D. The online outcomes are what the IR sensor knows and
+    the success rate is unknown; ``reanalyze --detect`` scores the trials from the offline 3-D into its
+    own trials.csv and leaves the recorded one alone."""
+    out = tmp_path / "rec"
+    r = subprocess.run(
+        [sys.executable, "-m", "rig.cli", "record", "--quiet", "--output", str(out), "--trials", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert r.returncode == 0, r.stderr
+    s = load_session(next(p for p in out.iterdir() if p.is_dir()))
+    online = [t["outcome"] for t in s.trials]
+    assert len(online) == 2 and set(online) <= {"pellet_removed", "pellet_not_taken"}
+    end = next(e for e in s.events if e.get("kind") == "session_end")
+    assert end["detail"]["success_rate"] is None and end["detail"]["unclassified"] == 2
+    before = (s.path / "trials.csv").read_text()
+    summary = reanalyze_session(s.path, options=Options(detect=True))
+    assert (s.path / "trials.csv").read_text() == before  # the online table stays as recorded
+    offline = read_csv_columns(s.path / "reanalysis" / "trials.csv")
+    assert list(offline["outcome_online"]) == online
+    assert set(offline["outcome"]) <= {"success", "knocked_off", "miss", "no_reach"}
+    reaching = summary["analyses"]["reaching"]
+    assert reaching["n_unclassified"] == 0 and reaching["success_rate"] is not None
+    assert summary["analyses"]["trials"]["changed_from_online"] == 2
+    assert 0 < reaching["mean_max_speed_mm_s"] < 1.2 * _true_peak_speed(s)

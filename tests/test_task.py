@@ -12,7 +12,7 @@ import pytest
 
 from rig.config import ArduinoConfig, ReachingTaskConfig
 from rig.messages import Command, Point3D, SerialEvent, TaskEvent
-from rig.task import ReachingTask
+from rig.task import ReachingTask, success_rate, trial_outcome
 
 S = 1_000_000_000
 REPO = Path(__file__).resolve().parent.parent
@@ -63,9 +63,17 @@ class FakeRig:
 
 
 def run_trial(rig: FakeRig, kind: str) -> None:
+    """One trial as the mouse plays it: ``success``/``knocked_off``/``miss``/``no_reach`` with the paw
+    tracked; ``removed``/``not_taken``: the same without any 3-D of the paw (``deepbehavior record``)."""
     task = rig.task
     rig.wait_state("wait_response")
     rig.advance(0.4)
+    if kind == "no_reach":  # the paw is seen, resting far from the pellet
+        for _ in range(3):
+            rig.feed(task.on_point(paw(rig.t, (0.0, -25.0, 0.0)), rig.t))
+            rig.advance(0.1)
+    if kind == "removed":
+        rig.feed(task.on_serial(ev("ir", rig.t, pellet_present=0), rig.t))
     if kind in ("success", "knocked_off", "miss"):
         for d in (20.0, 10.0, 5.0, 2.0 if kind == "success" else 8.0):
             rig.feed(task.on_point(paw(rig.t, (0.0, -d, 0.0)), rig.t))
@@ -98,6 +106,45 @@ def test_outcomes_and_statistics() -> None:
     assert names.count("dispense") == 4 and rig.commands[-1].args == {"up": 0}
 
 
+def test_without_3d_the_outcome_is_what_the_apparatus_knows() -> None:
+    """``deepbehavior record``: no paw position at all. The IR sensor still tells removed from not taken;
+    taken vs knocked off, miss vs no reach are unknown, and so is the success rate (None, not 0 %)."""
+    cfg = ReachingTaskConfig(n_trials=3, iti_s=0.5, response_window_s=2.0, settle_s=0.2)
+    task = ReachingTask(cfg)
+    rig = FakeRig(task)
+    rig.feed(task.start(0))
+    for kind in ("removed", "not_taken", "removed"):
+        run_trial(rig, kind)
+    rig.wait_state("done")
+    assert [e.outcome for e in rig.events if e.kind == "trial_end"] == [
+        "pellet_removed",
+        "pellet_not_taken",
+        "pellet_removed",
+    ]
+    s = task.stats.summary()
+    assert s["trials"] == 3 and s["unclassified"] == 3
+    assert s["success_rate"] is None  # unknown, never 0 %
+    assert math.isnan(s["reaches_per_trial"])  # no trial saw the paw: 0 reaches would be invented
+    assert rig.events[-1].kind == "session_end" and rig.events[-1].detail["success_rate"] is None
+
+
+def test_outcome_rule_needs_the_paw_around_the_removal() -> None:
+    cfg = ReachingTaskConfig(grasp_radius_mm=4.0, grasp_window_s=0.3)
+    t0 = 10 * S
+    near = [(t0 - S // 10, 2.0)]  # the paw 2 mm from the pellet 0.1 s before it went
+    assert trial_outcome(cfg, t0, 1, near) == "success"
+    assert trial_outcome(cfg, t0, 1, [(t0, 8.0)]) == "knocked_off"
+    # the paw was seen, but not within grasp_window_s of the removal (3-D lost there): unknown
+    assert trial_outcome(cfg, t0, 1, [(t0 - 2 * S, 1.0)]) == "pellet_removed"
+    assert trial_outcome(cfg, t0, 0, []) == "pellet_removed"
+    assert trial_outcome(cfg, None, 2, [(t0, 8.0)]) == "miss"
+    assert trial_outcome(cfg, None, 0, [(t0, 30.0)]) == "no_reach"
+    assert trial_outcome(cfg, None, 0, []) == "pellet_not_taken"
+    assert success_rate({"success": 1, "knocked_off": 1, "aborted": 3}) == 0.5
+    assert success_rate({"success": 1, "pellet_removed": 1}) is None
+    assert success_rate({"aborted": 2}) is None and success_rate({}) is None
+
+
 def test_stops_after_max_duration() -> None:
     task = ReachingTask(
         ReachingTaskConfig(n_trials=None, max_duration_s=10.0, iti_s=0.1, response_window_s=1.0)
@@ -106,7 +153,7 @@ def test_stops_after_max_duration() -> None:
     rig.feed(task.start(0))
     rig.wait_state("done", limit_s=20)
     assert 10 * S <= rig.t <= 12 * S
-    assert all(t.outcome == "no_reach" for t in task.stats.trials)
+    assert all(t.outcome == "pellet_not_taken" for t in task.stats.trials)  # no paw was ever seen
 
 
 def test_pause_on_link_loss_and_resume() -> None:
@@ -122,7 +169,7 @@ def test_pause_on_link_loss_and_resume() -> None:
     rig.wait_state("done")
     kinds = [e.kind for e in rig.events]
     assert "paused" in kinds and "resumed" in kinds
-    assert [t.outcome for t in task.stats.trials] == ["aborted", "no_reach"]
+    assert [t.outcome for t in task.stats.trials] == ["aborted", "pellet_not_taken"]  # no paw fed
 
 
 def test_user_pause_waits_for_the_trial_then_holds_until_resume() -> None:
@@ -152,7 +199,7 @@ def test_user_pause_waits_for_the_trial_then_holds_until_resume() -> None:
     rig.wait_state("done")
     kinds = [e.kind for e in rig.events]
     assert kinds.count("paused") == 2 and kinds.count("resumed") == 2 and "pause_cancelled" in kinds
-    assert [t.outcome for t in task.stats.trials] == ["success", "no_reach", "no_reach"]
+    assert [t.outcome for t in task.stats.trials] == ["success", "pellet_not_taken", "pellet_not_taken"]
 
 
 def test_user_pause_during_link_loss_holds_after_reconnect() -> None:
@@ -170,7 +217,7 @@ def test_user_pause_during_link_loss_holds_after_reconnect() -> None:
     assert task.trial == 1 and rig.events[-1].detail["reason"] == "paused by user"
     rig.feed(task.resume(rig.t))
     rig.wait_state("done")
-    assert [t.outcome for t in task.stats.trials] == ["aborted", "no_reach"]
+    assert [t.outcome for t in task.stats.trials] == ["aborted", "pellet_not_taken"]  # no paw fed
 
 
 def test_dispenser_failure_stops_session() -> None:

@@ -27,8 +27,17 @@ def _check(*arrays: np.ndarray) -> list[np.ndarray]:
     out = [np.asarray(a, dtype=np.float64) for a in arrays]
     shape = out[0].shape
     for i, a in enumerate(out):
-        if a.ndim != 2 or a.shape[1] != 3 or a.shape != shape:
-            raise AnalysisError(f"keypoint {i}: shape {a.shape}, expected (T, 3) like the first {shape}")
+        if a.ndim == 2 and a.shape[1] == 2:
+            raise AnalysisError(
+                f"keypoint {i}: 2-D (x, y) positions, shape {a.shape}: a 3-D angle needs (T, 3) positions; "
+                "triangulate the views first"
+            )
+        if a.ndim != 2 or a.shape[1] != 3:
+            raise AnalysisError(f"keypoint {i}: shape {a.shape}, expected (T, 3) 3-D positions")
+        if a.shape != shape:
+            raise AnalysisError(
+                f"keypoint {i}: {len(a)} frames, keypoint 0 has {shape[0]}: one length for all"
+            )
     return out
 
 

@@ -235,7 +235,10 @@ class LiveState:
 
     @property
     def success_rate(self) -> float | None:
-        return self.outcomes.get("success", 0) / self.trials_done if self.trials_done else None
+        """None while a completed trial is unclassified (no 3-D), as in the session summary."""
+        from rig.task import success_rate
+
+        return success_rate(self.outcomes)
 
     @property
     def total_drops(self) -> int:

@@ -23,12 +23,18 @@ class TaskNode(Node):
         )
         self.task = ReachingTask(tcfg)
         self.rule = ClosedLoopRule(self.cfg.pipeline.closed_loop)
+        # rig.arduino.ttl.sync 'trigger': the sync line carries the divided frame trigger, which the
+        # firmware refuses to mix with trial levels and marks (NAK busy): those are not sent
+        acfg = self.cfg.rig.arduino
+        self.sync_is_clock = acfg is not None and acfg.ttl.sync == "trigger"
         self.started = False
         self.session_end_sent = False
 
     def _emit(self, out: list[m.Command | m.TaskEvent]) -> None:
         for msg in out:
             if isinstance(msg, m.Command):
+                if self.sync_is_clock and msg.name in ("sync_level", "sync_pulse"):
+                    continue
                 self.publish("cmd.arduino", msg)
             else:
                 self.publish("task.event", msg)
