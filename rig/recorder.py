@@ -29,6 +29,7 @@ import numpy as np
 from rig.config import RecorderConfig
 
 CLUSTER_MS = 200  # longest a muxed frame waits in memory before it is in the file
+CATCH_UP_NICE = -10  # an encoder behind, where the process may raise it (root, CAP_SYS_NICE)
 
 
 def buffer_bytes(cfg: Any) -> int:
@@ -257,6 +258,10 @@ class VideoWriter:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
                 self._idle_tid = None
                 self.handoffs += 1
+                # behind, the recording comes before other work on the machine too (nice -10: ~10x the
+                # CPU share of a normal process); it is idle again once caught up
+                with contextlib.suppress(OSError):
+                    os.setpriority(os.PRIO_PROCESS, tid, CATCH_UP_NICE)
             except (OSError, AttributeError):
                 pass  # not allowed: the thread steps down by itself
         with self._restart_lock:  # the drain and the main thread both call this: one replacement only

@@ -250,7 +250,9 @@ def check_record(folder: Path, source: str) -> tuple[dict[str, np.ndarray], dict
     h = trig["t_host_ns"]
     assert np.all(h > 0) and np.all(np.diff(h) > 0)
     assert clock["format"] == "deepbehavior-clock" and clock["final"] and clock["ready"]
-    assert clock["pairs"] >= 20 and clock["points"] >= 10
+    # pairs: every firmware event; points: the fastest pair per 0.25 s of firmware time (how many of
+    # the 4 s had events depends on the start-up's pace on this machine)
+    assert clock["pairs"] >= 20 and clock["points"] >= 3
     res = clock["residual_us"]
     assert 0 <= res["p50"] <= res["p99"] <= res["max"]
     # The simulated AVR is locked to wall time, but on a loaded machine simavr falls behind now and
