@@ -181,12 +181,13 @@ class VideoWriter:
     frame not in the file by then settles as dropped.
 
     With ``encoder_priority: background`` (Linux) the encoding thread puts itself at the idle scheduling
-    priority (SCHED_IDLE) while the queue is short, so it only takes CPU nobody else wants. A thread
-    cannot leave SCHED_IDLE without privileges, so when the queue reaches ``high_water`` frames (a quarter
-    of the queue, one second at most) the idle
-    thread finishes its frame and exits, and the next ``put`` (the caller's normal priority) starts a
-    fresh thread, which inherits normal priority; it drains the queue to ``low_water`` and then goes
-    idle itself. One thread encodes at a time, frames in order. ``handoffs`` counts the escalations.
+    priority (SCHED_IDLE) while the queue is short, so it only takes CPU nobody else wants. When the
+    queue reaches ``high_water`` frames (a quarter of the queue, one second at most), :meth:`keep_up`
+    (called by the feeding threads) puts it back to normal priority at nice ``CATCH_UP_NICE`` where the
+    process may (root, CAP_SYS_NICE). Without that right a thread cannot leave SCHED_IDLE: the idle
+    thread finishes its frame and exits, and the next ``keep_up`` starts a fresh thread, which sets
+    itself to normal priority. Either way it drains the queue to ``low_water`` and then goes idle again.
+    One thread encodes at a time, frames in order. ``handoffs`` counts the escalations.
     """
 
     def __init__(

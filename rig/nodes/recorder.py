@@ -53,7 +53,6 @@ class FrameDrain:
         self.next_seq = dict.fromkeys(self.videos, 0)
         self.read_lag_ns = 0  # the latest a frame left its ring since the last stats
         self.frames = 0
-        self.dropped = dict.fromkeys(self.videos, 0)
         self.stop_at: float | None = None  # monotonic time the stop was asked
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="frame-drain", daemon=True)
@@ -103,7 +102,6 @@ class FrameDrain:
         # frames announced but never received (bus high-water mark) are rows too, flagged dropped
         for missing in range(self.next_seq[cam], h.seq):
             video.lost([missing, -1, -1, -1, -1, -1, -1, 0, 0])
-            self.dropped[cam] += 1
         self.next_seq[cam] = max(self.next_seq[cam], h.seq + 1)
         now = time.monotonic_ns()
         self.read_lag_ns = max(self.read_lag_ns, now - h.t_host_ns)
@@ -115,11 +113,10 @@ class FrameDrain:
             h.seq, h.frame_id, h.trigger_index, h.t_trigger_ns, h.t_device_ns, h.t_host_ns, now,
             h.lost_before, int(h.incomplete),
         ]  # fmt: skip
-        if img is None:
+        if img is None:  # the camera overwrote the slot before we got to it: a dropped row
             video.lost(values)
-            self.dropped[cam] += 1
-        elif not video.put(img, values):
-            self.dropped[cam] += 1
+        else:
+            video.put(img, values)  # refused (neither RAM nor disk left): its row settles dropped
         self.frames += 1
 
     @property
