@@ -381,36 +381,43 @@ def _read_trials(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, r)) for r in body]
 
 
-def _read_events(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """``events.jsonl``: one JSON object per line. A malformed line is left out with a warning naming the
-    file and line (appended to ``warnings`` and logged), and reading goes on; a torn last line (no
-    newline: a crash mid-write) is left out quietly."""
-    text = read_text(path, "event log", InputError)
+def parse_events(text: str) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
+    """The lines of ``events.jsonl``: ``(events, [(line number, problem)], torn line number or 0)``. A
+    malformed line is left out and reading goes on; a last line without its newline that does not parse
+    is a crash mid-write (torn), not a malformed line."""
     lines = text.split("\n")
     events: list[dict[str, Any]] = []
-    n_bad = 0
+    bad: list[tuple[int, str]] = []
+    torn = 0
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        problem = ""
         try:
             ev = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines):  # the last line has no newline: torn
-                log.info("%s: line %d is torn (a crash mid-write): left out", path, n)
+                torn = n
                 continue
-            problem = f"not valid JSON ({exc.msg}, column {exc.colno})"
+            bad.append((n, f"not valid JSON ({exc.msg}, column {exc.colno})"))
+            continue
+        if isinstance(ev, dict):
+            events.append(ev)
         else:
-            if isinstance(ev, dict):
-                events.append(ev)
-                continue
-            problem = f"not a JSON object (a {type(ev).__name__})"
-        n_bad += 1
-        if n_bad <= MAX_READ_WARNINGS:
-            warnings.append(f"{path}: line {n}: {problem}; left out")
-            log.warning("%s", warnings[-1])
-    if n_bad > MAX_READ_WARNINGS:
-        warnings.append(f"{path}: {n_bad - MAX_READ_WARNINGS} more malformed lines left out")
+            bad.append((n, f"not a JSON object (a {type(ev).__name__})"))
+    return events, bad, torn
+
+
+def _read_events(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
+    """``events.jsonl`` (:func:`parse_events`): each malformed line is a warning naming the file and line
+    (appended to ``warnings`` and logged); a torn last line is left out quietly."""
+    events, bad, torn = parse_events(read_text(path, "event log", InputError))
+    if torn:
+        log.info("%s: line %d is torn (a crash mid-write): left out", path, torn)
+    for n, problem in bad[:MAX_READ_WARNINGS]:
+        warnings.append(f"{path}: line {n}: {problem}; left out")
+        log.warning("%s", warnings[-1])
+    if len(bad) > MAX_READ_WARNINGS:
+        warnings.append(f"{path}: {len(bad) - MAX_READ_WARNINGS} more malformed lines left out")
         log.warning("%s", warnings[-1])
     return events
 

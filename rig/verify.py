@@ -42,7 +42,7 @@ import numpy as np
 
 from rig.errors import InputError
 from rig.frames import pid_alive
-from rig.session import SESSION_FORMAT, write_json_atomic
+from rig.session import SESSION_FORMAT, parse_events, write_json_atomic
 
 Level = Literal["PASS", "WARN", "FAIL"]
 FRAME_COLUMNS_NEEDED = ("seq", "trigger_index", "video_index", "dropped")
@@ -333,26 +333,12 @@ def check_triggers(
 
 # ----------------------------------------------------------------------------- events
 def read_events(path: Path) -> tuple[list[dict[str, Any]], list[int], bool]:
-    """``(events, bad_line_numbers, torn_last_line)``; a bad line is skipped, later lines are read."""
-    events: list[dict[str, Any]] = []
-    bad: list[int] = []
+    """``(events, bad_line_numbers, torn_last_line)`` (rig.session.parse_events: the reader's own rule);
+    bytes that are not UTF-8 are replaced, so the rest of the file is still checked."""
     if not path.exists():
-        return events, bad, False
-    lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            bad.append(i)
-            continue
-        if isinstance(ev, dict):
-            events.append(ev)
-        else:
-            bad.append(i)
-    torn = bool(bad) and bad[-1] == len(lines)
-    return events, bad[:-1] if torn else bad, torn
+        return [], [], False
+    events, bad, torn = parse_events(path.read_text(errors="replace"))
+    return events, [n for n, _ in bad], bool(torn)
 
 
 def check_events_file(path: Path, bad: list[int], torn: bool) -> Check:
