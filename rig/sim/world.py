@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rig.config import SimulationConfig
-from rig.sim.scene import PAW_RADIUS_MM, PAW_REST, PELLET, PLATFORM_DROP_MM
+from rig.sim.scene import PAW_REST, PELLET, PLATFORM_DROP_MM
 
 PLATFORM_TRAVEL_S = 0.25
 
@@ -257,7 +257,3 @@ class FreeRunSchedule:
                 out.append(("outcome", self.trial, outcome))
                 out.append(("trial_end", self.trial, outcome))
         return out
-
-
-def paw_radius() -> float:
-    return PAW_RADIUS_MM
