@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from analysis.camera import Calibration, CameraModel
-from analysis.errors import AnalysisError, CalibrationError
+from analysis.errors import AnalysisError, CalibrationFailed
 from analysis.plotting import pyplot, save
 
 log = logging.getLogger(__name__)
@@ -190,12 +190,12 @@ def read_views(source: str | Path, every: int = 1) -> list[tuple[str, np.ndarray
     else:
         files = sorted(Path(p) for p in _glob(str(source)))
     if not files:
-        raise CalibrationError(f"{source}: no images found")
+        raise CalibrationFailed(f"{source}: no images found")
     out = []
     for f in files[:: max(1, every)]:
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
         if img is None:
-            raise CalibrationError(f"{f}: not a readable image")
+            raise CalibrationFailed(f"{f}: not a readable image")
         out.append((f.name, img))
     return out
 
@@ -209,7 +209,7 @@ def _glob(pattern: str) -> list[str]:
 def _read_video(path: Path, every: int) -> list[tuple[str, np.ndarray]]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise CalibrationError(f"{path}: cannot open video")
+        raise CalibrationFailed(f"{path}: cannot open video")
     out = []
     idx = 0
     try:
@@ -224,7 +224,7 @@ def _read_video(path: Path, every: int) -> list[tuple[str, np.ndarray]]:
     finally:
         cap.release()
     if not out:
-        raise CalibrationError(f"{path}: video has no readable frames")
+        raise CalibrationFailed(f"{path}: video has no readable frames")
     return out
 
 
@@ -362,7 +362,7 @@ def calibrate(
     sizes = {}
     for cam, imgs in views.items():
         if not imgs:
-            raise CalibrationError(f"camera {cam!r}: no views given")
+            raise CalibrationFailed(f"camera {cam!r}: no views given")
         h, w = imgs[0][1].shape[:2]
         sizes[cam] = (int(w), int(h))
     dets, records = detect_views(views, board)
@@ -403,10 +403,10 @@ def calibrate_from_detections(
     """Calibrate from per-camera board detections (``None`` = not found; index = view across cameras)."""
     names = list(detections)
     if not names:
-        raise CalibrationError("no cameras given")
+        raise CalibrationFailed("no cameras given")
     reference = reference or names[0]
     if reference not in detections:
-        raise CalibrationError(
+        raise CalibrationFailed(
             f"reference camera {reference!r} is not among the cameras ({', '.join(names)})"
         )
     labels = labels or {c: [f"view{i}" for i in range(len(d))] for c, d in detections.items()}
@@ -437,7 +437,7 @@ def calibrate_from_detections(
         outliers: dict[int, tuple[float, float]] = {}
         for _ in range(3):
             if len(good) < min_views:
-                raise CalibrationError(
+                raise CalibrationFailed(
                     f"camera {cam!r}: only {len(good)} valid board views (need at least {min_views}); "
                     f"{sum(d is None for d in detections[cam])} of {len(detections[cam])} views had no board"
                 )
@@ -544,7 +544,7 @@ def _place_cameras(
                 if n >= min_views and (best is None or n > best[0]):
                     best = (n, a, b)
         if best is None:
-            raise CalibrationError(
+            raise CalibrationFailed(
                 f"camera(s) {', '.join(pending)} share fewer than {min_views} board views with the placed "
                 f"camera(s) {', '.join(poses)}; record views where both see the board"
             )
@@ -569,13 +569,6 @@ def _place_cameras(
         log.info("placed camera %s from %s over %d views: stereo RMS %.3f px", b, a, len(shared), rms)
         pending.remove(b)
     return poses, stereo_rms
-
-
-def _compose(r1: np.ndarray, t1: np.ndarray, r2: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pose (r1, t1) applied after (r2, t2): x -> R1 (R2 x + t2) + t1, as Rodrigues vector and translation."""
-    m1 = cv2.Rodrigues(r1)[0]
-    m = m1 @ cv2.Rodrigues(r2)[0]
-    return cv2.Rodrigues(m)[0].reshape(3), m1 @ t2 + t1
 
 
 def _bundle_adjust(
@@ -705,7 +698,7 @@ def calibrate_sources(
     views = {name: read_views(src, every) for name, src in sources.items()}
     counts = {name: len(v) for name, v in views.items()}
     if len(set(counts.values())) > 1:
-        raise CalibrationError(
+        raise CalibrationFailed(
             "cameras have different numbers of views (views are paired by order): "
             + ", ".join(f"{k}={v}" for k, v in counts.items())
         )

@@ -11,7 +11,7 @@ class CalibrationFileError(AnalysisError):
     """A calibration file is missing, malformed, or lacks a named camera."""
 
 
-class CalibrationError(AnalysisError):
+class CalibrationFailed(AnalysisError):
     """Calibration could not be computed (too few valid board views, cameras without shared views...)."""
 
 

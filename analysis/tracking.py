@@ -6,6 +6,10 @@ every combination (confidence-weighted DLT through :func:`analysis.geometry.tria
 combination with the smallest worst-view reprojection error, refuse it above
 ``max_reproj_error_px``, then filter with :class:`analysis.filters.KalmanCV` (time = trigger index /
 rate) and predict ``predict_s`` ahead.
+
+Its settings are one typed model, :class:`TrackerSettings`: the rig's ``pipeline.triangulator`` extends it,
+and reanalysis validates a session's ``config.yaml`` through it, so online and offline build the tracker
+the same way (:meth:`PointTracker.from_settings`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.camera import CameraModel
 from analysis.filters import KalmanCV
@@ -69,8 +75,39 @@ def best_point(
     return xyz[k], float(worst[k]), views
 
 
+class TrackerSettings(BaseModel):
+    """How a stereo set's boxes become one filtered 3-D point (unknown keys refused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    min_confidence: float = Field(0.25, ge=0, le=1, description="boxes below this are not triangulated")
+    max_reproj_error_px: float = Field(
+        8.0, gt=0, description="a point whose worst view reprojects further than this is refused"
+    )
+    filter: Literal["none", "kalman"] = "kalman"
+    process_noise_mm: float = Field(2000.0, gt=0, description="acceleration noise, mm/s^2")
+    measurement_noise_mm: float = Field(0.5, gt=0)
+    predict_ms: float = Field(0.0, ge=0, description="the filter's prediction horizon (xyz_predicted)")
+
+
 class PointTracker:
     """Stateful per-session solver: call :meth:`solve` once per stereo set, in trigger order."""
+
+    @classmethod
+    def from_settings(
+        cls, cameras: Sequence[CameraModel], rate_hz: float, settings: TrackerSettings
+    ) -> PointTracker:
+        """The tracker of ``settings`` (online and offline alike)."""
+        noise = (settings.process_noise_mm, settings.measurement_noise_mm)
+        kalman = noise if settings.filter == "kalman" else None
+        return cls(
+            cameras,
+            rate_hz,
+            settings.min_confidence,
+            settings.max_reproj_error_px,
+            kalman,
+            settings.predict_ms / 1000,
+        )
 
     def __init__(
         self,

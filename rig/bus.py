@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -27,7 +28,7 @@ def ipc_endpoint(runtime_dir: Path, node: str) -> str:
 
 
 class Publisher:
-    def __init__(self, ctx: zmq.Context, endpoint: str):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str):
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, HWM)
         self.sock.setsockopt(zmq.LINGER, 2000)
@@ -37,7 +38,7 @@ class Publisher:
     def publish(self, topic: str, msg: m.Msg) -> None:
         self.sock.send_multipart([topic.encode(), m.encode(msg)], copy=True)
 
-    def send_raw(self, frames: list, copy: bool = False) -> None:
+    def send_raw(self, frames: list[Any], copy: bool = False) -> None:
         self.sock.send_multipart(frames, copy=copy)
 
     def close(self) -> None:
@@ -47,7 +48,7 @@ class Publisher:
 class Subscriber:
     """A SUB socket connected to several publishers, filtered by topic prefixes."""
 
-    def __init__(self, ctx: zmq.Context, endpoints: Iterable[str], topics: Iterable[str]):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoints: Iterable[str], topics: Iterable[str]):
         self.sock = ctx.socket(zmq.SUB)
         self.sock.setsockopt(zmq.RCVHWM, HWM)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -102,7 +103,9 @@ class Subscriber:
         self.sock.close()
 
 
-def wait_for(sub: Subscriber, predicate, timeout_s: float):
+def wait_for(
+    sub: Subscriber, predicate: Callable[[str, Any], bool], timeout_s: float
+) -> tuple[str, Any] | None:
     """Receive until ``predicate(topic, msg)`` is true; returns that (topic, msg) or None on timeout."""
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:

@@ -24,17 +24,18 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import zmq
 
 from rig import messages as m
 from rig.bus import Publisher, Subscriber, ipc_endpoint
+from rig.closed_loop_report import closed_loop_summary
 from rig.config import LoadedConfig
 from rig.errors import ConfigError, RigError
 from rig.frames import pid_alive, remove_stale_rings, ring_path
-from rig.nodes.base import NodeSpec, Runtime, run_node
+from rig.nodes.base import STOP_LAST, STOP_RECORDER, NodeSpec, Runtime, run_node
 from rig.recorder import available_memory, buffer_bytes
 from rig.session import (
     closed_loop_latencies_ms,
@@ -114,6 +115,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.arduino:ArduinoNode",
                 ("supervisor", "task", "world"),
                 ("ctl", "cmd.arduino", "sim.input"),
+                stop_stage=2,
             )
         )
     if arduino and cfg.experiment.task != "none":  # task 'none': the board only triggers and syncs
@@ -123,6 +125,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.task:TaskNode",
                 ("supervisor", "arduino", "detector"),
                 ("ctl", "serial.event", "point3d."),
+                stop_stage=1,
             )
         )
     if synthetic:
@@ -132,11 +135,19 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 "rig.nodes.world:WorldNode",
                 ("supervisor", *(("arduino", "task") if arduino else ())),
                 ("ctl", "trigger", "serial.event", "cmd.arduino", "node.arduino"),
+                stop_stage=3,
             )
         )
     for cam, node in zip(cams, cam_nodes):
         specs.append(
-            NodeSpec(node, "rig.nodes.camera:CameraNode", ("supervisor",), ("ctl",), params={"camera": cam})
+            NodeSpec(
+                node,
+                "rig.nodes.camera:CameraNode",
+                ("supervisor",),
+                ("ctl",),
+                params={"camera": cam},
+                stop_stage=4,
+            )
         )
     pipe = cfg.pipeline
     if pipe.detector.enabled:
@@ -154,6 +165,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 # the recorder's stats: detection steps back while the recording is behind
                 ("frame.", "ctl", "stats.recorder", *(("sim.truth",) if oracle else ())),
                 restartable=True,
+                stop_stage=5,
             )
         )
     # bridge and display come before the recorder, which listens to them (user marks); they listen to all
@@ -162,7 +174,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
         specs.append(
             NodeSpec(
                 "bridge",
-                "rig.bridge:BridgeNode",
+                "rig.nodes.bridge:BridgeNode",
                 watched,
                 (
                     "frame.",
@@ -186,7 +198,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
         specs.append(
             NodeSpec(
                 "display",
-                "rig.display.node:DisplayNode",
+                "rig.nodes.display:DisplayNode",
                 (*watched, *(("bridge",) if pipe.bridge.enabled else ())),
                 ("frame.", "det.", "point3d.", "sim.truth", "task.", "stats.", "node.", "ctl"),
                 restartable=True,
@@ -207,6 +219,7 @@ def build_graph(loaded: LoadedConfig) -> list[NodeSpec]:
                 # background (recorder.encoder_priority); the detector steps back when it falls behind
                 # (detector.recorder_behind_s)
                 ("det.", "point3d.", "sim.truth", "task.", "serial.", "cmd.", "ctl", "trigger"),
+                stop_stage=STOP_RECORDER,
             )
         )
     rt = cfg.pipeline.realtime
@@ -240,15 +253,13 @@ class Supervisor:
     def __init__(
         self,
         loaded: LoadedConfig,
-        overrides: dict[str, Any] | None = None,
         progress: bool = True,
         session_name: str | None = None,
-        progress_stream=None,
+        progress_stream: TextIO | None = None,
         console_level: int = logging.WARNING,
     ):
         self.loaded = loaded
         self.cfg = loaded.config
-        self.overrides = overrides or {}
         self.progress = progress
         self.console_level = console_level
         self.out = progress_stream or sys.stdout
@@ -303,8 +314,7 @@ class Supervisor:
             runtime_dir=str(self.runtime_dir),
             session_id=self.session_id,
             supervisor_pid=os.getpid(),
-            config_path=self.loaded.source,
-            overrides=self.overrides,
+            loaded=self.loaded,
             endpoints=endpoints,
         )
         self.ctx = zmq.Context()
@@ -588,29 +598,17 @@ class Supervisor:
         if not self.nodes:
             return
         now = time.monotonic_ns
-        names = list(self.nodes)
-        stages = (
-            ["task"],
-            ["arduino"],
-            ["world"],
-            [n for n in names if n.startswith("cam-")],
-            ["detector"],
-        )
-        for stage in stages:
-            stage = [n for n in stage if n in self.nodes]
-            for n in stage:
+        stages: dict[int, list[str]] = {}
+        for n, proc in self.nodes.items():
+            stages.setdefault(proc.spec.stop_stage, []).append(n)
+        for stage in sorted(stages):
+            names = stages[stage]
+            for n in names:
                 self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
-            self._wait_exit(stage, 15.0)
-        self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail="recorder"))
-        self._wait_recorder()
-        others = [
-            n
-            for n in names
-            if n not in ("task", "arduino", "world", "detector", "recorder") and not n.startswith("cam-")
-        ]
-        for n in others:
-            self.pub.publish("ctl", m.Control(command="stop", t_host_ns=now(), detail=n))
-        self._wait_exit(others, 10.0)
+            if stage == STOP_RECORDER:
+                self._wait_recorder()
+            else:
+                self._wait_exit(names, 10.0 if stage == STOP_LAST else 15.0)
         self._pump(100)
         for proc in self.nodes.values():
             proc.proc.join(1)
@@ -660,6 +658,8 @@ class Supervisor:
                 "trigger_to_ttl_ms_p50": round(float(np.percentile(cl, 50)), 3),
                 "trigger_to_ttl_ms_p99": round(float(np.percentile(cl, 99)), 3),
             }
+        if cl_report := closed_loop_summary(s):  # closed_loop.csv, and in simulation the truth's verdict
+            out["closed_loop_report"] = cl_report
         det = self.nodes.get("detector")
         if det is not None and det.last_stats is not None:
             for key in ("skipped_late", "shed_for_recording"):

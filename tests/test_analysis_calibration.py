@@ -26,7 +26,7 @@ from analysis.calibration import (
 )
 from analysis.calibration_io import import_anipose, import_bouguet, import_calibration, import_opencv
 from analysis.camera import Calibration, CameraModel, calibration_from_dict, load_calibration, look_at
-from analysis.errors import AnalysisError, CalibrationError, CalibrationFileError
+from analysis.errors import AnalysisError, CalibrationFailed, CalibrationFileError
 from analysis.geometry import triangulate
 from tests.analysis_helpers import run_cli
 
@@ -146,7 +146,7 @@ def test_outliers_and_missing_boards_are_listed_and_left_out(bouguet_detections)
 def test_too_few_views_is_an_error_naming_the_camera(bouguet_detections):
     _, dets, _ = bouguet_detections
     few = {"left": list(dets["left"]), "right": [dets["right"][0], dets["right"][1]] + [None] * 12}
-    with pytest.raises(CalibrationError, match=r"camera 'right': only 2 valid board views.*12 of 14"):
+    with pytest.raises(CalibrationFailed, match=r"camera 'right': only 2 valid board views.*12 of 14"):
         calibrate_from_detections(few, {"left": (640, 480), "right": (640, 480)})
 
 
@@ -410,7 +410,7 @@ def test_calibration_from_videos_matches_images(bouguet_dir, bouguet_detections,
         np.testing.assert_allclose(res.calibration[cam].matrix, ref.calibration[cam].matrix, rtol=1e-7)
         np.testing.assert_allclose(res.calibration[cam].tvec, ref.calibration[cam].tvec, atol=1e-6)
     assert res.report.views[0].label == "left.avi#0"
-    with pytest.raises(CalibrationError, match=r"different numbers of views.*left=14, right=7"):
+    with pytest.raises(CalibrationFailed, match=r"different numbers of views.*left=14, right=7"):
         calibrate_sources(
             {"left": sources["left"], "right": bouguet_dir / "right0[1-7].jpg"}, Checkerboard(9, 6, 30)
         )
@@ -447,5 +447,5 @@ def test_cameras_without_views_shared_with_the_reference_are_chained():
         assert np.linalg.norm(res.calibration[name].center - cam.center) < 2.0, name
     cut = {n: list(d) for n, d in dets.items()}
     cut["far"] = [d if seen_by[i] == ("far",) else None for i, d in enumerate(cut["far"])]
-    with pytest.raises(CalibrationError, match=r"camera\(s\) far share fewer than 3 board views"):
+    with pytest.raises(CalibrationFailed, match=r"camera\(s\) far share fewer than 3 board views"):
         calibrate_from_detections(cut, sizes, reference="ref")

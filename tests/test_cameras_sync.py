@@ -7,7 +7,7 @@ import pytest
 from rig.cameras.sync import (
     FrameCounter,
     FrameIdUnwrapper,
-    StereoPairer,
+    StereoJoiner,
     SyncError,
     TriggerMapper,
     require_same_trigger,
@@ -72,19 +72,45 @@ def test_refuse_pair_with_different_trigger_indices() -> None:
         require_same_trigger({"front": -1, "side": -1})
 
 
-def test_pairer_emits_complete_sets_and_drops_stale_ones() -> None:
-    p = StereoPairer(("front", "side"))
-    assert p.push("front", 0, "f0") is None
-    assert p.push("side", 0, "s0") == (0, {"front": "f0", "side": "s0"})
-    assert p.push("front", 1, "f1") is None  # side lost trigger 1
-    assert p.push("front", 2, "f2") is None
-    assert p.push("side", 2, "s2") == (2, {"front": "f2", "side": "s2"})
-    assert p.incomplete_sets == 1 and not p.pending
-    with pytest.raises(SyncError, match="two frames for trigger 3"):
-        p.push("side", 3, "a")
-        p.push("side", 3, "b")
+def _released(j: StereoJoiner[str], now: float = 0.0) -> list[tuple[int, dict[str, str]]]:
+    out = []
+    while (s := j.peek(now)) is not None:
+        j.pop()
+        out.append((s.trigger_index, s.items))
+    return out
+
+
+def test_joiner_releases_sets_in_trigger_order() -> None:
+    j: StereoJoiner[str] = StereoJoiner(("front", "side"))
+    assert j.push("front", 0, "f0") and _released(j) == []  # side may still deliver 0
+    assert j.push("side", 0, "s0")
+    assert _released(j) == [(0, {"front": "f0", "side": "s0"})]
+    j.push("front", 1, "f1")  # side lost trigger 1 ...
+    j.push("front", 2, "f2")
+    assert _released(j) == []  # ... which only a later side frame (or its end) tells
+    j.push("side", 2, "s2")
+    assert _released(j) == [(1, {"front": "f1"}), (2, {"front": "f2", "side": "s2"})]
+    assert j.incomplete_sets == 1 and len(j) == 0
+    # a frame of a set already released is late; a second frame for one index a duplicate: neither kept
+    assert not j.push("side", 1, "late") and j.late_frames == 1
+    assert j.push("side", 3, "a") and not j.push("side", 3, "b") and j.duplicates == 1
+    assert not j.push("front", -1, "no trigger")
     with pytest.raises(SyncError, match="unknown camera"):
-        p.push("top", 3, "x")
+        j.push("top", 3, "x")
+    j.end("front")
+    assert _released(j) == [(3, {"side": "a"})] and not j.finished
+    j.end("side")
+    assert j.finished
+
+
+def test_joiner_timeout_releases_a_set_whose_partner_is_late() -> None:
+    j: StereoJoiner[str] = StereoJoiner(("front", "side"), timeout_s=0.05)
+    j.push("front", 5, "f5", now=10.0)
+    j.push("front", 6, "f6", now=10.001)  # side's frame 5 may still be on its way
+    assert _released(j, now=10.04) == []
+    assert _released(j, now=10.06) == [(5, {"front": "f5"}), (6, {"front": "f6"})]
+    j.push("side", 5, "s5")  # it came, too late
+    assert j.late_frames == 1 and j.incomplete_sets == 2
 
 
 def test_frame_counter_counts_gaps_and_incomplete_across_wrap() -> None:

@@ -15,7 +15,7 @@ import abc
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def backend_class(backend: str) -> type[CameraBackend]:
         raise ConfigError(f"camera backend {backend!r} is not available: {exc}") from None
     cls = getattr(module, cls_name)
     assert issubclass(cls, CameraBackend)
-    return cls
+    return cast(type[CameraBackend], cls)
 
 
 def backend_options_model(backend: str) -> type[CameraOptions]:

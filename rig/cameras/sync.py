@@ -1,7 +1,8 @@
 """Map camera frame ids to the firmware's trigger count, and pair stereo frames by trigger index.
 
-Pure logic, no I/O: the camera node feeds each camera's frames to a :class:`TriggerMapper`, and the
-triangulator (or the node) asks a :class:`StereoPairer` for frame sets. Three faults are told apart:
+Pure logic, no I/O: the camera node feeds each camera's frames to a :class:`TriggerMapper`; the detector
+and reanalysis join them into stereo sets by trigger index with a :class:`StereoJoiner`. Three faults
+are told apart:
 
 * **lost frame**: the camera exposed it (its frame id advanced) but the frame never reached the host;
 * **missed trigger**: a trigger pulse produced no exposure (the frame id did not advance, but the
@@ -15,9 +16,14 @@ them into a monotonic count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from rig.errors import DeviceError
+
+T = TypeVar("T")
 
 
 class SyncError(DeviceError):
@@ -159,34 +165,82 @@ def require_same_trigger(frames: dict[str, int]) -> int:
 
 
 @dataclass
-class StereoPairer:
-    """Collect frames per camera by trigger index; emit a set once every camera has that index.
+class StereoSet(Generic[T]):
+    """The frames of one trigger index, per camera (only the cameras that delivered one)."""
 
-    ``push`` returns the completed trigger index or None. A set that another camera can no longer
-    complete (a newer complete set exists) is dropped and counted in ``incomplete_sets``.
+    trigger_index: int
+    items: dict[str, T]
+    first_arrival_s: float  # when its first frame was pushed (the caller's clock)
+
+
+class StereoJoiner(Generic[T]):
+    """Join per-camera frames into sets by trigger index, released strictly in trigger order.
+
+    The one place where stereo sets are joined: the online detector (frames from the bus, a timeout),
+    reanalysis (frames decoded from each camera's video, no timeout) and the tests. The set with the lowest
+    index is released (:meth:`peek`, then :meth:`pop`) once it is complete, or once it can no longer be
+    completed (every missing camera has delivered a later index, or ended: each camera delivers in trigger
+    order), or ``timeout_s`` after its first frame. A later set never overtakes an earlier one, so whatever
+    consumes the sets (the ROI tracker, the filter) never goes back in time. A frame whose set was already
+    released is late, a camera's second frame for one index a duplicate: both counted, neither kept.
     """
 
-    cameras: tuple[str, ...]
-    max_pending: int = 64
-    pending: dict[int, dict[str, object]] = field(default_factory=dict)
-    incomplete_sets: int = 0
+    def __init__(self, cameras: Sequence[str], timeout_s: float = math.inf):
+        self.cameras = tuple(cameras)
+        self.timeout_s = timeout_s
+        self._sets: dict[int, StereoSet[T]] = {}
+        self._newest = dict.fromkeys(self.cameras, -1)  # the highest index each camera has delivered
+        self._ended: set[str] = set()
+        self.released_index = -1
+        self.incomplete_sets = 0  # sets released without every camera
+        self.late_frames = 0
+        self.duplicates = 0
 
-    def push(self, camera: str, trigger_index: int, item: object) -> tuple[int, dict[str, object]] | None:
-        if camera not in self.cameras:
-            raise SyncError(f"unknown camera {camera!r} (pairing {', '.join(self.cameras)})")
+    def push(self, camera: str, trigger_index: int, item: T, now: float = 0.0) -> bool:
+        """Add one frame; False when it is not kept (no trigger index, late, or a duplicate)."""
+        if camera not in self._newest:
+            raise SyncError(f"unknown camera {camera!r} (joining {', '.join(self.cameras)})")
         if trigger_index < 0:
+            return False
+        if trigger_index <= self.released_index:
+            self.late_frames += 1
+            return False
+        s = self._sets.get(trigger_index)
+        if s is None:
+            s = self._sets[trigger_index] = StereoSet(trigger_index, {}, now)
+        elif camera in s.items:
+            self.duplicates += 1
+            return False
+        s.items[camera] = item
+        self._newest[camera] = max(self._newest[camera], trigger_index)
+        return True
+
+    def end(self, camera: str) -> None:
+        """``camera`` delivers nothing more."""
+        self._ended.add(camera)
+
+    @property
+    def finished(self) -> bool:
+        """Every camera has ended and every set has been released."""
+        return len(self._ended) == len(self.cameras) and not self._sets
+
+    def peek(self, now: float = 0.0) -> StereoSet[T] | None:
+        """The next set if it may be released now, else None."""
+        if not self._sets:
             return None
-        slot = self.pending.setdefault(trigger_index, {})
-        if camera in slot:
-            raise SyncError(f"camera {camera!r}: two frames for trigger {trigger_index}")
-        slot[camera] = item
-        if len(slot) < len(self.cameras):
-            while len(self.pending) > self.max_pending:
-                del self.pending[min(self.pending)]
-                self.incomplete_sets += 1
-            return None
-        done = self.pending.pop(trigger_index)
-        for k in [k for k in self.pending if k < trigger_index]:
-            del self.pending[k]
-            self.incomplete_sets += 1
-        return trigger_index, done
+        s = self._sets[min(self._sets)]
+        k = s.trigger_index
+        if len(s.items) == len(self.cameras) or now - s.first_arrival_s >= self.timeout_s:
+            return s
+        missing = [c for c in self.cameras if c not in s.items]
+        return s if all(c in self._ended or self._newest[c] > k for c in missing) else None
+
+    def pop(self) -> StereoSet[T]:
+        """Release the lowest set (call after :meth:`peek` said it may go)."""
+        s = self._sets.pop(min(self._sets))
+        self.released_index = s.trigger_index
+        self.incomplete_sets += len(s.items) < len(self.cameras)
+        return s
+
+    def __len__(self) -> int:
+        return len(self._sets)

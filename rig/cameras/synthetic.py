@@ -11,6 +11,7 @@ Context keys: ``zmq_context``, ``truth_endpoint`` (the world node's PUB), ``cali
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -48,12 +49,13 @@ class SyntheticCamera(CameraBackend):
         self.renderer = SceneRenderer(
             cam, Appearance(noise_sigma=sim.noise_sigma, background_seed=seed), seed
         )
-        ctx: zmq.Context = self.context["zmq_context"]
-        self.sock = ctx.socket(zmq.SUB)
-        self.sock.setsockopt(zmq.RCVHWM, 100_000)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"sim.truth")
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"node.world")
-        self.sock.connect(self.context["truth_endpoint"])
+        ctx: zmq.Context[zmq.Socket[bytes]] = self.context["zmq_context"]
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"sim.truth")
+        sock.setsockopt(zmq.SUBSCRIBE, b"node.world")
+        sock.connect(self.context["truth_endpoint"])
+        self.sock: zmq.Socket[bytes] | None = sock
         self.frame_id = 0
         self._image = np.empty((self.config.height, self.config.width), np.uint8)
         self._ended = False
@@ -70,7 +72,8 @@ class SyntheticCamera(CameraBackend):
         deadline = time.monotonic() + timeout_s
         while True:
             left_ms = (deadline - time.monotonic()) * 1000
-            if left_ms <= 0 or not self.sock.poll(left_ms):
+            assert self.sock is not None, "grab() before open()"
+            if left_ms <= 0 or not self.sock.poll(math.ceil(left_ms)):
                 raise AcquisitionTimeout(f"camera {self.name!r}: no trigger within {timeout_s:.3f} s")
             topic, payload = self.sock.recv_multipart()
             msg = m.decode(payload, topic.decode())

@@ -88,7 +88,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     d = subparsers.add_parser(
         "display",
         help="live display of a running session, through its TCP bridge (possibly from another machine)",

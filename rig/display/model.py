@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ class Zone:
     color: tuple[int, int, int]
 
 
-def zones_from_config(cfg: dict) -> tuple[list[Zone], tuple[float, float, float] | None]:
+def zones_from_config(cfg: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
     """The zones to draw and the configured pellet position, from a resolved config (as a dict:
     ``Config.model_dump()``, a session's ``config.json`` or a bridge's info)."""
     cl = (cfg.get("pipeline") or {}).get("closed_loop") or {}
@@ -46,7 +48,7 @@ def zones_from_config(cfg: dict) -> tuple[list[Zone], tuple[float, float, float]
     return zones, pellet
 
 
-def zones_from_bridge_info(raw: dict) -> tuple[list[Zone], tuple[float, float, float] | None]:
+def zones_from_bridge_info(raw: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
     """The same, from a bridge's ``bridge.info`` (which carries them as plain JSON)."""
     zones = [
         Zone(str(z["label"]), _vec(z["center"]), float(z["radius_mm"]), tuple(int(c) for c in z["color"][:3]))  # type: ignore[arg-type]
@@ -56,7 +58,7 @@ def zones_from_bridge_info(raw: dict) -> tuple[list[Zone], tuple[float, float, f
     return zones, _vec(pellet) if pellet else None
 
 
-def _vec(v) -> tuple[float, float, float]:
+def _vec(v: Iterable[Any]) -> tuple[float, float, float]:
     x, y, z = (float(a) for a in v)
     return (x, y, z)
 
@@ -203,7 +205,7 @@ class LiveState:
         elif e.kind in ("user_pause", "user_resume"):
             self.paused = e.kind == "user_pause"
 
-    def seed(self, task: dict, t_start_ns: int = -1) -> None:
+    def seed(self, task: dict[str, Any], t_start_ns: int = -1) -> None:
         """Counts so far, for a display that joins a running session (from the bridge's info)."""
         self.trial = int(task.get("trial", 0))
         self.trials_done = int(task.get("done", 0))
@@ -279,7 +281,7 @@ class LiveState:
         xyz = np.asarray(p.xyz, float)
         if not np.all(np.isfinite(xyz)):
             return None
-        return self.calibration[camera].project(xyz[None])[0]
+        return np.asarray(self.calibration[camera].project(xyz[None])[0])
 
     def _drawn(self, camera: str) -> m.FrameHeader | None:
         v = self.views.get(camera)

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -236,7 +237,7 @@ class ReviewWindow(ViewerBase):
     def _point(self, trigger: int) -> np.ndarray | None:
         j = int(np.searchsorted(self.p_trigger, trigger))
         if j < len(self.p_trigger) and self.p_trigger[j] == trigger and self.p_valid[j]:
-            return self.p_xyz[j]
+            return np.asarray(self.p_xyz[j])
         return None
 
     def _reproject(self, cam: str, trigger: int) -> np.ndarray | None:
@@ -244,7 +245,7 @@ class ReviewWindow(ViewerBase):
         cal = self.session.calibration
         if p is None or cam not in cal.cameras:
             return None
-        return cal[cam].project(p[None])[0]
+        return np.asarray(cal[cam].project(p[None])[0])
 
     def _pellet_at(self, trigger: int) -> np.ndarray | None:
         if not len(self.pellet_trigger):  # a real rig's session: the configured pellet position
@@ -255,7 +256,7 @@ class ReviewWindow(ViewerBase):
     def boxes_on_screen(self, cam: str) -> list[m.Box]:
         return self.panels[cam].drawn_boxes
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         for c in self.cursors.values():
             c.close()
         super().closeEvent(event)

@@ -38,7 +38,7 @@ class BusSource:
 
     def __init__(
         self,
-        sock: zmq.Socket,
+        sock: zmq.Socket[bytes],
         session_id: str,
         publish: Callable[[str, m.Msg], None],
         requester: str = "display",

@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -162,7 +163,7 @@ class TracePanels:
         """Draw each sphere as its outline in every view (in the oblique view, the outline of the sphere's
         circle around its projected center: the cabinet projection keeps y-z circles round)."""
         circle = np.linspace(0, 2 * np.pi, 65)
-        self.zone_items: list[tuple[Zone, list]] = []
+        self.zone_items: list[tuple[Zone, list[Any]]] = []
         for z in zones:
             c = np.asarray(z.center, float)[None]
             items = []

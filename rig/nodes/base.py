@@ -29,8 +29,11 @@ import zmq
 
 from rig import messages as m
 from rig.bus import Publisher, Subscriber
-from rig.config import Config, LoadedConfig, load_config
+from rig.config import Config, LoadedConfig
 from rig.errors import UserError
+
+STOP_RECORDER = 6  # the stage the supervisor waits on for as long as it writes (Supervisor._wait_recorder)
+STOP_LAST = 7
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class NodeSpec:
     nice: int = 0  # > 0 yields the CPU to latency-critical nodes (the recorder buffers, so it can wait)
     realtime_priority: int = 0  # > 0: SCHED_FIFO once set up (pipeline.realtime)
     essential: bool = True  # False: if it dies for good the session goes on without it (display, bridge)
+    # the supervisor stops nodes stage by stage, lowest first, each stage once the previous one has exited:
+    # producers (task, board, world, cameras), then the detector, then the recorder (waited for while it
+    # makes progress), then the watchers (bridge, display); see rig.supervisor.build_graph
+    stop_stage: int = STOP_LAST
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,7 @@ class Runtime:
     runtime_dir: str
     session_id: str
     supervisor_pid: int
-    config_path: str
-    overrides: dict[str, Any]
+    loaded: LoadedConfig  # the resolved config (config.yaml): never re-read from the user's file
     endpoints: dict[str, str]
 
 
@@ -107,7 +113,7 @@ class Node:
         self.name = spec.name
         self.rt = rt
         self.params = spec.params
-        self.loaded: LoadedConfig = load_config(rt.config_path, rt.overrides)
+        self.loaded: LoadedConfig = rt.loaded  # a restarted node runs what the session started with
         self.cfg: Config = self.loaded.config
         self.log = logging.getLogger(f"rig.node.{self.name}")
         self.ctx = zmq.Context()

@@ -31,6 +31,7 @@ import numpy as np
 from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
+from rig.cameras.sync import StereoJoiner
 from rig.nodes.base import Node
 from rig.session import SessionRings, session_calibration
 
@@ -42,28 +43,23 @@ class DetectorNode(Node):
         dc = self.cfg.pipeline.detector
         self.cameras = list(self.cfg.rig.cameras)
         self.rings = SessionRings(self.rt.session_id)
-        self.pending: dict[int, dict[str, Any]] = {}  # trigger_index -> {"t": first arrival, cam: (hdr, img)}
+        # frames (header, image) joined by trigger index; released in trigger order
+        self.joiner: StereoJoiner[tuple[m.FrameHeader, Any]] = StereoJoiner(
+            self.cameras, self.cfg.pipeline.triangulator.pair_timeout_ms / 1000
+        )
         self.truth: dict[int, m.Truth] = {}
-        self.eos: set[str] = set()
         self.oracle = None
         self.runner = None
         self.online: Any = None
         calib = session_calibration(self.loaded, self.session_dir)
         tc = self.cfg.pipeline.triangulator
         self.tc = tc
-        self.set_wait_s = tc.pair_timeout_ms / 1000
         self.tracker = None
         if tc.enabled:
-            self.tracker = PointTracker(
-                [calib[n] for n in self.cameras],
-                self.cfg.rig.trigger.rate_hz,
-                tc.min_confidence,
-                tc.max_reproj_error_px,
-                (tc.process_noise_mm, tc.measurement_noise_mm) if tc.filter == "kalman" else None,
-                tc.predict_ms / 1000,
+            self.tracker = PointTracker.from_settings(
+                [calib[n] for n in self.cameras], self.cfg.rig.trigger.rate_hz, tc
             )
         self.point_topic = f"point3d.{tc.point_name}"
-        self.incomplete = 0  # stereo sets run without all their frames
         self.rejected = 0  # sets whose 3-D point failed the reprojection gate
         if dc.runner == "oracle":
             from rig.sim.oracle import OracleRunner
@@ -85,7 +81,6 @@ class DetectorNode(Node):
         self.ring_drops = 0
         self.max_lag_ns = int(dc.max_lag_ms * 1e6)
         self.skipped_late = 0  # frames too old to be worth detecting online (see DetectorConfig.max_lag_ms)
-        self.last_batch_index = -1  # the ROI tracker sees stereo sets in trigger order, never back in time
         behind_s = dc.recorder_behind_s
         self.recording_first = RecordingFirst(
             None if behind_s is None else max(1, round(behind_s * self.cfg.rig.trigger.rate_hz))
@@ -94,7 +89,8 @@ class DetectorNode(Node):
 
     def step(self) -> None:
         assert self.sub is not None
-        for _topic, msg in self.sub.recv_all(5, limit=200):
+        batch = self.sub.recv_all(5, limit=200)
+        for _topic, msg in batch:
             if isinstance(msg, m.FrameHeader):
                 self.on_frame(msg)
             elif isinstance(msg, m.Truth):
@@ -103,28 +99,29 @@ class DetectorNode(Node):
                 self.on_recorder_stats(msg)
             elif isinstance(msg, m.Control):
                 self.on_control(msg)
+        if self.stop_requested and not batch:
+            # the supervisor stops the detector once every camera has exited, and nothing is left to read:
+            # no frame is coming (a detector restarted after the cameras ended never sees their end)
+            for cam in self.cameras:
+                self.joiner.end(cam)
         now = time.monotonic()
         # stereo sets run in trigger order: a later complete set waits for an earlier incomplete one (at
         # most pair_timeout_ms), so the ROI tracker and the filter never go back in time
-        for k in sorted(self.pending):
-            v = self.pending[k]
-            complete = len(v) - 1 == len(self.cameras)
-            if not (complete or now - v["t"] > self.set_wait_s or self.eos):
-                break
+        while (s := self.joiner.peek(now)) is not None:
+            k = s.trigger_index
             # the oracle needs the world's truth for this trigger; it travels on another socket and
             # may arrive after the frames on a loaded machine
-            if not (self.oracle is None or k in self.truth or now - v["t"] > ORACLE_TRUTH_WAIT_S or self.eos):
+            if not (self.oracle is None or k in self.truth or now - s.first_arrival_s > ORACLE_TRUTH_WAIT_S):
                 break
-            entry = self.pending.pop(k)
+            self.joiner.pop()
             if self.recording_first.skip(k):
-                self.shed += len(entry) - 1
-                self.last_batch_index = max(self.last_batch_index, k)
+                self.shed += len(s.items)
                 continue
-            self.run_batch(k, entry)
+            self.run_batch(k, s.items)
         if len(self.truth) > 4096:
             for k in sorted(self.truth)[:2048]:
                 del self.truth[k]
-        if self.eos == set(self.cameras) and not self.pending:
+        if self.joiner.finished:
             for cam in self.cameras:
                 self.publish(
                     f"det.{cam}",
@@ -155,13 +152,10 @@ class DetectorNode(Node):
 
     def on_frame(self, h: m.FrameHeader) -> None:
         if h.eos:
-            self.eos.add(h.camera)
+            self.joiner.end(h.camera)
             return
-        if h.trigger_index <= self.last_batch_index or (
-            self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns
-        ):
-            # its stereo set already ran without it (its partner waited pair_timeout_ms), or it is too old:
-            # not detected online (the recording keeps it); an overloaded machine catches up
+        if self.max_lag_ns and time.monotonic_ns() - h.t_host_ns > self.max_lag_ns:
+            # too old: not detected online (the recording keeps it); an overloaded machine catches up
             self.skipped_late += 1
             return
         ring = self.rings.get(h.camera)
@@ -171,11 +165,11 @@ class DetectorNode(Node):
         # zero-copy: the runner crops from the ring's slot; run_batch checks afterwards that the camera
         # has not overwritten it meanwhile (ring_slots frames later, ~2 s: max_lag_ms sheds long before)
         img = ring.view(h.slot) if self.oracle is None else None
-        entry = self.pending.setdefault(h.trigger_index, {"t": time.monotonic()})
-        entry[h.camera] = (h, img)
+        if not self.joiner.push(h.camera, h.trigger_index, (h, img), time.monotonic()):
+            # its stereo set already ran without it (its partner waited pair_timeout_ms): not detected online
+            self.skipped_late += 1
 
     def run_batch(self, trigger_index: int, entry: dict[str, Any]) -> None:
-        self.last_batch_index = max(self.last_batch_index, trigger_index)
         cams = [c for c in self.cameras if c in entry]
         t_start = time.monotonic_ns()
         boxes: list[list[Det]]
@@ -191,8 +185,6 @@ class DetectorNode(Node):
                 boxes[i] = []
                 self.drops += 1
         t_frame = min(h.t_host_ns for h in headers)
-        if len(cams) < len(self.cameras):
-            self.incomplete += 1
         # the 3-D point first: it is what the closed loop waits for; the boxes are for the record
         if self.tracker is not None:
             self.publish_point(trigger_index, cams, boxes, headers, t_end)
@@ -251,7 +243,7 @@ class DetectorNode(Node):
         self.latency.add((t_out - t_frame) / 1e6)  # the node's latency: frame -> 3-D published
 
     def queue_depth(self) -> int:
-        return len(self.pending)
+        return len(self.joiner)
 
     def teardown(self) -> None:
         if self.runner is not None:
@@ -262,7 +254,7 @@ class DetectorNode(Node):
         out = {
             "skipped_late": float(self.skipped_late),
             "shed_for_recording": float(self.shed),
-            "incomplete_sets": float(self.incomplete),
+            "incomplete_sets": float(self.joiner.incomplete_sets),
             "rejected": float(self.rejected),
         }
         if self.online is not None:
