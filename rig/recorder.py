@@ -239,6 +239,7 @@ class VideoWriter:
         self.low_water = max(1, min(8, self.high_water // 4))
         self.handoffs = 0
         self._restart_lock = threading.Lock()
+        self._stopping = False  # set by keep_up(stopping=True): the thread no longer goes idle
         self._start_thread()
 
     def _start_thread(self) -> None:
@@ -247,14 +248,16 @@ class VideoWriter:
         self.thread = threading.Thread(target=self._run, name=f"video-{self.path.stem}", daemon=True)
         self.thread.start()
 
-    def keep_up(self) -> None:
+    def keep_up(self, stopping: bool = False) -> None:
         """Called by the threads that feed and stop the writer (normal or real-time priority). With a
-        backlog of ``high_water`` frames an idle encoding thread goes back to normal priority: set
-        directly where the process may (root, CAP_SYS_NICE), else the thread steps down when it next
-        runs and a fresh normal-priority thread takes over here. On a machine kept busy by other work an
-        idle thread may barely run at all: only the direct way is immediate."""
+        backlog of ``high_water`` frames, or any backlog once the session is ``stopping``, an idle
+        encoding thread goes back to normal priority: set directly where the process may (root,
+        CAP_SYS_NICE), else the thread steps down when it next runs and a fresh normal-priority thread
+        takes over here. On a machine kept busy by other work an idle thread may barely run at all (the
+        idle class yields even to nice 19): only the direct way is immediate."""
+        self._stopping = self._stopping or stopping  # from now on the thread never goes idle again
         tid = self._idle_tid
-        if tid is not None and self.queue.qsize() >= self.high_water:
+        if tid is not None and self.queue.qsize() >= (1 if self._stopping else self.high_water):
             try:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
                 self._idle_tid = None
@@ -311,7 +314,7 @@ class VideoWriter:
         """Encode one frame from the queue; False when the thread is to end (the end, or a step down)."""
         if self.background:
             backlog = self.queue.qsize()
-            if self._idle_tid is None and backlog <= self.low_water:
+            if self._idle_tid is None and backlog <= self.low_water and not self._stopping:
                 if _set_idle_priority():
                     self._idle_tid = threading.get_native_id()
             elif self._idle_tid is not None and backlog >= self.high_water:
@@ -333,7 +336,7 @@ class VideoWriter:
         self._mux(self.stream.encode(frame))
         return True
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet[Any]]) -> None:
         """Mux packets; when the file grows by at least the bytes of every packet muxed before the last
         one, a cluster holding those packets has reached the file and their rows settle."""
         for packet in packets:
@@ -382,7 +385,7 @@ class VideoWriter:
         self.queue.put(None)  # after every frame queued, in memory or spilled
         while self.thread.is_alive() or self._handoff:
             self.thread.join(0.1)
-            self.keep_up()
+            self.keep_up(stopping=True)
         try:
             if self.error is None:
                 self._mux(self.stream.encode())
@@ -455,7 +458,7 @@ class JsonLines(AppendFile):
 def y_plane(frame: av.VideoFrame) -> np.ndarray:
     """The luma plane of a decoded frame as (H, W) uint8, read directly (no colour conversion)."""
     plane = frame.planes[0]
-    buf = memoryview(plane)  # type: ignore[arg-type]
+    buf = memoryview(plane)
     return np.frombuffer(buf, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
 
 

@@ -18,6 +18,7 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -278,7 +279,7 @@ class Session:
     def video_path(self, camera: str) -> Path:
         return self.path / f"{camera}.mkv"
 
-    def read_frames(self, camera: str):
+    def read_frames(self, camera: str) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (frame_table_row_index, image (H, W) uint8) for every recorded frame of ``camera``."""
         import av
 

@@ -186,9 +186,11 @@ class RecorderNode(Node):
                 )
         # stopping: every frame announced is off the rings, every other message taken, and every
         # encoder has written its queue (stats go on meanwhile: the supervisor sees the progress)
-        for v in self.videos.values():
-            v.keep_up()  # an idle encoder with a backlog goes back to normal priority, also while stopping
         deadline = self.drain_deadline
+        for v in self.videos.values():
+            # an idle encoder with a backlog goes back to normal priority; while stopping, with any backlog
+            # (at idle priority, other work on a busy machine could hold the last frames back for ever)
+            v.keep_up(stopping=deadline is not None)
         if deadline is not None and self.drain.done and (not batch or now > deadline):
             self.done = all(v.queue.qsize() == 0 for v in self.videos.values())
 
