@@ -123,9 +123,13 @@ def task_points(cfg: Config) -> dict[str, tuple[float, float, float]]:
     """The task's world points every camera must see (config field -> (x, y, z) in mm)."""
     pts = {"experiment.reaching.pellet_xyz_mm": cfg.experiment.reaching.pellet_xyz_mm}
     cl = cfg.pipeline.closed_loop
-    if cl.enabled:
+    if cl.enabled and not cl.rules:
         pts["pipeline.closed_loop.zone_center_mm"] = cl.zone_center_mm
         pts["pipeline.closed_loop.rest_xyz_mm"] = cl.rest_xyz_mm
+    elif cl.enabled:
+        for name, rule in cl.rules.items():
+            if rule.zone is not None:
+                pts[f"pipeline.closed_loop.rules.{name}.zone.center_mm"] = rule.zone.center_mm
     return pts
 
 

@@ -608,6 +608,15 @@ def repair_session(
                 changes.append(f"{cam}: torn last line removed")
         counts[cam] = table_counts(t.cols)
     summary = dict(meta.get("summary") or {})
+    if not (p / "closed_loop.csv").exists() and (p / "events.jsonl").exists():
+        # written at the session's end: a crashed session's stimuli are rebuilt from events.jsonl
+        from rig.closed_loop_report import closed_loop_summary
+        from rig.session import load_session
+
+        report = closed_loop_summary(load_session(p))
+        if "records" in report:
+            summary["closed_loop_report"] = report
+            changes.append(f"closed_loop.csv rebuilt from events.jsonl ({report['records']} stimuli)")
     frames = dict(summary.get("frames") or {})
     for cam, c in counts.items():
         if frames.get(cam) != c:

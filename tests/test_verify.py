@@ -93,6 +93,8 @@ def test_truncated_video_fails_then_repair_makes_it_pass(session: Path):
     n_video, _ = count_video_frames(video, decode=True)
     assert n_video is not None and 0 < n_video < n_rows
     mark_running(session, dead_pid())
+    stimuli = (session / "closed_loop.csv").read_text()
+    (session / "closed_loop.csv").unlink()  # a crashed session never wrote it
 
     r = cli(str(session), "--verify")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -106,6 +108,8 @@ def test_truncated_video_fails_then_repair_makes_it_pass(session: Path):
     assert "front.frames.csv.orig" in r.stdout and "status running -> interrupted" in r.stdout
     assert (session / "front.frames.csv.orig").read_text() == original
     assert not (session / "side.frames.csv.orig").exists()  # nothing to change there
+    assert "closed_loop.csv rebuilt from events.jsonl" in r.stdout
+    assert (session / "closed_loop.csv").read_text() == stimuli
     meta = json.loads((session / "session.json").read_text())
     assert meta["status"] == "interrupted" and meta["reason"].startswith("repaired after a crash")
     assert meta["summary"]["frames"]["front"] == {

@@ -24,25 +24,48 @@ DET_KEEP = 64  # detections kept per camera to match the frame on screen (0.5 s 
 RECENT = 16  # sampled frames kept per camera to wait for their detections (~0.4 s at a 40 Hz refresh)
 
 
+ZONE_COLORS = ((60, 220, 90), (230, 160, 40), (80, 160, 240), (220, 90, 200))
+REST_COLOR = (140, 140, 140)
+
+
 @dataclass(frozen=True)
 class Zone:
-    """A sphere drawn on the 3-D panels: the closed-loop zone, the reach-onset rest sphere."""
+    """A closed-loop rule's region drawn on the 3-D panels: a sphere (``radius_mm``), or an axis-aligned box
+    (``size_mm``, its edge lengths; ``radius_mm`` is then half the longest)."""
 
     label: str
     center: tuple[float, float, float]
     radius_mm: float
     color: tuple[int, int, int]
+    size_mm: tuple[float, float, float] | None = None
 
 
 def zones_from_config(cfg: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
     """The zones to draw and the configured pellet position, from a resolved config (as a dict:
-    ``Config.model_dump()``, a session's ``config.json`` or a bridge's info)."""
-    cl = (cfg.get("pipeline") or {}).get("closed_loop") or {}
+    ``Config.model_dump()``, a session's ``config.json`` or a bridge's info): the region of every closed-loop
+    rule that has one (the built-in zone and rest sphere, or the lab's own rules)."""
+    from pydantic import ValidationError
+
+    from rig.config import ClosedLoopConfig
+
     zones = []
-    if cl.get("enabled"):
-        zones.append(Zone("closed-loop zone", _vec(cl["zone_center_mm"]), float(cl["zone_radius_mm"]),
-                          (60, 220, 90)))  # fmt: skip
-        zones.append(Zone("rest", _vec(cl["rest_xyz_mm"]), float(cl["rest_radius_mm"]), (140, 140, 140)))
+    try:
+        cl = ClosedLoopConfig.model_validate((cfg.get("pipeline") or {}).get("closed_loop") or {})
+    except ValidationError:  # a session recorded by another version: nothing to outline
+        cl = ClosedLoopConfig(enabled=False)
+    if cl.enabled:
+        colors = iter(ZONE_COLORS * 8)
+        for name, rule in cl.active_rules().items():
+            z = rule.zone
+            if z is None:
+                continue
+            rest = rule.when in ("reach_onset", "reach_offset")
+            label = ("rest" if rest else "closed-loop zone") if not cl.rules else name
+            color = REST_COLOR if rest else next(colors)
+            if z.shape == "box" and z.size_mm is not None:
+                zones.append(Zone(label, _vec(z.center_mm), max(z.size_mm) / 2, color, _vec(z.size_mm)))
+            else:
+                zones.append(Zone(label, _vec(z.center_mm), float(z.radius_mm or 0), color))
     reaching = (cfg.get("experiment") or {}).get("reaching") or {}
     pellet = _vec(reaching["pellet_xyz_mm"]) if "pellet_xyz_mm" in reaching else None
     return zones, pellet
@@ -51,11 +74,22 @@ def zones_from_config(cfg: dict[str, Any]) -> tuple[list[Zone], tuple[float, flo
 def zones_from_bridge_info(raw: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
     """The same, from a bridge's ``bridge.info`` (which carries them as plain JSON)."""
     zones = [
-        Zone(str(z["label"]), _vec(z["center"]), float(z["radius_mm"]), tuple(int(c) for c in z["color"][:3]))  # type: ignore[arg-type]
+        Zone(
+            str(z["label"]),
+            _vec(z["center"]),
+            float(z["radius_mm"]),
+            _rgb(z["color"]),
+            _vec(z["size_mm"]) if z.get("size_mm") else None,
+        )
         for z in raw.get("zones") or []
     ]
     pellet = raw.get("pellet_configured")
     return zones, _vec(pellet) if pellet else None
+
+
+def _rgb(v: Iterable[Any]) -> tuple[int, int, int]:
+    r, g, b = (int(a) for a in list(v)[:3])
+    return (r, g, b)
 
 
 def _vec(v: Iterable[Any]) -> tuple[float, float, float]:

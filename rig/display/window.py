@@ -161,17 +161,22 @@ class TracePanels:
 
     def set_zones(self, zones: list[Zone]) -> None:
         """Draw each sphere as its outline in every view (in the oblique view, the outline of the sphere's
-        circle around its projected center: the cabinet projection keeps y-z circles round)."""
+        circle around its projected center: the cabinet projection keeps y-z circles round), and each box as
+        its edges."""
         circle = np.linspace(0, 2 * np.pi, 65)
         self.zone_items: list[tuple[Zone, list[Any]]] = []
         for z in zones:
             c = np.asarray(z.center, float)[None]
             items = []
-            for p, v in zip(self.plots, self._views(c)):
-                x = v[0, 0] + z.radius_mm * np.cos(circle)
-                y = v[0, 1] + z.radius_mm * np.sin(circle)
-                item = p.plot(x, y, pen=pg.mkPen(z.color, width=2, style=QtCore.Qt.PenStyle.DashLine))
-                items.append(item)
+            pen = pg.mkPen(z.color, width=2, style=QtCore.Qt.PenStyle.DashLine)
+            if z.size_mm is not None:
+                for p, v in zip(self.plots, self._views(_box_edges(z))):
+                    items.append(p.plot(v[:, 0], v[:, 1], pen=pen, connect="pairs"))
+            else:
+                for p, v in zip(self.plots, self._views(c)):
+                    x = v[0, 0] + z.radius_mm * np.cos(circle)
+                    y = v[0, 1] + z.radius_mm * np.sin(circle)
+                    items.append(p.plot(x, y, pen=pen))
             label = pg.TextItem(z.label, color=z.color, anchor=(0.5, 1.0))
             top = self._views(c)[1]
             label.setPos(float(top[0, 0]), float(top[0, 1] + z.radius_mm))
@@ -180,10 +185,14 @@ class TracePanels:
 
     def zone_rect_in_window(self, widget: QtWidgets.QWidget, zone: Zone, view: int = 1) -> QtCore.QRectF:
         """Where ``zone``'s outline is drawn in ``widget`` (view 0 oblique, 1 side, 2 top)."""
-        c = self._views(np.asarray(zone.center, float)[None])[view][0]
-        r = zone.radius_mm
-        a = plot_to_widget(self.plots[view], widget, c[0] - r, c[1] - r)
-        b = plot_to_widget(self.plots[view], widget, c[0] + r, c[1] + r)
+        if zone.size_mm is not None:
+            v = self._views(_box_edges(zone))[view]
+            lo, hi = v.min(axis=0), v.max(axis=0)
+        else:
+            c = self._views(np.asarray(zone.center, float)[None])[view][0]
+            lo, hi = c - zone.radius_mm, c + zone.radius_mm
+        a = plot_to_widget(self.plots[view], widget, lo[0], lo[1])
+        b = plot_to_widget(self.plots[view], widget, hi[0], hi[1])
         return QtCore.QRectF(a, b).normalized()
 
     def update(self, trail_n3: np.ndarray, head: np.ndarray | None, pellet: np.ndarray | None) -> None:
@@ -475,3 +484,12 @@ def qt_app() -> QtWidgets.QApplication:
         app = QtWidgets.QApplication([])
     assert isinstance(app, QtWidgets.QApplication)
     return app
+
+
+def _box_edges(z: Zone) -> np.ndarray:
+    """The 12 edges of a box zone as 24 points (pairs), world mm."""
+    assert z.size_mm is not None
+    half = np.asarray(z.size_mm, float) / 2
+    corners = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], float) * half
+    pairs = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
+    return np.asarray(z.center, float) + corners[np.array(pairs).ravel()]
