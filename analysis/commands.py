@@ -1,5 +1,6 @@
-"""``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``, ``reaching``,
-``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``, ``human``, ``pose``.
+"""``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``,
+``triangulate``, ``reaching``, ``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``,
+``human``, ``pose``.
 
 Wired into the CLI by ``rig/cli.py`` through :func:`register`.
 """
@@ -103,8 +104,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     r.set_defaults(func=_cmd_reaching)
 
+    from analysis.events import min_confidence_help
+    from analysis.tasks.social import (
+        SO_MAX_GAP_S,
+        SO_MIN_EPOCH_S,
+        SO_MIN_GAP_S,
+        SOCIAL_FORMATS,
+        TC_MAX_GAP_S,
+        TC_MIN_BOUT_S,
+        TC_MIN_GAP_S,
+    )
+
     tc = subparsers.add_parser(
-        "three-chamber", help="three-chamber sociability from a pose file (DLC/SLEAP/OpenPose)"
+        "three-chamber",
+        help="three-chamber sociability from a pose file (DLC/SLEAP/OpenPose)",
+        description="Chamber times, transitions and cup bouts from the head track. Points under the "
+        "confidence cut are removed, gaps up to --max-gap are filled linearly, and visits and bouts last at "
+        "least --min-bout with bouts closer than --min-gap joined, so a missed or false frame never splits "
+        "a bout or adds a transition. The summary says how many frames were cut, filled and still missing.",
     )
     tc.add_argument(
         "pose", type=Path, help="pose file with the head/snout track (.csv, .h5, .slp, JSON folder)"
@@ -118,6 +135,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tc.add_argument("--part", default="snout", help="body part used as the head (default snout)")
     tc.add_argument("--fps", type=float, required=True, help="video frame rate")
+    tc.add_argument(
+        "--min-confidence",
+        type=float,
+        help=f"drop points under this likelihood/score (default per format: {min_confidence_help()})",
+    )
+    tc.add_argument(
+        "--max-gap",
+        type=float,
+        default=TC_MAX_GAP_S,
+        help=f"fill gaps up to this many seconds linearly (default {TC_MAX_GAP_S:g}; 0 = none)",
+    )
+    tc.add_argument(
+        "--min-bout",
+        type=float,
+        default=TC_MIN_BOUT_S,
+        help=f"shortest chamber visit or cup bout, s (default {TC_MIN_BOUT_S:g})",
+    )
+    tc.add_argument(
+        "--min-gap",
+        type=float,
+        default=TC_MIN_GAP_S,
+        help=f"cup bouts closer than this (s) are one bout (default {TC_MIN_GAP_S:g})",
+    )
     tc.add_argument("--out", type=Path, required=True)
     tc.set_defaults(func=_cmd_three_chamber)
 
@@ -144,14 +184,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tg.set_defaults(func=_cmd_three_chamber_geometry)
 
-    so = subparsers.add_parser("social", help="two-mouse interaction from a multi-animal pose file")
-    so.add_argument(
-        "pose", type=Path, help="multi-animal DeepLabCut or SLEAP (.h5/.slp) file (2 individuals)"
+    so = subparsers.add_parser(
+        "social",
+        help="two-mouse interaction from a multi-animal pose file or body boxes",
+        description="Identities that hold (by class where the boxes have the seed's classes, else by "
+        "movement over the whole session, gated against lone detections), close-contact epochs (centres "
+        "under --threshold for --min-epoch, stretches less than --min-gap apart joined) and their types "
+        "(nose-to-nose, nose-to-tail, other, unknown when the parts are not seen). Distances are in cm "
+        "when the scale is known (--px-per-cm or the file's), else in pixels. Reads: " + SOCIAL_FORMATS,
     )
+    so.add_argument("pose", type=Path, help="multi-animal pose file, darknet log (.txt) or YOLO .txt folder")
     so.add_argument("--video", type=_video_choice, help=VIDEO_HELP)
     so.add_argument("--fps", type=float, required=True, help="video frame rate")
-    so.add_argument("--threshold", type=float, required=True, help="close-contact body-centre distance")
-    so.add_argument("--parts", default="nose,center,tail", help="nose,center,tail part names in the file")
+    so.add_argument(
+        "--threshold",
+        required=True,
+        help="close-contact body-centre distance: 5cm, 50mm or 40 (pixels)",
+    )
+    so.add_argument(
+        "--part-threshold",
+        help="nose-to-nose / nose-to-tail part distance, same forms (default half of --threshold)",
+    )
+    so.add_argument("--px-per-cm", type=float, help="image scale (default: the file's, if it has one)")
+    so.add_argument(
+        "--parts",
+        default="nose,center,tail",
+        help="nose,center,tail part names in the file (default nose,center,tail; for JABS files "
+        "nose,center_spine,base_tail)",
+    )
+    so.add_argument(
+        "--pair",
+        help="ID1,ID2: the two individuals to analyse in a file with more; 'all' for every pair",
+    )
+    so.add_argument(
+        "--classes",
+        default="body,body_mini",
+        help="box classes of mouse A and B (default body,body_mini: B wears the miniscope)",
+    )
+    so.add_argument("--image-size", help="WxH of the images, for a folder of YOLO .txt files")
+    so.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="VIDEO",
+        help="the tracked video: also write OUT/annotated.mp4 (bodies, identities, contacts)",
+    )
+    so.add_argument(
+        "--min-confidence",
+        type=float,
+        help=f"drop points/boxes under this confidence (default per format: {min_confidence_help()})",
+    )
+    so.add_argument(
+        "--max-gap",
+        type=float,
+        default=SO_MAX_GAP_S,
+        help=f"fill gaps up to this many seconds linearly (default {SO_MAX_GAP_S:g}; 0 = none)",
+    )
+    so.add_argument(
+        "--min-epoch",
+        type=float,
+        default=SO_MIN_EPOCH_S,
+        help=f"shortest contact epoch, s (default {SO_MIN_EPOCH_S:g})",
+    )
+    so.add_argument(
+        "--min-gap",
+        type=float,
+        default=SO_MIN_GAP_S,
+        help=f"contacts closer than this (s) are one epoch (default {SO_MIN_GAP_S:g})",
+    )
     so.add_argument("--out", type=Path, required=True)
     so.set_defaults(func=_cmd_social)
 
@@ -175,9 +274,93 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a camera and its OpenPose *_keypoints.json folder; repeat per camera",
     )
     hu.add_argument("--side", choices=["R", "L"], default="R", help="arm to measure (default R)")
-    hu.add_argument("--fps", type=float, required=True, help="video frame rate")
+    hu.add_argument("--fps", type=float, required=True, help="video frame rate (time = frame number / fps)")
+    hu.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.1,
+        help="OpenPose keypoints below this confidence are not used (default 0.1)",
+    )
+    hu.add_argument(
+        "--max-gap",
+        type=int,
+        default=0,
+        help="fill angle gaps of up to this many frames by linear interpolation (default 0: none)",
+    )
+    hu.add_argument(
+        "--smooth", type=int, default=0, help="Savitzky-Golay window for the angles, frames (odd; 0 = none)"
+    )
     hu.add_argument("--out", type=Path, required=True)
     hu.set_defaults(func=_cmd_human)
+
+    from analysis.triangulate import CALIBRATION_FORMATS, MIN_CONFIDENCE
+
+    tr = subparsers.add_parser(
+        "triangulate",
+        help="3-D points from the 2-D keypoints of two or more calibrated views (any tool's files)",
+        description="Views: DeepLabCut .csv/.h5 (single or multi-animal), SLEAP .slp/analysis .h5, "
+        "OpenPose JSON folders, JABS pose .h5, or detector boxes (darknet text, TensorBox JSON, a folder of "
+        "YOLO .txt) as their centres. Views are matched by frame number, never by row position; frames a "
+        "view lacks are listed. Calibration: this project's .calib.yaml, anipose .toml, OpenCV stereo "
+        ".yml/.xml or Bouguet .mat. Writes OUT/points3d.csv (fnum, <kp>_x/_y/_z, _error px, _ncams, "
+        "_cameras; one file per individual when several), OUT/qa.json (reprojection per view and keypoint, "
+        "fraction triangulated, frames missing per view) and qa.png, with --h5 a DeepLabCut-layout 3-D "
+        "points3d.h5, with --nwb points3d.nwb (ndx-pose).",
+    )
+    tr.add_argument(
+        "--calibration",
+        required=True,
+        nargs="+",
+        type=Path,
+        help="calibration file(s): rig.calib.yaml, calibration.toml, intrinsics.yml extrinsics.yml, "
+        "Calib_Results_stereo.mat",
+    )
+    tr.add_argument("--calibration-format", default="auto", choices=list(CALIBRATION_FORMATS))
+    tr.add_argument(
+        "--names", default="left,right", help="camera names of a stereo OpenCV/Bouguet calibration"
+    )
+    tr.add_argument(
+        "--camera",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a calibrated camera and its 2-D keypoint file or folder; repeat per camera (2 or more)",
+    )
+    tr.add_argument(
+        "--individual",
+        action="append",
+        help="individual to triangulate (repeat; default: all the views share)",
+    )
+    tr.add_argument(
+        "--min-confidence",
+        type=float,
+        default=MIN_CONFIDENCE,
+        help=f"2-D points below this confidence are not used (default {MIN_CONFIDENCE})",
+    )
+    tr.add_argument(
+        "--ransac",
+        type=float,
+        metavar="PX",
+        help="vote out a view whose point reprojects farther than PX pixels (helps with 3+ cameras)",
+    )
+    tr.add_argument(
+        "--smooth",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="temporal clean-up of each 3-D track: drop points far from the running median, fill gaps of "
+        "up to --max-gap frames, Savitzky-Golay over FRAMES (odd, >= 3; default 0 = off). With --ransac "
+        "this is the robust + smooth mode (BENCHMARKS.md: triangulate-accuracy)",
+    )
+    tr.add_argument(
+        "--max-gap", type=int, default=5, help="with --smooth: longest gap filled, frames (default 5)"
+    )
+    tr.add_argument("--image-size", help="WxH of the images, for a folder of YOLO .txt files")
+    tr.add_argument("--h5", action="store_true", help="also write points3d.h5 (DeepLabCut 3-D layout)")
+    tr.add_argument("--nwb", action="store_true", help="also write points3d.nwb (ndx-pose; needs --fps)")
+    tr.add_argument("--fps", type=float, help="frame rate: frame number / fps = time in the NWB file")
+    tr.add_argument("--out", required=True, type=Path, help="output folder")
+    tr.set_defaults(func=_cmd_triangulate)
 
     po = subparsers.add_parser(
         "pose",
@@ -323,6 +506,7 @@ def _write_failed(path: Path, exc: OSError) -> int:
 def _cmd_three_chamber(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from analysis.events import default_min_confidence
     from analysis.io.pose import read_pose
     from analysis.tasks.social import load_three_chamber_geometry, plot_three_chamber, three_chamber
 
@@ -330,20 +514,38 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
         geom = load_three_chamber_geometry(args.geometry)
         table = read_pose(args.pose, video=args.video).contiguous()
         head = table.part(args.part)
+        conf = table.confidence[:, 0, table.bodyparts.index(args.part)]
+        cut = args.min_confidence
+        if cut is None:
+            cut = default_min_confidence(table.meta.get("format"))
         t = np.arange(len(head)) / args.fps
-        res = three_chamber(t, head, geom)
+        res = three_chamber(
+            t,
+            head,
+            geom,
+            args.min_bout,
+            confidence=conf,
+            min_confidence=cut,
+            max_gap_s=args.max_gap,
+            min_gap_s=args.min_gap,
+        )
     except AnalysisError as exc:
         return _fail(exc)
     summary = {
-        k: res[k] for k in ("occupancy_s", "transitions", "sociability_index", "distance", "mean_speed")
+        k: res[k]
+        for k in ("occupancy_s", "missing_s", "transitions", "sociability_index", "distance", "mean_speed")
     }
     summary["cups"] = {}
     for cup, d in res["cups"].items():
-        bouts_s = [[s / args.fps, e / args.fps] for s, e in d["bouts"]]
+        bouts_s = [[t[s], t[e] + 1 / args.fps] for s, e in d["bouts"]]
         summary["cups"][cup] = {k: v for k, v in d.items() if k != "bouts"} | {"bouts_s": bouts_s}
+    summary["frames"] = res["quality"].to_dict() | {
+        "min_bout_s": args.min_bout,
+        "min_gap_s": args.min_gap,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "three_chamber.json").write_text(json.dumps(summary, indent=1, default=float))
-    plot_three_chamber(head, geom, args.out / "trajectory.png")
+    plot_three_chamber(res["head"], geom, args.out / "trajectory.png")
     print(json.dumps(summary, indent=1, default=float))
     return 0
 
@@ -370,46 +572,25 @@ def _cmd_three_chamber_geometry(args: argparse.Namespace) -> int:
 
 
 def _cmd_social(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from analysis.io.pose import read_pose
-    from analysis.tasks.social import plot_contact_distance, repair_identities, two_mouse_interaction
+    from analysis.tasks.social import SocialOptions, load_social_input, social_pairs
 
     try:
-        names = [p.strip() for p in args.parts.split(",")]
-        if len(names) != 3:
-            raise AnalysisError(f"--parts {args.parts!r}: expected nose,center,tail")
-        table = read_pose(args.pose, video=args.video).contiguous()
-        if len(table.individuals) != 2:
-            raise AnalysisError(f"{args.pose}: {len(table.individuals)} individuals, expected 2")
-        _, _, swapped = repair_identities(table.part(names[1], 0), table.part(names[1], 1))
-        parts = []
-        for who in (0, 1):
-            d = {
-                role: table.part(n, who).copy()
-                for role, n in zip(("nose", "center", "tail"), names, strict=True)
-            }
-            parts.append(d)
-        for role in ("nose", "center", "tail"):  # apply the identity repair to every part
-            pa, pb = parts[0][role], parts[1][role]
-            pa[swapped], pb[swapped] = pb[swapped].copy(), pa[swapped].copy()
-        t = np.arange(table.n_frames) / args.fps
-        res = two_mouse_interaction(t, parts[0], parts[1], args.threshold)
+        opts = SocialOptions.from_args(args)
+        data = load_social_input(args.pose, opts, video=args.video)
+        results = social_pairs(data, opts, pair=args.pair, out_dir=args.out, annotate=args.annotate)
+        summary = results[0] if len(results) == 1 else {"pairs": results}
+        (args.out / "social.json").write_text(json.dumps(summary, indent=1, default=float))
     except AnalysisError as exc:
         return _fail(exc)
-    args.out.mkdir(parents=True, exist_ok=True)
-    epochs = [
-        {"start_s": s / args.fps, "end_s": e / args.fps, "type": k, "min_distance": d}
-        for s, e, k, d in res["epochs"]
-    ]
-    summary = {"individuals": table.individuals, "frames_swapped": int(swapped.sum()), "epochs": epochs}
-    (args.out / "social.json").write_text(json.dumps(summary, indent=1, default=float))
-    plot_contact_distance(t, res, args.threshold, args.out / "distance.png")
+    except OSError as exc:
+        return _write_failed(args.out, exc)
     print(json.dumps(summary, indent=1, default=float))
     return 0
 
 
 def _cmd_human(args: argparse.Namespace) -> int:
+    import warnings
+
     import numpy as np
     import pandas as pd
 
@@ -421,48 +602,173 @@ def _cmd_human(args: argparse.Namespace) -> int:
         point_speed,
         segment_repetitions,
         shoulder_angle,
+        smooth_angle,
         supination_angle,
         triangulate_keypoints,
     )
+    from analysis.triangulate import match_frames, parse_views
 
     side, hand = args.side, "hand_right" if args.side == "R" else "hand_left"
     try:
+        if args.max_gap < 0 or args.smooth < 0 or (args.smooth and args.smooth % 2 == 0):
+            raise AnalysisError("--max-gap must be >= 0 and --smooth 0 or an odd number of frames")
         calib = load_calibration(args.calibration)
         tables = {}
-        for item in args.camera:
-            name, sep, folder = item.partition("=")
-            if not sep:
-                raise AnalysisError(f"--camera {item!r}: expected NAME=FOLDER")
+        for name, folder in parse_views(args.camera).items():
             calib[name]  # fails early, naming the calibration file, if the camera is not in it
             tables[name] = read_openpose(folder, parts=("pose", hand))
-        xyz, err = triangulate_keypoints(calib, tables)
+        xyz_m, err_m = triangulate_keypoints(calib, tables, min_confidence=args.min_confidence)
+        match = match_frames(tables)
+        # one row per frame number from the first to the last: time is frame / fps, gaps stay gaps
+        frames = np.arange(match.frames[0], match.frames[-1] + 1)
+        rows = match.frames - match.frames[0]
+        xyz = np.full((len(frames), *xyz_m.shape[1:]), np.nan)
+        err = np.full((len(err_m), len(frames), err_m.shape[2]), np.nan)
+        xyz[rows], err[:, rows] = xyz_m, err_m
         parts = next(iter(tables.values())).bodyparts
 
         def kp(n: str) -> np.ndarray:
             return xyz[:, parts.index(n)]
 
-        t = np.arange(len(xyz)) / args.fps
+        t = frames / args.fps
         sh, el, wr = kp(f"{side}Shoulder"), kp(f"{side}Elbow"), kp(f"{side}Wrist")
+        raw = {
+            "elbow_angle_deg": elbow_angle(sh, el, wr),
+            "shoulder_angle_deg": shoulder_angle(kp("MidHip"), sh, el),
+            "supination_deg": supination_angle(el, wr, kp(f"{hand}_Index1"), kp(f"{hand}_Pinky1")),
+        }
+        angles = {k: smooth_angle(v, args.max_gap, args.smooth) for k, v in raw.items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # frames no view holds: all-NaN medians
+            reproj = np.nanmedian(err, axis=(0, 2))
         table = pd.DataFrame(
             {
+                "frame": frames,
                 "t_s": t,
-                "elbow_angle_deg": elbow_angle(sh, el, wr),
-                "shoulder_angle_deg": shoulder_angle(kp("MidHip"), sh, el),
-                "supination_deg": supination_angle(el, wr, kp(f"{hand}_Index1"), kp(f"{hand}_Pinky1")),
+                **angles,
                 "wrist_speed_mm_s": point_speed(t, wr),
                 "elbow_speed_mm_s": point_speed(t, el),
-                "reprojection_px": np.nanmedian(err, axis=(0, 2)),
+                "reprojection_px": reproj,
             }
         )
     except AnalysisError as exc:
         return _fail(exc)
+    for line in match.report():
+        print(f"deepbehavior: warning: {line}", file=sys.stderr)
+    hand_3d = np.isfinite(kp(f"{hand}_Index1")).all(axis=1) & np.isfinite(kp(f"{hand}_Pinky1")).all(axis=1)
+    if not hand_3d.any():
+        print(
+            f"deepbehavior: warning: no usable {'left' if side == 'L' else 'right'} hand in any frame "
+            f"({hand} keypoints Index1/Pinky1 missing or below confidence {args.min_confidence} in the "
+            "views): supination_deg is empty",
+            file=sys.stderr,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "arm_angles.csv", index=False)
-    angles = {c.replace("_deg", ""): table[c].to_numpy() for c in table.columns if c.endswith("_deg")}
-    reps = segment_repetitions(table["t_s"].to_numpy(), angles["elbow_angle"], min_prominence=20.0)
-    plot_angles(table["t_s"].to_numpy(), angles, args.out / "arm_angles.png", reps)
-    print(table.describe().T[["mean", "min", "max"]].to_string())
+    joints = {"frame": frames, "t_s": t}
+    for k, name in enumerate(parts):
+        if np.isfinite(xyz[:, k, 0]).any():
+            for a, axis in enumerate("xyz"):
+                joints[f"{name}_{axis}"] = xyz[:, k, a]
+    pd.DataFrame(joints).to_csv(args.out / "joints_3d.csv", index=False, float_format="%.9g")
+    plot = {c.replace("_deg", ""): table[c].to_numpy() for c in table.columns if c.endswith("_deg")}
+    reps = segment_repetitions(table["t_s"].to_numpy(), plot["elbow_angle"], min_prominence=20.0)
+    plot_angles(table["t_s"].to_numpy(), plot, args.out / "arm_angles.png", reps)
+    print(table.drop(columns="frame").describe().T[["mean", "min", "max"]].to_string())
+    counts = {k: (int(np.isfinite(raw[k]).sum()), int(np.isfinite(angles[k]).sum())) for k in raw}
+    print(
+        f"{len(frames)} frames ({frames[0]}-{frames[-1]}); angle values measured / after filling: "
+        + ", ".join(f"{k.replace('_deg', '')} {a}/{b}" for k, (a, b) in counts.items())
+    )
+    print(f"wrote {args.out / 'arm_angles.csv'}, {args.out / 'joints_3d.csv'}")
     return 0
+
+
+def _cmd_triangulate(args: argparse.Namespace) -> int:
+    from analysis.triangulate import (
+        load_calibration_any,
+        parse_views,
+        plot_qa,
+        qa_summary,
+        read_view,
+        smooth_tracks,
+        summary_text,
+        triangulate_views,
+        write_outputs,
+    )
+
+    try:
+        names = tuple(n.strip() for n in args.names.split(","))
+        if len(names) != 2 or not all(names):
+            raise AnalysisError(f"--names {args.names!r}: expected two names, e.g. left,right")
+        if args.nwb and not args.fps:
+            raise AnalysisError("--nwb needs --fps (NWB times are frame number / fps)")
+        size = None
+        if args.image_size:
+            w, sep, h = args.image_size.lower().partition("x")
+            if not sep or not w.isdigit() or not h.isdigit():
+                raise AnalysisError(f"--image-size {args.image_size!r}: expected WxH, e.g. 1280x720")
+            size = (int(w), int(h))
+        views = parse_views(args.camera)
+        calib = load_calibration_any(args.calibration, args.calibration_format, (names[0], names[1]))
+        for name in views:
+            calib[name]  # fails early, naming the calibration file, if the camera is not in it
+        tables = {name: read_view(path, size) for name, path in views.items()}
+        res = triangulate_views(
+            calib,
+            tables,
+            min_confidence=args.min_confidence,
+            ransac_px=args.ransac,
+            individuals=args.individual,
+        )
+        if args.smooth:
+            res = smooth_tracks(res, window=args.smooth, max_gap=args.max_gap)
+    except AnalysisError as exc:
+        return _fail(exc)
+    for line in res.match.report() if res.match else []:
+        print(f"deepbehavior: warning: {line}", file=sys.stderr)
+    qa = qa_summary(res)
+    try:
+        written = write_outputs(res, args.out, h5=args.h5)
+        (args.out / "qa.json").write_text(json.dumps(qa, indent=1) + "\n")
+        written += [args.out / "qa.json", plot_qa(res, args.out / "qa.png")]
+        if args.nwb:
+            written.append(_triangulate_nwb(res, args.out / "points3d.nwb", args.fps, calib.units))
+    except OSError as exc:
+        return _write_failed(args.out, exc)
+    except AnalysisError as exc:
+        return _fail(exc)
+    print(summary_text(qa))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _triangulate_nwb(res: object, path: Path, fps: float, units: str) -> Path:
+    from datetime import UTC, datetime
+
+    from analysis.nwb import PoseSeries, export_nwb
+    from analysis.triangulate import Points3D
+
+    assert isinstance(res, Points3D)
+    t = res.frames / fps
+    pose = {
+        f"3d_{ind}": PoseSeries(
+            points=res.xyz[:, i],
+            timestamps_s=t,
+            bodyparts=res.bodyparts,
+            unit=units,
+            reference_frame="world frame of the calibration",
+            source_software="deepbehavior triangulate",
+        )
+        for i, ind in enumerate(res.individuals)
+    }
+    return export_nwb(
+        path,
+        identifier=path.stem,
+        session_description=f"3-D keypoints triangulated from {', '.join(res.cameras)}",
+        session_start_time=datetime.now(UTC),
+        pose=pose,
+    )
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:

@@ -18,14 +18,78 @@ def _check_points(points_cn2: np.ndarray, n_cams: int) -> np.ndarray:
 
 
 def undistort_points(cameras: Sequence[CameraModel], points_cn2: np.ndarray) -> np.ndarray:
-    """Pixel points (C, N, 2) -> normalized undistorted points (C, N, 2); NaN stays NaN."""
+    """Pixel points (C, N, 2) -> normalized undistorted points (C, N, 2); NaN stays NaN.
+
+    OpenCV's ``undistortPoints`` iteration (5 fixed-point steps), vectorized over all cameras and points at
+    once for models with up to 8 coefficients (equal to OpenCV's result within rounding); thin-prism and
+    tilted models (12, 14 coefficients) go through OpenCV itself.
+    """
     pts = _check_points(points_cn2, len(cameras))
-    out = np.full_like(pts, np.nan)
+    if any(cam.dist.size > 8 for cam in cameras):
+        out = np.full_like(pts, np.nan)
+        for c, cam in enumerate(cameras):
+            ok = np.isfinite(pts[c]).all(axis=1)
+            if ok.any():
+                out[c, ok] = cam.undistort(pts[c, ok])
+        return out
+    n_cams = len(cameras)
+    k = np.zeros((8, n_cams, 1))  # k1 k2 p1 p2 k3 k4 k5 k6, each (C, 1)
     for c, cam in enumerate(cameras):
-        ok = np.isfinite(pts[c]).all(axis=1)
-        if ok.any():
-            out[c, ok] = cam.undistort(pts[c, ok])
+        k[: cam.dist.size, c, 0] = cam.dist
+    mat = np.stack([cam.matrix for cam in cameras])
+    x0 = (pts[..., 0] - mat[:, 0, 2, None]) / mat[:, 0, 0, None]
+    y0 = (pts[..., 1] - mat[:, 1, 2, None]) / mat[:, 1, 1, None]
+    if not k.any():
+        return np.stack([x0, y0], axis=-1)
+    k1, k2, p1, p2, k3, k4, k5, k6 = k
+    tangential = bool(p1.any() or p2.any())
+    x, y = x0, y0
+    frozen: np.ndarray | None = None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for _ in range(_UNDISTORT_ITERATIONS):
+            r2 = x * x
+            r2 += y * y
+            icdist = 1.0 / _radial(r2, k1, k2, k3)
+            if k[5:].any():
+                icdist *= _radial(r2, k4, k5, k6)
+            if tangential:
+                xy2 = 2.0 * x * y
+                dx = p1 * xy2 + p2 * (r2 + 2.0 * x * x)
+                dy = p1 * (r2 + 2.0 * y * y) + p2 * xy2
+                x, y = x0 - dx, y0 - dy
+            else:
+                x, y = x0.copy(), y0.copy()
+            x *= icdist
+            y *= icdist
+            # OpenCV stops a point whose model folds over (icdist < 0) at its distorted position
+            fold = icdist < 0
+            if fold.any():
+                frozen = fold if frozen is None else frozen | fold
+            if frozen is not None:
+                x[frozen], y[frozen] = x0[frozen], y0[frozen]
+    return np.stack([x, y], axis=-1)
+
+
+def _radial(r2: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``1 + ((c r2 + b) r2 + a) r2`` with the terms whose coefficients are all zero left out."""
+    if c.any():
+        out = c * r2
+        out += b
+        out *= r2
+    elif b.any():
+        out = b * r2
+    else:
+        return 1.0 + a * r2
+    out += a
+    out *= r2
+    out += 1.0
     return out
+
+
+_UNDISTORT_ITERATIONS = 5  # cv2.undistortPoints' default criteria: 5 iterations
+_SVD_BELOW = 64  # fewer points than this: one batched SVD is faster than the closed form (online frames)
+_NEWTON_MAX = 12
+_BLOCK = 8192  # points per block in triangulate()
 
 
 def triangulate_normalized(
@@ -49,6 +113,14 @@ def triangulate_normalized(
     valid = np.isfinite(pts).all(axis=2) & (w > 0)
     w = np.where(valid, w, 0.0)
     p = np.where(valid[..., None], pts, 0.0)
+    seen = valid.sum(axis=0) >= 2
+    out = _dlt_svd(ext, p, w) if n < _SVD_BELOW else _dlt_closed_form(ext, p, w, seen)
+    out[~seen] = np.nan
+    return out
+
+
+def _dlt_svd(ext: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """DLT by SVD of the stacked rows ``A`` (N, 2C, 4); the reference the closed form equals."""
     # rows: x * P3 - P1 and y * P3 - P2, weighted, per camera -> A (N, 2C, 4)
     r1 = p[..., 0, None] * ext[:, None, 2, :] - ext[:, None, 0, :]
     r2 = p[..., 1, None] * ext[:, None, 2, :] - ext[:, None, 1, :]
@@ -57,29 +129,161 @@ def triangulate_normalized(
     _, _, vh = np.linalg.svd(a)
     x = vh[:, -1, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = x[:, :3] / x[:, 3:4]
-    out[valid.sum(axis=0) < 2] = np.nan
-    return out
+        return x[:, :3] / x[:, 3:4]
+
+
+def _dlt_closed_form(
+    ext: np.ndarray, p: np.ndarray, w: np.ndarray, seen: np.ndarray | None = None
+) -> np.ndarray:
+    """The same DLT without an SVD per point (equal to :func:`_dlt_svd` within ~1e-8 mm).
+
+    The right singular vector of ``A`` for its smallest singular value is the eigenvector of ``M = A^T A``
+    (4, 4) for its smallest eigenvalue. With ``M = [[B, c], [c^T, d]]`` and that eigenvector written
+    ``(X, 1)``, ``X = -(B - lam I)^-1 c`` where ``lam`` is the smallest root of ``d - lam + c . X(lam) = 0``.
+    Newton from ``lam = 0`` (the inhomogeneous least-squares point) converges monotonically (the function is
+    concave and decreasing below B's eigenvalues): two steps for most points, more for a point with an
+    outlier view (at most ``_NEWTON_MAX``; only the points still moving take a step). Every step is a 3x3
+    solve by the adjugate, elementwise over the points. ``seen`` (N,) marks the points with two or more
+    views; the others (no solution: NaN or meaningless) take no more than the first step.
+    """
+    # Per camera, with rows r1 = w (x P3 - P1) and r2 = w (y P3 - P2):
+    #   r1 r1^T + r2 r2^T = w^2 [(x^2 + y^2) P3 P3^T - x (P3 P1^T + P1 P3^T) - y (P3 P2^T + P2 P3^T)
+    #                           + P1 P1^T + P2 P2^T],
+    # constant matrices times four per-point factors: M's ten entries (10, N) are one matrix product
+    # (einsum's own loop: a multi-threaded BLAS call on this thin product is slower on a loaded machine)
+    mm = np.einsum("ij,jn->in", _dlt_constants(ext), _dlt_factors(p, w))  # B (6 entries), c (3), d
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # every point takes the first step from lam = 0; then only the points still moving take more
+        out = _shifted_solve(mm, np.zeros(mm.shape[1]))
+        lam = _newton_step(mm, np.zeros(mm.shape[1]), out)
+        out = _shifted_solve(mm, lam)
+        todo = np.arange(mm.shape[1]) if seen is None else np.flatnonzero(seen)
+        sub = mm if seen is None else mm[:, todo]
+        for _ in range(_NEWTON_MAX - 1):
+            dlam = _newton_step(sub, lam[todo], out[:, todo])
+            # a step that moves X by < 1e-12 of itself relative to B's scale (its trace) is not taken: X has
+            # converged; NaN (unseen points) compares False
+            move = np.abs(dlam) > 1e-12 * (sub[0] + sub[3] + sub[5])
+            todo, sub = todo[move], sub[:, move]
+            if not todo.size:
+                break
+            lam[todo] += dlam[move]
+            out[:, todo] = _shifted_solve(sub, lam[todo])
+    return out.T
+
+
+def _newton_step(mm: np.ndarray, lam: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Newton's step for ``d - lam + c . X(lam) = 0`` at ``lam`` with ``X = X(lam)`` (3, N)."""
+    return (mm[9] - lam + np.einsum("kn,kn->n", mm[6:9], x)) / (1.0 + np.einsum("kn,kn->n", x, x))
+
+
+_UPPER = ([0, 0, 0, 1, 1, 2, 0, 1, 2, 3], [0, 1, 2, 1, 2, 2, 3, 3, 3, 3])  # the 10 entries of a 4x4 symmetric
+
+
+def _dlt_constants(ext: np.ndarray) -> np.ndarray:
+    """(10, 4C): per camera, the upper-triangle entries of P3 P3^T, P3 P1^T + P1 P3^T, P3 P2^T + P2 P3^T and
+    P1 P1^T + P2 P2^T (columns in the order of :func:`_dlt_factors`' rows)."""
+    p1, p2, p3 = ext[:, 0, :], ext[:, 1, :], ext[:, 2, :]
+
+    def outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("ci,cj->cij", a, b)
+
+    mats = np.stack(
+        [
+            outer(p3, p3),
+            outer(p3, p1) + outer(p1, p3),
+            outer(p3, p2) + outer(p2, p3),
+            outer(p1, p1) + outer(p2, p2),
+        ],
+        axis=1,
+    )  # (C, 4, 4, 4)
+    return mats[:, :, _UPPER[0], _UPPER[1]].reshape(-1, 10).T
+
+
+def _dlt_factors(p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(4C, N): per camera w^2 (x^2 + y^2), -w^2 x, -w^2 y, w^2."""
+    w2 = w * w
+    x, y = p[..., 0], p[..., 1]
+    return np.stack([w2 * (x * x + y * y), -w2 * x, -w2 * y, w2], axis=1).reshape(-1, p.shape[1])
+
+
+def _shifted_solve(mm: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """``X = -(B - lam I)^-1 c`` (3, N) by the adjugate of the symmetric 3x3 ``B - lam I``."""
+    b00, b01, b02, b11, b12, b22, c0, c1, c2, _ = mm
+    s00, s11, s22 = b00 - lam, b11 - lam, b22 - lam
+    a00, a11, a22 = s11 * s22 - b12 * b12, s00 * s22 - b02 * b02, s00 * s11 - b01 * b01
+    a01, a02, a12 = b02 * b12 - b01 * s22, b01 * b12 - b02 * s11, b01 * b02 - s00 * b12
+    neg_det = -(s00 * a00 + b01 * a01 + b02 * a02)
+    return np.stack(
+        [
+            (a00 * c0 + a01 * c1 + a02 * c2) / neg_det,
+            (a01 * c0 + a11 * c1 + a12 * c2) / neg_det,
+            (a02 * c0 + a12 * c1 + a22 * c2) / neg_det,
+        ]
+    )
 
 
 def triangulate(
     cameras: Sequence[CameraModel], points_cn2: np.ndarray, weights_cn: np.ndarray | None = None
 ) -> np.ndarray:
-    """Distorted pixel points (C, N, 2) from named cameras -> world points (N, 3) in mm."""
-    norm = undistort_points(cameras, points_cn2)
+    """Distorted pixel points (C, N, 2) from named cameras -> world points (N, 3) in mm.
+
+    Long inputs go through in blocks of ``_BLOCK`` points: the elementwise work then stays in the CPU's
+    cache (one call on 100,000 points is ~2x faster than without blocks); results do not depend on it.
+    """
+    pts = _check_points(points_cn2, len(cameras))
+    n = pts.shape[1]
+    if weights_cn is not None:
+        weights_cn = np.asarray(weights_cn, dtype=np.float64)
+        if weights_cn.shape != (len(cameras), n):
+            raise AnalysisError(f"weights must have shape (C={len(cameras)}, N={n}), got {weights_cn.shape}")
     ext = np.stack([cam.extrinsic for cam in cameras])
-    return triangulate_normalized(ext, norm, weights_cn)
+    out = np.empty((n, 3))
+    for i in range(0, n, _BLOCK):
+        block = slice(i, i + _BLOCK)
+        w = None if weights_cn is None else weights_cn[:, block]
+        out[block] = triangulate_normalized(ext, undistort_points(cameras, pts[:, block]), w)
+    return out
 
 
 def reproject(cameras: Sequence[CameraModel], points_n3: np.ndarray) -> np.ndarray:
     """World points (N, 3) -> pixel points (C, N, 2), NaN where the point is NaN."""
     pts = np.asarray(points_n3, dtype=np.float64).reshape(-1, 3)
+    if len(pts) >= _SVD_BELOW and all(cam.dist.size <= 8 for cam in cameras):
+        return _project(cameras, pts)
     out = np.full((len(cameras), len(pts), 2), np.nan)
     ok = np.isfinite(pts).all(axis=1)
     for c, cam in enumerate(cameras):
         if ok.any():
             out[c, ok] = cam.project(pts[ok])
     return out
+
+
+def _project(cameras: Sequence[CameraModel], pts: np.ndarray) -> np.ndarray:
+    """OpenCV's ``projectPoints`` (pinhole, radial k1-k6, tangential p1 p2), for all cameras at once: equal to
+    it within rounding, several times faster on long inputs. (N, 3) -> (C, N, 2); NaN stays NaN."""
+    k = np.zeros((8, len(cameras), 1))
+    for c, cam in enumerate(cameras):
+        k[: cam.dist.size, c, 0] = cam.dist
+    k1, k2, p1, p2, k3, k4, k5, k6 = k
+    rot = np.stack([cam.rotation for cam in cameras])  # (C, 3, 3)
+    t = np.stack([cam.tvec for cam in cameras])[:, :, None]  # (C, 3, 1)
+    cam_xyz = np.einsum("cij,nj->cin", rot, pts) + t  # (C, 3, N); no BLAS threads (see _dlt_closed_form)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y = cam_xyz[:, 0] / cam_xyz[:, 2], cam_xyz[:, 1] / cam_xyz[:, 2]
+        r2 = x * x + y * y
+        radial = _radial(r2, k1, k2, k3)
+        if k[5:].any():
+            radial = radial / _radial(r2, k4, k5, k6)
+        xd, yd = x * radial, y * radial
+        if p1.any() or p2.any():
+            xy2 = 2.0 * x * y
+            xd += p1 * xy2 + p2 * (r2 + 2.0 * x * x)
+            yd += p1 * (r2 + 2.0 * y * y) + p2 * xy2
+    mat = np.stack([cam.matrix for cam in cameras])
+    return np.stack(
+        [xd * mat[:, 0, 0, None] + mat[:, 0, 2, None], yd * mat[:, 1, 1, None] + mat[:, 1, 2, None]], axis=-1
+    )
 
 
 def reprojection_errors(

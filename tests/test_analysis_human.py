@@ -102,21 +102,27 @@ def test_triangulate_openpose_tables_from_two_views():
     ok = np.isfinite(xyz).all(axis=2)
     np.testing.assert_allclose(xyz[ok], truth[ok], atol=1e-6)
     assert np.nanmax(err) < 1e-6 and err.shape == (2, 20, 4)
+    # a view that lacks frames 10..19 is paired by frame number: those frames have one view, no 3-D
     lt = tables["left"]
     short = PoseTable(
         lt.points[:10], lt.confidence[:10], lt.bodyparts, ["p0"], np.arange(10), source="left10/"
     )
-    with pytest.raises(AnalysisError, match=r"left10/: 10 frames but right/ \(right\) has 20"):
-        triangulate_keypoints(calib, {"right": tables["right"], "left": short})
+    xyz, err = triangulate_keypoints(calib, {"right": tables["right"], "left": short})
+    assert xyz.shape == (20, 4, 3) and np.isnan(xyz[10:]).all()
+    np.testing.assert_allclose(xyz[:10][ok[:10]], truth[:10][ok[:10]], atol=1e-6)
+    odd = PoseTable(lt.points, lt.confidence, ["a", "b", "c", "d"], ["p0"], np.arange(20), source="odd/")
+    with pytest.raises(AnalysisError, match=r"odd/: body parts differ from right/"):
+        triangulate_keypoints(calib, {"right": tables["right"], "left": odd})
 
 
-def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
+def _human_views(tmp_path, skip=None, left_hand=False):
+    """Two calibrated OpenPose views of the synthetic right arm at 10 Hz (40 frames); ``skip`` maps a
+    camera to the frame numbers it has no file for. Returns (t, flex, abd, sup, arm, cameras)."""
     import json
 
-    import pandas as pd
+    import cv2
 
     from analysis.camera import Calibration, CameraModel, save_calibration
-    from tests.analysis_helpers import run_cli
 
     t, flex, abd, sup, arm = _arm()
     t, flex, abd, sup = t[::10], flex[::10], abd[::10], sup[::10]
@@ -124,8 +130,6 @@ def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
     k = np.array([[1000.0, 0, 640], [0, 1000, 360], [0, 0, 1]])
     # cameras 3 m in front of the subject (world z up), looking along +y
     r0 = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
-    import cv2
-
     cams = {}
     for name, x in (("left", -400.0), ("right", 400.0)):
         c = np.array([x, -3000.0, 1200.0])
@@ -139,6 +143,8 @@ def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
         folder = tmp_path / name
         folder.mkdir()
         for f in range(len(t)):
+            if f in (skip or {}).get(name, ()):
+                continue
             body, hand = np.zeros((25, 3)), np.zeros((21, 3))
             for part, i in body_idx.items():
                 body[i] = [*cam.project(arm[part][f])[0], 0.9]
@@ -147,11 +153,21 @@ def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
             person = {
                 "pose_keypoints_2d": body.ravel().tolist(),
                 "hand_right_keypoints_2d": hand.ravel().tolist(),
-                "hand_left_keypoints_2d": [],
+                # a left hand OpenPose saw only faintly (confidence 0.05)
+                "hand_left_keypoints_2d": (hand * [1, 1, 0.0625]).ravel().tolist() if left_hand else [],
             }
             (folder / f"{name}_{f:012d}_keypoints.json").write_text(
                 json.dumps({"version": 1.3, "people": [person]})
             )
+    return t, flex, abd, sup, arm, cams
+
+
+def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
+    import pandas as pd
+
+    from tests.analysis_helpers import run_cli
+
+    _, flex, abd, sup, _, _ = _human_views(tmp_path)
     out = tmp_path / "out"
     cams_arg = f"--camera left={tmp_path / 'left'} --camera right={tmp_path / 'right'}"
     argv = f"human --calibration {tmp_path / 'c.yaml'} {cams_arg} --fps 10 --out {out}".split()
@@ -165,3 +181,74 @@ def test_human_command_from_openpose_json_of_two_views(tmp_path, capsys):
     assert (out / "arm_angles.png").stat().st_size > 3000
     rc = run_cli([a.replace("left=", "top=") for a in argv])
     assert rc == 2 and "c.yaml: no camera named 'top' (it has: left, right)" in capsys.readouterr().err
+
+
+def test_human_pairs_views_by_frame_number(tmp_path, capsys):
+    """The issue's case: both views have the same number of files but different gaps. Paired by position
+    every frame after the first gap would be misaligned; by frame number the angles stay right."""
+    import pandas as pd
+
+    from tests.analysis_helpers import run_cli
+
+    _, flex, _, sup, arm, _ = _human_views(tmp_path, skip={"left": range(5, 10), "right": range(20, 25)})
+    assert len(list((tmp_path / "left").iterdir())) == len(list((tmp_path / "right").iterdir())) == 35
+    out = tmp_path / "out"
+    argv = [
+        "human", "--calibration", str(tmp_path / "c.yaml"), "--camera", f"left={tmp_path / 'left'}",
+        "--camera", f"right={tmp_path / 'right'}", "--fps", "10", "--out", str(out),
+    ]  # fmt: skip
+    assert run_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "view 'left' lacks 5 of 40 frames the other views have: 5-9" in err
+    assert "view 'right' lacks 5 of 40 frames the other views have: 20-24" in err
+    res = pd.read_csv(out / "arm_angles.csv")
+    np.testing.assert_array_equal(res["frame"], np.arange(40))
+    np.testing.assert_allclose(res["t_s"], np.arange(40) / 10)  # real time: 0-3.9 s, gaps included
+    one_view = np.r_[5:10, 20:25]
+    assert res.loc[one_view, "elbow_angle_deg"].isna().all()
+    both = np.setdiff1d(np.arange(40), one_view)
+    np.testing.assert_allclose(res.loc[both, "elbow_angle_deg"], flex[both], atol=1e-3)
+    np.testing.assert_allclose(res.loc[both, "supination_deg"], sup[both], atol=1e-3)
+    assert res.loc[both, "reprojection_px"].max() < 1e-3
+    # per-joint 3-D positions
+    joints = pd.read_csv(out / "joints_3d.csv")
+    np.testing.assert_allclose(
+        joints.loc[both, ["RElbow_x", "RElbow_y", "RElbow_z"]], arm["elbow"][both], atol=1e-3
+    )
+    np.testing.assert_allclose(
+        joints.loc[both, ["hand_right_Index1_x", "hand_right_Index1_y", "hand_right_Index1_z"]],
+        arm["index"][both],
+        atol=1e-3,
+    )
+    # gap filling: gaps of up to --max-gap frames are interpolated linearly between the measured angles,
+    # longer ones stay empty; --smooth smooths what is there
+    measured = res["elbow_angle_deg"].to_numpy()
+    assert run_cli([*argv, "--max-gap", "4"]) == 0
+    assert pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].isna().sum() == 10
+    assert run_cli([*argv, "--max-gap", "5"]) == 0
+    filled = pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].to_numpy()
+    assert np.isfinite(filled).all()
+    np.testing.assert_allclose(filled, np.interp(np.arange(40), both, measured[both]), atol=1e-9)
+    assert "elbow_angle 30/40" in capsys.readouterr().out
+    assert run_cli([*argv, "--max-gap", "5", "--smooth", "5"]) == 0
+    smooth = pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].to_numpy()
+    assert np.isfinite(smooth).all() and 0 < np.abs(smooth - filled).max() < 10.0
+    assert run_cli([*argv, "--smooth", "4"]) == 2
+    assert "--smooth 0 or an odd number" in capsys.readouterr().err
+
+
+def test_human_side_without_a_usable_hand_warns(tmp_path, capsys):
+    from tests.analysis_helpers import run_cli
+
+    _human_views(tmp_path, left_hand=True)
+    argv = [
+        "human", "--calibration", str(tmp_path / "c.yaml"), "--camera", f"left={tmp_path / 'left'}",
+        "--camera", f"right={tmp_path / 'right'}", "--fps", "10", "--side", "L", "--out", str(tmp_path / "o"),
+    ]  # fmt: skip
+    assert run_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "no usable left hand in any frame" in err and "below confidence 0.1" in err
+    assert run_cli([*argv, "--min-confidence", "0.01"]) == 0  # the faint hand is used when allowed
+    assert "no usable left hand" not in capsys.readouterr().err
+    rc = run_cli([*argv[:6], f"left={tmp_path / 'right'}", *argv[7:]])
+    assert rc == 2 and "--camera left: given twice" in capsys.readouterr().err

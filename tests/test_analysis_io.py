@@ -230,3 +230,139 @@ def test_norpix_seq_corrupt_header_and_truncation(shared_data, tmp_path):
     geo.write_bytes(data[:564] + (999).to_bytes(4, "little") + data[568:])
     with pytest.raises(ImportFormatError, match=r"geo.seq: byte 564: image size 999 B"):
         read_seq(geo)
+
+
+def _openpose_file(path: Path, x: float) -> None:
+    body = [0.0] * 75
+    body[3:6] = [x, 2 * x, 0.9]  # Neck
+    path.write_text(json.dumps({"version": 1.3, "people": [{"pose_keypoints_2d": body}]}))
+
+
+def test_openpose_keeps_file_frame_numbers_and_contiguous_fills_gaps(tmp_path):
+    """Files 1..129 with 14 missing (as OpenPose leaves them after dropped frames) keep their numbers."""
+    missing = set(range(20, 27)) | set(range(60, 67))
+    present = [n for n in range(1, 130) if n not in missing]
+    for n in present:
+        _openpose_file(tmp_path / f"clip_{n:012d}_keypoints.json", float(n))
+    t = read_openpose(tmp_path, parts=("pose",))
+    assert t.n_frames == 115
+    np.testing.assert_array_equal(t.frames, present)
+    np.testing.assert_allclose(t.part("Neck")[:, 0], present)  # row k holds file frames[k]
+    full = t.contiguous()
+    np.testing.assert_array_equal(full.frames, np.arange(1, 130))
+    neck = full.part("Neck")[:, 0]
+    assert np.isnan(neck[np.isin(full.frames, sorted(missing))]).all()
+    np.testing.assert_allclose(neck[~np.isin(full.frames, sorted(missing))], present)
+
+
+def test_openpose_numbers_order_files_without_zero_padding(tmp_path):
+    for n in (8, 9, 10, 11):
+        _openpose_file(tmp_path / f"v_{n}_keypoints.json", float(n))
+    t = read_openpose(tmp_path, parts=("pose",))
+    np.testing.assert_array_equal(t.frames, [8, 9, 10, 11])  # not 10, 11, 8, 9 (name order)
+    np.testing.assert_allclose(t.part("Neck")[:, 0], [8, 9, 10, 11])
+
+
+def test_real_files_keep_their_frame_numbers(shared_data):
+    op = read_openpose(shared_data / "openposer-body25-signlanguage" / "data" / "du_wohn_wo")
+    np.testing.assert_array_equal(op.frames, np.arange(175))  # du_wohn_wo_000000000000 .. 174
+    reach = read_dlc(shared_data / "dlc2kinematics-mouse-reaching" / "reachingDEMO_2D.h5")
+    np.testing.assert_array_equal(reach.frames, np.arange(42150, 42950))
+    labels = shared_data / "dlc-openfield-pranav" / "labeled-data" / "m4s1"
+    for f in ("CollectedData_Pranav.csv", "CollectedData_Pranav.h5"):
+        t = read_dlc(labels / f)
+        # frame numbers from the labeled images' names (img0000.png ...), in the file's row order
+        expect = [int(Path(i).stem[3:]) for i in t.meta["index"]]
+        np.testing.assert_array_equal(t.frames, expect)
+        assert t.individuals == ["animal"]
+
+
+def test_dlc_labels_numbered_by_image_names_with_gaps(tmp_path):
+    cols = pd.MultiIndex.from_product(
+        [["me"], ["snout"], ["x", "y"]], names=["scorer", "bodyparts", "coords"]
+    )
+    index = [f"labeled-data/v/img{n:04d}.png" for n in (40, 3, 17)]
+    pd.DataFrame([[1.0, 2], [3, 4], [5, 6]], index=index, columns=cols).to_csv(tmp_path / "c.csv")
+    t = read_dlc(tmp_path / "c.csv")
+    np.testing.assert_array_equal(t.frames, [3, 17, 40])  # sorted into frame order with their rows
+    np.testing.assert_allclose(t.part("snout")[:, 0], [3, 5, 1])
+
+
+# ------------------------------------------------------------------------------------------- JABS
+def _jabs_file(path: Path, version: int, n_frames: int = 6) -> np.ndarray:
+    """A JABS pose file in the documented layout; returns the (x, y) points written, (T, I, 12, 2)."""
+    rng = np.random.default_rng(version)
+    n_inst = 1 if version == 2 else 3
+    xy = rng.uniform(10, 500, (n_frames, n_inst, 12, 2))
+    conf = rng.uniform(0.5, 1.0, (n_frames, n_inst, 12))
+    conf[1, 0, 3] = 0.0  # a point not found
+    with h5py.File(path, "w") as f:
+        g = f.create_group("poseest")
+        g.attrs["version"] = np.array([version, 0], dtype=np.uint16)
+        g.attrs["cm_per_pixel"] = np.float32(0.0705)
+        yx = xy[..., ::-1].astype(np.uint16)  # stored (y, x), whole pixels
+        if version == 2:
+            g["points"], g["confidence"] = yx[:, 0], conf[:, 0].astype(np.float32)
+        else:
+            g["points"], g["confidence"] = yx, conf.astype(np.float32)
+        if version == 3:
+            g["instance_count"] = np.array([3, 2, 2, 3, 1, 0][:n_frames], dtype=np.uint8)
+            g["instance_track_id"] = np.zeros((n_frames, n_inst), dtype=np.uint32)
+        if version >= 4:
+            # identities 1..3; in frame 2 instances 0 and 2 swap identities; instance 1 masked in frame 4
+            ids = np.tile(np.array([1, 2, 3], dtype=np.uint32), (n_frames, 1))
+            ids[2] = [3, 2, 1]
+            mask = np.zeros((n_frames, n_inst), dtype=np.uint8)
+            mask[4, 1] = 1
+            g["instance_embed_id"], g["id_mask"] = ids, mask
+        if version >= 5:
+            so = f.create_group("static_objects")
+            so["corners"] = np.array([[10, 20], [10, 500], [500, 20], [500, 500]], dtype=np.uint16)
+    return np.floor(xy)
+
+
+@pytest.mark.parametrize("version", [2, 3, 4, 5, 6])
+def test_jabs_pose_files(tmp_path, version):
+    from analysis.io.jabs import JABS_KEYPOINTS, read_jabs
+    from analysis.io.pose import read_pose
+
+    path = tmp_path / f"video_pose_est_v{version}.h5"
+    xy = _jabs_file(path, version)
+    t = read_pose(path)
+    assert t.meta["format"] == "jabs" and t.meta["version"] == version
+    assert t.meta["cm_per_pixel"] == pytest.approx(0.0705)
+    assert t.bodyparts == JABS_KEYPOINTS and t.bodyparts[0] == "nose" and len(t.bodyparts) == 12
+    np.testing.assert_array_equal(t.frames, np.arange(6))
+    assert np.isnan(t.points[1, 0, 3]).all() and np.isnan(t.confidence[1, 0, 3])  # confidence 0: missing
+    if version == 2:
+        assert t.individuals == ["mouse"]
+        np.testing.assert_allclose(t.points[0, 0], xy[0, 0])  # (y, x) on disk -> (x, y)
+    elif version == 3:
+        assert t.individuals == ["instance0", "instance1", "instance2"]
+        np.testing.assert_allclose(t.points[0, 2], xy[0, 2])
+        assert np.isnan(t.points[1, 2]).all() and np.isnan(t.points[5]).all()  # beyond instance_count
+    else:
+        assert t.individuals == ["id1", "id2", "id3"]
+        np.testing.assert_allclose(t.part("tip_tail", "id1")[0], xy[0, 0, 11])
+        np.testing.assert_allclose(t.part("tip_tail", "id1")[2], xy[2, 2, 11])  # the swap is undone
+        np.testing.assert_allclose(t.part("nose", "id3")[2], xy[2, 0, 0])
+        assert np.isnan(t.part("nose", "id2")[4]).all()  # masked instance
+    if version >= 5:
+        assert t.meta["static_objects"]["corners"].shape == (4, 2)
+    with h5py.File(path, "a") as f:
+        del f["poseest/confidence"]
+        f["poseest/confidence"] = np.zeros((6, 5))
+    with pytest.raises(ImportFormatError, match=r"poseest/confidence has shape \(6, 5\)"):
+        read_jabs(path)
+
+
+def test_pose_format_error_lists_the_formats_read(tmp_path):
+    from analysis.io.pose import read_pose
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(ImportFormatError, match=r"other.h5: not a DeepLabCut table.*formats read: .*JABS"):
+        read_pose(tmp_path / "other.h5")
+    (tmp_path / "x.tsv").write_text("")
+    with pytest.raises(ImportFormatError, match=r"unknown pose format; formats read: OpenPose"):
+        read_pose(tmp_path / "x.tsv")

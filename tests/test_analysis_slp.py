@@ -223,7 +223,8 @@ def test_three_chamber_command_reads_slp_like_the_dlc_file(shared_data, dlc_labe
         "interaction_margin": 30,
     }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(geom))
-    common = ["--geometry", str(tmp_path / "g.yaml"), "--fps", "30"]
+    # the same confidence cut for both (each format has its own default; the summary states the cut)
+    common = ["--geometry", str(tmp_path / "g.yaml"), "--fps", "30", "--min-confidence", "0.5"]
     assert run_cli(["three-chamber", str(labels), *common, "--out", str(tmp_path / "dlc")]) == 0
     assert run_cli(["three-chamber", str(tmp_path / "m4s1.slp"), *common, "--out", str(tmp_path / "x")]) == 2
     assert "m4s1.slp: labeled frames in 2 videos" in capsys.readouterr().err

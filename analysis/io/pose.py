@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,12 +133,33 @@ def _openpose_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+_NUMBER_AT_END = re.compile(r"(\d+)(?:_keypoints)?$")
+
+
+def frame_numbers(names: Sequence[str]) -> np.ndarray | None:
+    """The frame number each file or image name ends with (``clip_000000000012_keypoints.json`` -> 12,
+    ``labeled-data/m4s1/img0027.png`` -> 27), or None unless every name has one and they are distinct."""
+    numbers = []
+    for name in names:
+        m = _NUMBER_AT_END.search(Path(str(name)).stem)
+        if m is None:
+            return None
+        numbers.append(int(m.group(1)))
+    if len(set(numbers)) != len(numbers):
+        return None
+    return np.array(numbers, dtype=np.int64)
+
+
 def read_openpose(
     source: str | Path | Sequence[str | Path],
     parts: Sequence[str] = ("pose", "hand_left", "hand_right"),
     max_people: int | None = None,
 ) -> PoseTable:
-    """OpenPose JSON files (a folder, sorted by name = frame order, or a list) -> :class:`PoseTable`.
+    """OpenPose JSON files (a folder or a list) -> :class:`PoseTable`.
+
+    ``frames`` are the numbers the file names end with (``<name>_000000000012_keypoints.json`` -> 12),
+    rows in that order; a folder whose names lack distinct numbers is taken in name order as 0, 1, ...
+    Frames OpenPose skipped stay absent (:meth:`PoseTable.contiguous` puts NaN rows in their place).
 
     ``parts`` selects keypoint groups (``pose``, ``hand_left``, ``hand_right``, ``face``); body part names
     are ``Nose``... for BODY_25/COCO and ``hand_left_Wrist``... for hands. People keep OpenPose's order in
@@ -145,6 +167,15 @@ def read_openpose(
     seen in one frame (or ``max_people``).
     """
     files = _openpose_files(source)
+    numbers = frame_numbers([f.name for f in files])
+    if numbers is not None:  # frame order is number order ("x_10" after "x_9" even without zero padding)
+        order = np.argsort(numbers, kind="stable")
+        files, numbers = [files[i] for i in order], numbers[order]
+    else:
+        log.warning(
+            "%s: file names do not all end in distinct frame numbers; frames are numbered 0.. in name order",
+            source,
+        )
     for p in parts:
         if p not in OPENPOSE_PARTS:
             raise ImportFormatError(f"unknown OpenPose part {p!r} (known: {', '.join(OPENPOSE_PARTS)})")
@@ -210,7 +241,7 @@ def read_openpose(
         confidence=conf,
         bodyparts=names,
         individuals=[f"person{i}" for i in range(n_people)],
-        frames=np.arange(len(files)),
+        frames=numbers if numbers is not None else np.arange(len(files)),
         source=str(source if isinstance(source, (str, Path)) else files[0].parent),
         meta={"format": "openpose", "files": [f.name for f in files]},
     )
@@ -261,16 +292,35 @@ def read_dlc(path: str | Path) -> PoseTable:
         elif c == "likelihood":
             conf[:, i, k] = values[:, j]
     index = df.index
-    try:
-        frames = np.asarray(index, dtype=np.int64)
-    except (TypeError, ValueError):
-        frames = np.arange(len(df))
+    frames = _dlc_frames(index)
+    if np.any(np.diff(frames) <= 0):  # rows out of frame order (labels files are not always sorted)
+        order = np.argsort(frames, kind="stable")
+        points, conf, frames, index = points[order], conf[order], frames[order], index[order]
     meta = {
         "format": "deeplabcut",
         "scorer": str(cols.get_level_values(0)[0]),
         "index": [str(i) for i in index],
     }
     return PoseTable(points, conf, bodyparts, individuals, frames, str(path), meta=meta)
+
+
+def _dlc_frames(index: Any) -> np.ndarray:
+    """Frame numbers of a DeepLabCut table's rows: the integer index of an analysis output, or the number
+    each labeled image's name ends with (``img0027.png`` -> 27; a (folder, video, image) MultiIndex uses
+    its last level); row numbers when neither gives distinct numbers."""
+    import pandas as pd
+
+    if isinstance(index, pd.MultiIndex):
+        index = index.get_level_values(-1)
+    try:
+        frames = np.asarray(index, dtype=np.int64)
+        if len(np.unique(frames)) == len(frames):
+            return frames
+    except (TypeError, ValueError):
+        numbers = frame_numbers([str(i) for i in index])
+        if numbers is not None:
+            return numbers
+    return np.arange(len(index), dtype=np.int64)
 
 
 def _read_dlc_csv(path: Path) -> Any:
@@ -287,7 +337,12 @@ def _read_dlc_csv(path: Path) -> Any:
     extra = [c for c in df.columns if str(c[0]).startswith("Unnamed")]
     if extra:
         df = df.drop(columns=extra)
-    df.columns = df.columns.set_names(["scorer", "individuals", "bodyparts", "coords"][4 - n_header :])
+    levels = (
+        ["scorer", "individuals", "bodyparts", "coords"]
+        if n_header == 4
+        else ["scorer", "bodyparts", "coords"]
+    )
+    df.columns = df.columns.set_names(levels)
     del first_level
     return df
 
@@ -524,9 +579,16 @@ def _slp_video_index(path: Path, videos: list[Any], n_labeled: list[int], video:
     return hits[0]
 
 
+POSE_FORMATS = (
+    "OpenPose JSON folder, DeepLabCut .csv/.h5 (single or multi-animal), SLEAP analysis .h5 or .slp, "
+    "JABS pose .h5 (v2-v6)"
+)
+
+
 def read_pose(path: str | Path, video: int | str | None = None) -> PoseTable:
-    """Any supported pose file: a folder of OpenPose JSON, a DeepLabCut .csv/.h5, a SLEAP analysis .h5 or a
-    SLEAP .slp (``video`` chooses one of its videos, see :func:`read_sleap_slp`)."""
+    """Any supported pose file (:data:`POSE_FORMATS`): a folder of OpenPose JSON, a DeepLabCut .csv/.h5, a
+    SLEAP analysis .h5, a JABS pose .h5 or a SLEAP .slp (``video`` chooses one of its videos, see
+    :func:`read_sleap_slp`). A file in none of these formats is refused with the list of formats read."""
     path = Path(path)
     if path.suffix.lower() == ".slp":
         return read_sleap_slp(path, video=video)
@@ -537,14 +599,26 @@ def read_pose(path: str | Path, video: int | str | None = None) -> PoseTable:
     if path.suffix.lower() in (".h5", ".hdf5"):
         import h5py
 
+        from analysis.io.jabs import read_jabs
+
         try:
             with h5py.File(path, "r") as f:
                 is_sleap = "tracks" in f and "node_names" in f
+                is_jabs = "poseest" in f
         except OSError as exc:
             raise ImportFormatError(f"{path}: not an HDF5 file ({exc})") from None
-        return read_sleap_analysis(path) if is_sleap else read_dlc(path)
+        if is_jabs:
+            return read_jabs(path)
+        return read_sleap_analysis(path) if is_sleap else _read_dlc_or_list(path)
     if path.suffix.lower() == ".csv":
+        return _read_dlc_or_list(path)
+    raise ImportFormatError(f"{path}: unknown pose format; formats read: {POSE_FORMATS}")
+
+
+def _read_dlc_or_list(path: Path) -> PoseTable:
+    try:
         return read_dlc(path)
-    raise ImportFormatError(
-        f"{path}: unknown pose format (OpenPose JSON folder, DeepLabCut .csv/.h5, SLEAP .h5 or .slp)"
-    )
+    except ImportFormatError as exc:
+        if "not a DeepLabCut table" not in str(exc) and "line 1 must start with 'scorer'" not in str(exc):
+            raise
+        raise ImportFormatError(f"{exc}; formats read: {POSE_FORMATS}") from None

@@ -13,7 +13,6 @@ import numpy as np
 
 from analysis.camera import Calibration
 from analysis.errors import AnalysisError
-from analysis.geometry import reprojection_errors, triangulate, triangulate_ransac
 from analysis.io.pose import PoseTable
 
 
@@ -120,6 +119,19 @@ def segment_repetitions(
     return reps
 
 
+def smooth_angle(angle_t: np.ndarray, max_gap: int = 0, window: int = 0) -> np.ndarray:
+    """(T,) angle, degrees: gaps of up to ``max_gap`` samples filled linearly, then Savitzky-Golay smoothed
+    over ``window`` samples (odd, polynomial order 2; each run of data on its own). 0 turns either off."""
+    from analysis.filters import interpolate_gaps, savgol
+
+    a = np.asarray(angle_t, dtype=np.float64)
+    if max_gap:
+        a = interpolate_gaps(a, max_gap)
+    if window:
+        a = savgol(a, window, polyorder=2)
+    return a
+
+
 def triangulate_keypoints(
     calib: Calibration,
     tables: Mapping[str, PoseTable],
@@ -129,34 +141,33 @@ def triangulate_keypoints(
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D keypoints of the same person from several named cameras -> 3-D.
 
-    ``tables``: camera name -> :class:`PoseTable` (e.g. from :func:`analysis.io.pose.read_openpose`), all
-    with the same frames and body parts. Views below ``min_confidence`` are ignored; confidence weights the
+    ``tables``: camera name -> :class:`PoseTable` (e.g. from :func:`analysis.io.pose.read_openpose`) with
+    the same body parts. Views are paired by frame number (:func:`analysis.triangulate.match_frames`),
+    never by row position: rows of the result are the frames of any view, in order, and a frame a view
+    lacks is missing in that view only. Views below ``min_confidence`` are ignored; confidence weights the
     rest. With ``ransac_threshold_px`` a wrong view is voted out (needs 3+ cameras to help).
-    Returns (T, K, 3) world points (mm) and (C, T, K) reprojection errors (px).
+    Returns (F, K, 3) world points (mm) and (C, F, K) reprojection errors (px) of the views used.
     """
+    from analysis.triangulate import triangulate_views
+
     names = list(tables)
     if len(names) < 2:
         raise AnalysisError(f"need keypoints from at least 2 cameras, got {len(names)}")
     first = tables[names[0]]
     for n in names[1:]:
-        tb = tables[n]
-        if tb.n_frames != first.n_frames:
-            raise AnalysisError(
-                f"{tb.source}: {tb.n_frames} frames but {first.source} ({names[0]}) has {first.n_frames}"
-            )
-        if tb.bodyparts != first.bodyparts:
-            raise AnalysisError(f"{tb.source}: body parts differ from {first.source}")
-    cams = calib.subset(names)
-    n_t, n_k = first.n_frames, len(first.bodyparts)
-    pts = np.stack([tables[n].points[:, individual, :, :2].reshape(-1, 2) for n in names])  # (C, T*K, 2)
-    conf = np.stack([np.nan_to_num(tables[n].confidence[:, individual].reshape(-1), nan=1.0) for n in names])
-    w = np.where(conf >= min_confidence, conf, 0.0)
-    if ransac_threshold_px is None:
-        xyz = triangulate(cams, pts, w)
-    else:
-        xyz, _ = triangulate_ransac(cams, pts, w, threshold_px=ransac_threshold_px)
-    err = reprojection_errors(cams, xyz, pts)
-    return xyz.reshape(n_t, n_k, 3), err.reshape(len(names), n_t, n_k)
+        if tables[n].bodyparts != first.bodyparts:
+            raise AnalysisError(f"{tables[n].source}: body parts differ from {first.source}")
+    if not 0 <= individual < len(first.individuals):
+        raise AnalysisError(f"{first.source}: no individual {individual} (has {len(first.individuals)})")
+    # OpenPose does not track people: person i of one view is person i of the others
+    res = triangulate_views(
+        calib,
+        tables,
+        min_confidence=min_confidence,
+        ransac_px=ransac_threshold_px,
+        individuals=[first.individuals[individual]],
+    )
+    return res.xyz[:, 0], res.per_view_px[:, :, 0]
 
 
 def plot_angles(
