@@ -220,3 +220,34 @@ def remove_stale_rings(prefix: str) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
+
+
+def ring_name(session_id: str, camera: str) -> str:
+    return f"deepbehavior-{session_id}-{camera}"
+
+
+class SessionRings:
+    """A session's frame rings, attached on first use by any reader (detector, recorder, display, bridge)."""
+
+    def __init__(self, session_id: str):
+        self.session_id = session_id
+        self.rings: dict[str, FrameRing] = {}
+
+    def get(self, camera: str) -> FrameRing:
+        """The camera's ring; raises ``OSError``/``ValueError`` if it cannot be attached."""
+        ring = self.rings.get(camera)
+        if ring is None:
+            ring = self.rings[camera] = FrameRing.attach(ring_name(self.session_id, camera))
+        return ring
+
+    def find(self, camera: str) -> FrameRing | None:
+        """The camera's ring, or None if it is not there (yet)."""
+        try:
+            return self.get(camera)
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        for r in self.rings.values():
+            r.close()
+        self.rings.clear()

@@ -7,7 +7,7 @@ loading the config, so a broken input is one line (exit 2) instead of a failed s
   Runtime on the CPU, run once on a blank frame); its input size and class names are read; a serialized
   TensorRT engine is recognised by its header and refused (the runner takes the ONNX file), and a
   ``tensorrt`` runner without a GPU is stated;
-- **calibration**: it holds every camera at the configured size (``rig.session.resolve_calibration``),
+- **calibration**: it holds every camera at the configured size (``rig.session_folder.resolve_calibration``),
   its numbers are finite and physically plausible (positive focal lengths, principal point inside the
   image), no two cameras are closer than a few mm, and the task's world points (the pellet; the closed
   loop's zone centre and rest position when it is on) project inside every camera's image; a
@@ -136,7 +136,7 @@ def task_points(cfg: Config) -> dict[str, tuple[float, float, float]]:
 def check_calibration(
     loaded: LoadedConfig, calib: Calibration | None = None, session: bool = False
 ) -> list[Finding]:
-    from rig.session import resolve_calibration
+    from rig.session_folder import resolve_calibration
 
     cfg = loaded.config
     calib = calib if calib is not None else resolve_calibration(loaded)

@@ -14,7 +14,6 @@ frame the video lacks, and after a ``kill -9`` the video holds at least every fr
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import os
 import threading
@@ -27,6 +26,7 @@ import av
 import numpy as np
 
 from rig.config import RecorderConfig
+from rig.session import fsync_path
 
 CLUSTER_MS = 200  # longest a muxed frame waits in memory before it is in the file
 CATCH_UP_NICE = -10  # an encoder behind, where the process may raise it (root, CAP_SYS_NICE)
@@ -410,133 +410,3 @@ def _set_idle_priority() -> bool:
         return True
     except (OSError, AttributeError):
         return False
-
-
-class AppendFile:
-    """An append-only text file, flushed on :meth:`flush` and fsynced on request and at close."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.f = open(path, "w", newline="", buffering=1 << 16)  # noqa: SIM115 - closed in close()
-
-    def flush(self, fsync: bool = False) -> None:
-        self.f.flush()
-        if fsync:
-            os.fsync(self.f.fileno())
-
-    def close(self) -> None:
-        """Flush, fsync and close; the file is closed even when the flush fails (disk full)."""
-        if self.f.closed:
-            return
-        try:
-            self.flush(fsync=True)
-        finally:
-            with contextlib.suppress(OSError):
-                self.f.close()
-
-
-class Table(AppendFile):
-    """A CSV table with a header row."""
-
-    def __init__(self, path: Path, columns: list[str]):
-        super().__init__(path)
-        self.columns = columns
-        self.w = csv.writer(self.f)
-        self.w.writerow(columns)
-        self.rows = 0
-
-    def write(self, row: list[Any]) -> None:
-        self.w.writerow(row)
-        self.rows += 1
-
-
-class JsonLines(AppendFile):
-    def write(self, line: str) -> None:
-        self.f.write(line + "\n")
-
-
-def y_plane(frame: av.VideoFrame) -> np.ndarray:
-    """The luma plane of a decoded frame as (H, W) uint8, read directly (no colour conversion)."""
-    plane = frame.planes[0]
-    buf = memoryview(plane)
-    return np.frombuffer(buf, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
-
-
-def fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-FRAME_COLUMNS = [
-    "seq",
-    "frame_id",
-    "trigger_index",
-    "t_trigger_ns",
-    "t_device_ns",
-    "t_host_ns",
-    "t_recorded_ns",
-    "video_index",
-    "dropped",
-    "lost_before",
-    "incomplete",
-]
-DETECTION_COLUMNS = [
-    "camera",
-    "seq",
-    "trigger_index",
-    "t_frame_ns",
-    "t_start_ns",
-    "t_end_ns",
-    "n_boxes",
-    "box",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "confidence",
-    "class_id",
-]
-POINT_COLUMNS = [
-    "trigger_index",
-    "name",
-    "x",
-    "y",
-    "z",
-    "x_filt",
-    "y_filt",
-    "z_filt",
-    "x_pred",
-    "y_pred",
-    "z_pred",
-    "valid",
-    "reproj_error_px",
-    "cameras",
-    "t_frame_ns",
-    "t_trigger_ns",
-    "t_det_ns",
-    "t_out_ns",
-    "reason",
-]
-TRUTH_COLUMNS = [
-    "trigger_index",
-    "t_trigger_ns",
-    "paw_x",
-    "paw_y",
-    "paw_z",
-    "paw_radius_mm",
-    "pellet_x",
-    "pellet_y",
-    "pellet_z",
-    "pellet_present",
-    "platform_up",
-    "trial",
-    "phase",
-]
-TRIAL_COLUMNS = ["trial", "t_start_ns", "t_end_ns", "outcome"]
-TRIGGER_COLUMNS = ["index", "t_host_ns", "t_fw_us"]

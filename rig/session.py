@@ -1,169 +1,39 @@
-"""The session folder: creation, metadata, and a reader that loads a recorded session back.
+"""The session format, in one module: the tables' columns, the writers the recorder writes through, and
+the reader everything else loads a recorded session with.
 
 The layout is specified in ``rig/SESSION.md``. A session folder is "complete" only when
 ``session.json`` says ``"status": "complete"``; it says ``"running"`` while recording and
-``"failed"``/``"aborted"`` (with a reason) when the session ended otherwise.
+``"failed"``/``"aborted"`` (with a reason) when the session ended otherwise. Creating and finishing a
+folder is :mod:`rig.session_folder`'s; the figures judged from one, :mod:`rig.session_metrics`'.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import datetime as dt
-import errno
 import io
 import json
 import logging
 import os
-import platform
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from importlib import metadata
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import yaml
 
-from analysis.camera import Calibration, load_calibration, save_calibration
+from analysis.camera import Calibration, load_calibration
 from analysis.errors import CalibrationFileError
 from analysis.textfile import read_text, read_yaml
-from rig.config import REPO_ROOT, LoadedConfig
-from rig.errors import CalibrationError, InputError, StorageError
-from rig.frames import FrameRing, process_identity
+from rig.errors import InputError
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
 SESSION_FORMAT = "deepbehavior-session"
 SESSION_FORMAT_VERSION = 1
-PACKAGES = (
-    "numpy",
-    "scipy",
-    "pyzmq",
-    "msgspec",
-    "pydantic",
-    "av",
-    "opencv-python",
-    "pyserial",
-    "torch",
-    "ultralytics",
-    "onnxruntime",
-    "pyqtgraph",
-)
-
-
-def ring_name(session_id: str, camera: str) -> str:
-    return f"deepbehavior-{session_id}-{camera}"
-
-
-class SessionRings:
-    """A session's frame rings, attached on first use by any reader (detector, recorder, display, bridge)."""
-
-    def __init__(self, session_id: str):
-        self.session_id = session_id
-        self.rings: dict[str, FrameRing] = {}
-
-    def get(self, camera: str) -> FrameRing:
-        """The camera's ring; raises ``OSError``/``ValueError`` if it cannot be attached."""
-        ring = self.rings.get(camera)
-        if ring is None:
-            ring = self.rings[camera] = FrameRing.attach(ring_name(self.session_id, camera))
-        return ring
-
-    def find(self, camera: str) -> FrameRing | None:
-        """The camera's ring, or None if it is not there (yet)."""
-        try:
-            return self.get(camera)
-        except (OSError, ValueError):
-            return None
-
-    def close(self) -> None:
-        for r in self.rings.values():
-            r.close()
-        self.rings.clear()
-
-
-def resolve_calibration(loaded: LoadedConfig) -> Calibration:
-    """The calibration named by ``rig.calibration``, checked to contain every configured camera."""
-    cfg = loaded.config
-    spec = cfg.rig.calibration
-    names = list(cfg.rig.cameras)
-    if spec.startswith("builtin:"):
-        if spec != "builtin:synthetic":
-            raise CalibrationError(f"{loaded.source}: rig.calibration: unknown built-in {spec!r}")
-        if len(names) not in (1, 2):
-            raise CalibrationError(
-                f"{loaded.source}: rig.calibration: builtin:synthetic is a one- or two-camera rig, "
-                f"config has {len(names)}"
-            )
-        from rig.sim.scene import synthetic_calibration
-
-        sizes = {n: (cfg.rig.cameras[n].width, cfg.rig.cameras[n].height) for n in names}
-        return synthetic_calibration(names=tuple(names), sizes=sizes)
-    path = loaded.resolve(spec)
-    try:
-        calib = load_calibration(path)
-        for n in names:
-            cam = calib[n]
-            want = (cfg.rig.cameras[n].width, cfg.rig.cameras[n].height)
-            if cam.size != want:
-                raise CalibrationError(
-                    f"{path}: camera {n!r} was calibrated at {cam.size[0]}x{cam.size[1]} but rig.cameras.{n} "
-                    f"is {want[0]}x{want[1]}"
-                )
-    except CalibrationFileError as exc:
-        raise CalibrationError(str(exc)) from None
-    return calib
-
-
-def session_calibration(loaded: LoadedConfig, session_dir: Path) -> Calibration:
-    """Inside a running session, nodes read the calibration the supervisor saved into the folder."""
-    path = session_dir / "calibration.yaml"
-    if path.exists():
-        return load_calibration(path)
-    return resolve_calibration(loaded)
-
-
-def git_revision() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def versions() -> dict[str, Any]:
-    pk: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            pk[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pk[name] = None
-    return {
-        "deepbehavior": metadata.version("deepbehavior") if _installed() else "source",
-        "git_revision": git_revision(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "packages": pk,
-    }
-
-
-def _installed() -> bool:
-    try:
-        metadata.version("deepbehavior")
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -175,80 +45,166 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def create_session(
-    loaded: LoadedConfig, calib: Calibration, name: str | None = None, session_id: str = ""
-) -> Path:
-    """Make the session folder and write config, calibration, versions and a 'running' session.json."""
-    cfg = loaded.config
-    out = Path(cfg.session.output_dir).expanduser().resolve()  # relative to the current directory
-    now = dt.datetime.now()
-    folder = name or cfg.session.name.format(
-        subject=cfg.experiment.subject, date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S")
-    )
-    path = out / folder
+# ----------------------------------------------------------------------------- writing
+FRAME_COLUMNS = [
+    "seq",
+    "frame_id",
+    "trigger_index",
+    "t_trigger_ns",
+    "t_device_ns",
+    "t_host_ns",
+    "t_recorded_ns",
+    "video_index",
+    "dropped",
+    "lost_before",
+    "incomplete",
+]
+DETECTION_COLUMNS = [
+    "camera",
+    "seq",
+    "trigger_index",
+    "t_frame_ns",
+    "t_start_ns",
+    "t_end_ns",
+    "n_boxes",
+    "box",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "confidence",
+    "class_id",
+]
+POINT_COLUMNS = [
+    "trigger_index",
+    "name",
+    "x",
+    "y",
+    "z",
+    "x_filt",
+    "y_filt",
+    "z_filt",
+    "x_pred",
+    "y_pred",
+    "z_pred",
+    "valid",
+    "reproj_error_px",
+    "cameras",
+    "t_frame_ns",
+    "t_trigger_ns",
+    "t_det_ns",
+    "t_out_ns",
+    "reason",
+]
+TRUTH_COLUMNS = [
+    "trigger_index",
+    "t_trigger_ns",
+    "paw_x",
+    "paw_y",
+    "paw_z",
+    "paw_radius_mm",
+    "pellet_x",
+    "pellet_y",
+    "pellet_z",
+    "pellet_present",
+    "platform_up",
+    "trial",
+    "phase",
+]
+TRIAL_COLUMNS = ["trial", "t_start_ns", "t_end_ns", "outcome"]
+TRIGGER_COLUMNS = ["index", "t_host_ns", "t_fw_us"]
+
+
+class AppendFile:
+    """An append-only text file, flushed on :meth:`flush` and fsynced on request and at close."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.f = open(path, "w", newline="", buffering=1 << 16)  # noqa: SIM115 - closed in close()
+
+    def flush(self, fsync: bool = False) -> None:
+        self.f.flush()
+        if fsync:
+            os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close; the file is closed even when the flush fails (disk full)."""
+        if self.f.closed:
+            return
+        try:
+            self.flush(fsync=True)
+        finally:
+            with contextlib.suppress(OSError):
+                self.f.close()
+
+
+class Table(AppendFile):
+    """A CSV table with a header row."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        super().__init__(path)
+        self.columns = columns
+        self.w = csv.writer(self.f)
+        self.w.writerow(columns)
+        self.rows = 0
+
+    def write(self, row: list[Any]) -> None:
+        self.w.writerow(row)
+        self.rows += 1
+
+
+class JsonLines(AppendFile):
+    def write(self, line: str) -> None:
+        self.f.write(line + "\n")
+
+
+def y_plane(frame: av.VideoFrame) -> np.ndarray:
+    """The luma plane of a decoded frame as (H, W) uint8, read directly (no colour conversion)."""
+    plane = frame.planes[0]
+    buf = memoryview(plane)
+    return np.frombuffer(buf, np.uint8).reshape(-1, plane.line_size)[: frame.height, : frame.width]
+
+
+def fsync_path(path: Path) -> None:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        k = 1
-        while path.exists():
-            k += 1
-            path = out / f"{folder}-{k}"
-        path.mkdir()
-        (path / "config.yaml").write_text(
-            f"# resolved config of this session (source: {loaded.source})\n"
-            + yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-        )
-        save_calibration(calib, path / "calibration.yaml")
-        write_json_atomic(path / "versions.json", versions())
-        with open(path / RESERVE, "wb") as f:
-            f.write(b"\0" * RESERVE_BYTES)
-        write_json_atomic(
-            path / "session.json",
-            {
-                "format": SESSION_FORMAT,
-                "version": SESSION_FORMAT_VERSION,
-                "status": "running",
-                "subject": cfg.experiment.subject,
-                "rig": cfg.rig.name,
-                "cameras": list(cfg.rig.cameras),
-                "trigger_rate_hz": cfg.rig.trigger.rate_hz,
-                "started": now.isoformat(timespec="seconds"),
-                "config_source": loaded.source,
-                # who writes the final status: `deepbehavior session` reports a 'running' session whose
-                # supervisor is gone (killed) as interrupted
-                "session_id": session_id,  # names its frame rings (/dev/shm/deepbehavior-<id>-<camera>)
-                "supervisor_pid": os.getpid(),
-                "supervisor_identity": process_identity(os.getpid()),  # boot id + start time: no reuse
-                "host": socket.gethostname(),
-            },
-        )
-    except OSError as exc:
-        raise storage_error(exc, path) from None
-    return path
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def storage_error(exc: OSError, path: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
-        return StorageError(f"{path}: disk full ({exc.strerror})")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return StorageError(f"{exc.filename or path}: output directory is not writable ({exc.strerror})")
-    return StorageError(f"{exc.filename or path}: {exc.strerror}")
+WRITER_LOCK = ".recorder.lock"  # held (flock) by the recorder for as long as it writes the folder
 
 
-RESERVE = ".space-reserve"
-RESERVE_BYTES = 1 << 20
+def hold_writer_lock(folder: Path) -> int:
+    """Take the folder's writer lock for this process's lifetime (the kernel drops it when the process
+    ends, however it ends); returns the file descriptor to keep."""
+    import fcntl
+
+    fd = os.open(folder / WRITER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
 
 
-def finish_session(path: Path, status: str, summary: dict[str, Any], reason: str = "") -> None:
-    # the reserve written at creation guarantees room for the final status even on a full disk
-    (path / RESERVE).unlink(missing_ok=True)
-    meta = json.loads((path / "session.json").read_text())
-    meta.update(
-        status=status,
-        ended=dt.datetime.now().isoformat(timespec="seconds"),
-        reason=reason,
-        summary=summary,
-    )
-    write_json_atomic(path / "session.json", meta)
+def writer_active(folder: Path) -> bool:
+    """Whether a recorder still holds the folder's writer lock (e.g. finishing its files after the
+    supervisor was killed)."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / WRITER_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 # ----------------------------------------------------------------------------- reading back
@@ -283,8 +239,6 @@ class Session:
         """Yield (frame_table_row_index, image (H, W) uint8) for every recorded frame of ``camera``."""
         import av
 
-        from rig.recorder import y_plane
-
         table = self.frames[camera]
         rows = np.flatnonzero(table["video_index"] >= 0)
         try:
@@ -305,9 +259,21 @@ FRAME_COLUMNS_READ = ("seq", "trigger_index", "t_host_ns", "video_index", "dropp
 MAX_READ_WARNINGS = 20
 
 
-def _read_rows(path: Path, what: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """(header, rows, line number of each row) of a CSV; a torn last line (a crash mid-write) is left
-    out. InputError names the file and the line at fault."""
+@dataclass
+class Rows:
+    """A session table's text: its header, its rows (each a list of cells), each row's line number, and
+    whether a torn last line (a crash mid-write) was left out."""
+
+    header: list[str]
+    body: list[list[str]]
+    lines: list[int]
+    torn: bool = False
+
+
+def read_rows(path: Path, what: str) -> Rows:
+    """A session table (CSV with a header row), read the one way every reader reads it: a torn last line
+    (a crash mid-write) is left out; InputError names the file (missing, not UTF-8, not CSV) and the line
+    at fault (a row with the wrong number of fields)."""
     text = read_text(path, what, InputError)
     reader = csv.reader(io.StringIO(text, newline=""))
     rows: list[list[str]] = []
@@ -321,15 +287,17 @@ def _read_rows(path: Path, what: str) -> tuple[list[str], list[list[str]], list[
     if not rows:
         raise InputError(f"{path}: empty (no header)")
     header, body, lines = rows[0], rows[1:], lines[1:]
-    if body and len(body[-1]) != len(header):
+    torn = bool(body) and len(body[-1]) != len(header)
+    if torn:
         log.info("%s: line %d is torn (a crash mid-write): left out", path, lines[-1])
         body, lines = body[:-1], lines[:-1]
     bad = [i for i, r in enumerate(body) if len(r) != len(header)]
     if bad:
         raise InputError(
             f"{path}: line {lines[bad[0]]} has {len(body[bad[0]])} fields, expected {len(header)}"
+            + (f" (and {len(bad) - 1} more such lines)" if len(bad) > 1 else "")
         )
-    return header, body, lines
+    return Rows(header, body, lines, torn)
 
 
 def _not_numbers(path: Path, name: str, vals: list[str], lines: list[int]) -> InputError | None:
@@ -350,7 +318,7 @@ def read_csv_columns(
     ignored (a crash mid-write leaves it). With ``text`` (the columns that hold text), every other column
     must hold numbers or be empty; ``required`` columns must be there. InputError names the file and the
     line, column or byte at fault."""
-    header, body, lines = _read_rows(path, what)
+    header, body, lines, _ = astuple(read_rows(path, what))
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(f"{path}: lacks column(s) {', '.join(missing)}")
@@ -375,7 +343,7 @@ def read_csv_columns(
 
 
 def _read_trials(path: Path) -> list[dict[str, str]]:
-    header, body, lines = _read_rows(path, "trial table")
+    header, body, lines, _ = astuple(read_rows(path, "trial table"))
     for j, name in enumerate(header):
         if name not in TEXT_COLUMNS and (err := _not_numbers(path, name, [r[j] for r in body], lines)):
             raise err
@@ -471,40 +439,3 @@ def load_session(path: str | Path) -> Session:
     det = table("detections.csv", "detection table") or {}
     pts = table("points3d.csv", "3-D point table") or {}
     return Session(p, meta, config, calib, frames, det, pts, trials, events, truth, extra)
-
-
-def error_vs_truth_mm(
-    points: dict[str, np.ndarray], truth: dict[str, np.ndarray] | None
-) -> dict[str, np.ndarray]:
-    """Distance (mm) from each valid 3-D point to the simulator's true paw centre at the same trigger:
-    ``{"raw": ..., "filtered": ...}`` (``x,y,z`` and ``x_filt,y_filt,z_filt`` columns of a points table).
-    Empty arrays when there is no truth (a real rig) or no valid point."""
-    empty = {"raw": np.zeros(0), "filtered": np.zeros(0)}
-    if truth is None or not len(truth.get("trigger_index", [])) or not len((points or {}).get("valid", [])):
-        return empty
-    lut = {int(k): i for i, k in enumerate(truth["trigger_index"])}
-    valid = points["valid"].astype(bool) & np.array([int(k) in lut for k in points["trigger_index"]], bool)
-    rows = [lut[int(k)] for k in points["trigger_index"][valid]]
-    true_xyz = np.stack([truth[f"paw_{c}"][rows] for c in "xyz"], 1).astype(float)
-    out = {}
-    for name, cols in (("raw", ("x", "y", "z")), ("filtered", ("x_filt", "y_filt", "z_filt"))):
-        est = np.stack([points[c][valid] for c in cols], 1).astype(float)
-        err = np.linalg.norm(est - true_xyz, axis=1)
-        out[name] = err[np.isfinite(err)]
-    return out
-
-
-def closed_loop_latencies_ms(s: Session) -> np.ndarray:
-    """Per closed-loop TTL pulse: trigger pulse of the frame that caused it -> TTL pin edge, in ms, both
-    on the firmware's clock (exposure, transfer, detection, 3-D, rule, serial and firmware included)."""
-    trig = s.extra.get("triggers")
-    if not trig or not len(trig.get("index", [])):
-        return np.zeros(0)
-    fw = dict(zip(trig["index"].tolist(), trig["t_fw_us"].tolist()))
-    out = []
-    for e in s.events:
-        if e.get("topic") == "serial.event" and e.get("kind") == "ttl_fired":
-            k = e.get("values", {}).get("cause_trigger_index", -1)
-            if k in fw and fw[k] >= 0 and e.get("t_fw_us", -1) >= 0:
-                out.append((e["t_fw_us"] - fw[k]) / 1000.0)
-    return np.asarray(out, dtype=float)

@@ -34,19 +34,12 @@ from rig.bus import Publisher, Subscriber, ipc_endpoint
 from rig.closed_loop_report import closed_loop_summary
 from rig.config import LoadedConfig
 from rig.errors import ConfigError, RigError
-from rig.frames import pid_alive, remove_stale_rings, ring_path
+from rig.frames import pid_alive, remove_stale_rings, ring_name, ring_path
 from rig.nodes.base import STOP_LAST, STOP_RECORDER, NodeSpec, Runtime, run_node
 from rig.recorder import available_memory, buffer_bytes
-from rig.session import (
-    closed_loop_latencies_ms,
-    create_session,
-    error_vs_truth_mm,
-    finish_session,
-    load_session,
-    resolve_calibration,
-    ring_name,
-    storage_error,
-)
+from rig.session import load_session
+from rig.session_folder import create_session, finish_session, resolve_calibration, storage_error
+from rig.session_metrics import closed_loop_latencies_ms, error_vs_truth_mm
 from rig.task import success_rate
 
 log = logging.getLogger("rig.supervisor")

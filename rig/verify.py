@@ -42,7 +42,7 @@ import numpy as np
 
 from rig.errors import InputError
 from rig.frames import pid_alive
-from rig.session import SESSION_FORMAT, parse_events, write_json_atomic
+from rig.session import SESSION_FORMAT, parse_events, read_rows, write_json_atomic, writer_active
 
 Level = Literal["PASS", "WARN", "FAIL"]
 FRAME_COLUMNS_NEEDED = ("seq", "trigger_index", "video_index", "dropped")
@@ -144,36 +144,22 @@ class Table:
 
 
 def read_table(path: Path, needed: Sequence[str]) -> Table:
-    """Raises InputError naming the file and line for a missing file, a missing column, a malformed
-    line before the last, or a non-integer cell in a needed column."""
-    try:
-        with open(path, newline="") as f:
-            lines = list(csv.reader(f))
-    except FileNotFoundError:
-        raise InputError(f"{path}: missing") from None
-    if not lines:
-        raise InputError(f"{path}: empty (no header)")
-    header, rows = lines[0], lines[1:]
-    torn = False
-    if rows and len(rows[-1]) != len(header):
-        rows, torn = rows[:-1], True
-    bad = [i for i, r in enumerate(rows) if len(r) != len(header)]
-    if bad:
-        raise InputError(
-            f"{path}: line {bad[0] + 2} has {len(rows[bad[0]])} fields, expected {len(header)}"
-            + (f" (and {len(bad) - 1} more such lines)" if len(bad) > 1 else "")
-        )
+    """The session reader's rows (:func:`rig.session.read_rows`) with the integer columns the checks need;
+    InputError names the file and line for a missing column or a non-integer cell in one."""
+    r = read_rows(path, "session table")
     cols: dict[str, np.ndarray] = {}
     for name in needed:
-        if name not in header:
+        if name not in r.header:
             raise InputError(f"{path}: no column {name!r}")
-        j = header.index(name)
+        j = r.header.index(name)
         try:
-            cols[name] = np.array([int(r[j]) for r in rows], dtype=np.int64)
+            cols[name] = np.array([int(row[j]) for row in r.body], dtype=np.int64)
         except ValueError:
-            k = next(i for i, r in enumerate(rows) if not _is_int(r[j]))
-            raise InputError(f"{path}: line {k + 2}: {name} = {rows[k][j]!r} is not an integer") from None
-    return Table(path, header, rows, cols, torn)
+            k = next(i for i, row in enumerate(r.body) if not _is_int(row[j]))
+            raise InputError(
+                f"{path}: line {r.lines[k]}: {name} = {r.body[k][j]!r} is not an integer"
+            ) from None
+    return Table(path, r.header, r.body, cols, r.torn)
 
 
 def _is_int(s: str) -> bool:
@@ -477,7 +463,7 @@ def count_video_frames(path: Path, decode: bool = False) -> tuple[int | None, st
     frame; ``None`` if it cannot be opened at all. ``error`` says why reading stopped early, if it did."""
     import av
 
-    from rig.recorder import y_plane
+    from rig.session import y_plane
 
     if not path.exists():
         return None, "missing"
@@ -530,6 +516,8 @@ def verify_session(
     meta = read_meta(p)
     rep = Report(p)
     rep.checks.append(check_status(meta, host))
+    if writer_active(p):
+        rep.add("WARN", "recorder", "still writing the files (checked as they are now)")
     finished = meta.get("status") in ("complete", "stopped")
     frame_triggers: dict[str, np.ndarray] = {}
     how = "decoded" if decode else "packets"
@@ -577,6 +565,10 @@ def repair_session(
     status, note = supervisor_state(meta, host)
     if status == "running" and note.endswith("still recording"):
         raise InputError(f"{p}: {note}; stop it before --repair")
+    if writer_active(p):
+        raise InputError(
+            f"{p}: its recorder is still writing its files; wait for it to finish before --repair"
+        )
     changes: list[str] = []
     counts: dict[str, dict[str, int]] = {}
     for cam in meta.get("cameras", []):

@@ -29,7 +29,8 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, pct, write_block
 
-from rig.session import Session, closed_loop_latencies_ms, error_vs_truth_mm, load_session
+from rig.session import Session, load_session
+from rig.session_metrics import closed_loop_latencies_ms, error_vs_truth_mm
 
 
 def sample_cpu(out: Path, stop: threading.Event, cpu: dict[str, list[float]]) -> None:

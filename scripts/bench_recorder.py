@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, pct, write_block
 
 from rig.config import RecorderConfig, SimulationConfig
-from rig.recorder import VideoWriter, y_plane
+from rig.recorder import VideoWriter
+from rig.session import y_plane
 from rig.sim.render import Appearance, SceneRenderer
 from rig.sim.scene import PAW_RADIUS_MM, PELLET, synthetic_calibration
 from rig.sim.world import FreeRunSchedule, World

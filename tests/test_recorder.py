@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rig.config import RecorderConfig
-from rig.recorder import VideoWriter, y_plane
+from rig.recorder import VideoWriter
+from rig.session import y_plane
 
 
 def _round_trip(path, frames):

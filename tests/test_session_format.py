@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from rig.errors import InputError
-from rig.recorder import DETECTION_COLUMNS, FRAME_COLUMNS, POINT_COLUMNS, TRUTH_COLUMNS
-from rig.session import load_session, read_csv_columns
+from rig.session import (
+    DETECTION_COLUMNS,
+    FRAME_COLUMNS,
+    POINT_COLUMNS,
+    TRUTH_COLUMNS,
+    load_session,
+    read_csv_columns,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "session-v1"
 

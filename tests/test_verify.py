@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rig.session import hold_writer_lock
 from rig.verify import (
     check_firmware_events,
     check_triggers,
@@ -119,6 +121,15 @@ def test_truncated_video_fails_then_repair_makes_it_pass(session: Path):
     }
     r = cli(str(session), "--verify")
     assert r.returncode == 0 and not lines(r.stdout, "FAIL"), r.stdout
+
+    # while a recorder still holds the folder (finishing after its supervisor died), --repair waits
+    fd = hold_writer_lock(session)
+    try:
+        r = cli(str(session), "--repair")
+        assert r.returncode == 2 and "recorder is still writing" in r.stderr, r.stdout + r.stderr
+        assert "WARN  recorder: still writing" in cli(str(session), "--verify").stdout
+    finally:
+        os.close(fd)
 
     # a second repair changes nothing and never overwrites the kept original
     r = cli(str(session), "--repair")

@@ -25,8 +25,7 @@ from pydantic import Field
 from rig.cameras.base import CameraBackend, CameraInfo, GrabbedFrame, StreamEnded
 from rig.config_base import CameraOptions
 from rig.errors import ConfigError, InputError
-from rig.recorder import y_plane
-from rig.session import read_csv_columns
+from rig.session import read_csv_columns, y_plane
 
 
 class ReplayOptions(CameraOptions):

@@ -22,8 +22,7 @@ from rig import messages as m
 from rig.display.model import zones_from_config
 from rig.display.window import ViewerBase
 from rig.errors import InputError
-from rig.recorder import y_plane
-from rig.session import Session
+from rig.session import Session, y_plane
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import zmq
 from rig import messages as m
 from rig.bridge import REQUEST_TOPIC, BridgeClient, route_request
 from rig.display.model import LiveState
-from rig.session import SessionRings
+from rig.frames import SessionRings
 
 log = logging.getLogger(__name__)
 

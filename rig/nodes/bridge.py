@@ -28,8 +28,10 @@ from rig.bridge import (
 )
 from rig.display.model import zones_from_config
 from rig.errors import InputError, ProtocolError
+from rig.frames import SessionRings
 from rig.nodes.base import Node
-from rig.session import SessionRings, session_calibration, write_json_atomic
+from rig.session import write_json_atomic
+from rig.session_folder import session_calibration
 
 
 class BridgeNode(Node):

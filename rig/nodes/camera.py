@@ -16,9 +16,9 @@ from rig import messages as m
 from rig.cameras.base import StreamEnded, make_backend
 from rig.cameras.sync import TriggerMapper
 from rig.errors import AcquisitionTimeout
-from rig.frames import FrameRing
+from rig.frames import FrameRing, ring_name
 from rig.nodes.base import Node
-from rig.session import ring_name, session_calibration
+from rig.session_folder import session_calibration
 
 
 class CameraNode(Node):

@@ -32,8 +32,9 @@ from analysis.tracking import PointTracker
 from detection.base import Det
 from rig import messages as m
 from rig.cameras.sync import StereoJoiner
+from rig.frames import SessionRings
 from rig.nodes.base import Node
-from rig.session import SessionRings, session_calibration
+from rig.session_folder import session_calibration
 
 ORACLE_TRUTH_WAIT_S = 0.5  # how long a partial stereo set waits for its partner before running alone
 

@@ -17,7 +17,7 @@ from rig import messages as m
 from rig.display.model import LiveState, zones_from_config
 from rig.display.sources import BusSource
 from rig.nodes.base import Node
-from rig.session import session_calibration
+from rig.session_folder import session_calibration
 
 
 def screen_available() -> bool:

@@ -22,8 +22,10 @@ import time
 
 from rig import messages as m
 from rig.bus import Subscriber
+from rig.frames import SessionRings
 from rig.nodes.base import Node
-from rig.recorder import (
+from rig.recorder import VideoWriter
+from rig.session import (
     DETECTION_COLUMNS,
     FRAME_COLUMNS,
     POINT_COLUMNS,
@@ -32,9 +34,9 @@ from rig.recorder import (
     TRUTH_COLUMNS,
     JsonLines,
     Table,
-    VideoWriter,
+    hold_writer_lock,
 )
-from rig.session import SessionRings, storage_error
+from rig.session_folder import storage_error
 
 DRAIN_QUIET_S = 0.3  # after a stop: no frame announced for this long and the drain is done
 DRAIN_MAX_S = 5.0  # ... or this long after the stop, whatever is still coming
@@ -130,6 +132,7 @@ class RecorderNode(Node):
         d = self.session_dir
         rate = self.cfg.rig.trigger.rate_hz
         try:
+            self.lock_fd = hold_writer_lock(d)  # `session --repair` waits for the recorder to finish
             self.videos = {
                 cam: VideoWriter(
                     d / f"{cam}.mkv",
