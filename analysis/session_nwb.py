@@ -3,7 +3,11 @@
 Reads the session's plain files with pandas/json (no rig import): ``session.json`` (subject, rig, start),
 ``trials.csv``, ``events.jsonl``, ``<camera>.frames.csv`` (+ ``<camera>.mkv`` as an external file),
 ``detections.csv`` (2-D: centre of the most confident box per class and frame) and ``points3d.csv`` (3-D).
-Times become seconds from the first recorded frame (host monotonic clock).
+Times are the session's one time base (:class:`analysis.tasks.reaching.TimeBase`): a frame or a 3-D point
+is timed by its trigger pulse on the firmware clock (``triggers.csv``; ``index / trigger_rate_hz`` where a
+pulse has no firmware time), never by when the host got it; host-clock times (trials, events) are placed
+on it through the (trigger, host time) pairs. A rig without a trigger (every frame's trigger index -1)
+keeps the host clock. Seconds from the first recorded frame.
 """
 
 from __future__ import annotations
@@ -13,15 +17,20 @@ import io
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis.errors import AnalysisError
 from analysis.nwb import PoseSeries, export_nwb
+from analysis.tasks.reaching import TimeBase
 from analysis.textfile import read_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +87,52 @@ def _read_events(path: Path, sec: Any) -> list[tuple[float, str]]:
     return events
 
 
+@dataclass
+class _Clock:
+    """The session's time base for NWB: trigger times on the firmware clock; the host clock only for a
+    rig without a trigger."""
+
+    base: TimeBase | None  # None: no trigger indices at all (host clock)
+
+    def trigger_s(self, k: Any) -> np.ndarray:
+        assert self.base is not None
+        return self.base.times(np.asarray(k, dtype=np.int64))[0]
+
+    def host_s(self, ns: Any) -> np.ndarray:
+        if self.base is None:
+            return np.asarray(ns, dtype=np.int64) * 1e-9
+        return self.base.from_host_ns(ns)
+
+    def frame_s(self, f: pd.DataFrame) -> np.ndarray:
+        k = f["trigger_index"].to_numpy(np.int64)
+        if self.base is None:
+            return self.host_s(f["t_host_ns"])
+        t = self.host_s(f["t_host_ns"])  # a frame without a trigger index (none expected on a triggered rig)
+        ok = k >= 0
+        t[ok] = self.trigger_s(k[ok])
+        return t
+
+
+def _clock(d: Path, meta: dict[str, Any], frames: dict[str, pd.DataFrame]) -> _Clock:
+    pairs = [f[f["trigger_index"] >= 0] for f in frames.values()]
+    if not any(len(p) for p in pairs):
+        return _Clock(None)
+    rate = meta.get("trigger_rate_hz")
+    if not isinstance(rate, int | float) or not rate > 0:
+        raise AnalysisError(
+            f"{d / 'session.json'}: trigger_rate_hz: expected a positive number, got {rate!r}"
+        )
+    triggers = None
+    if (d / "triggers.csv").exists():
+        t = _read_csv(d / "triggers.csv", ("index", "t_host_ns", "t_fw_us"))
+        triggers = {c: t[c].to_numpy(np.int64) for c in ("index", "t_host_ns", "t_fw_us")}
+    host = (
+        np.concatenate([p["trigger_index"].to_numpy(np.int64) for p in pairs]),
+        np.concatenate([p["t_host_ns"].to_numpy(np.int64) for p in pairs]),
+    )
+    return _Clock(TimeBase.from_triggers(float(rate), triggers, host))
+
+
 def session_to_nwb(
     session_dir: str | Path, out_path: str | Path, species: str | None = "Mus musculus"
 ) -> Path:
@@ -99,15 +154,20 @@ def session_to_nwb(
         raise AnalysisError(f"{meta_path}: cameras: expected a list of camera names, got {cams!r}")
     frames = {}
     for cam in cams:
-        f = _read_csv(d / f"{cam}.frames.csv", ("seq", "t_host_ns", "video_index", "dropped"))
+        f = _read_csv(
+            d / f"{cam}.frames.csv", ("seq", "trigger_index", "t_host_ns", "video_index", "dropped")
+        )
         frames[cam] = f[(f["video_index"] >= 0) & (f["dropped"] == 0)].sort_values("video_index")
-    starts = [int(f["t_host_ns"].min()) for f in frames.values() if len(f)]
-    if not starts:
+    if not any(len(f) for f in frames.values()):
         raise AnalysisError(f"{d}: no recorded frames in any <camera>.frames.csv")
-    t0 = min(starts)
+    clock = _clock(d, meta, frames)
+    t0 = min(float(clock.frame_s(f).min()) for f in frames.values() if len(f))
 
     def sec(ns: Any) -> np.ndarray:
-        return (np.asarray(ns, dtype=np.int64) - t0) * 1e-9
+        return clock.host_s(ns) - t0
+
+    def frame_sec(f: pd.DataFrame) -> np.ndarray:
+        return clock.frame_s(f) - t0
 
     trials = None
     if (d / "trials.csv").exists():
@@ -115,7 +175,7 @@ def session_to_nwb(
         trials["t_start_s"], trials["t_end_s"] = sec(trials["t_start_ns"]), sec(trials["t_end_ns"])
         trials["outcome"] = trials["outcome"].fillna("").astype(str)
     events = _read_events(d / "events.jsonl", sec) if (d / "events.jsonl").exists() else []
-    videos = {cam: (f"{cam}.mkv", sec(f["t_host_ns"])) for cam, f in frames.items()}
+    videos = {cam: (f"{cam}.mkv", frame_sec(f)) for cam, f in frames.items()}
     pose: dict[str, PoseSeries] = {}
     if (d / "detections.csv").exists():
         det = _read_csv(
@@ -136,21 +196,18 @@ def session_to_nwb(
                     k = classes.index(int(r.class_id))
                     pts[i, k] = ((r.x1 + r.x2) / 2, (r.y1 + r.y2) / 2)
                     conf[i, k] = r.confidence
-            pose[cam] = PoseSeries(pts, sec(f["t_host_ns"]), [f"class{c}" for c in classes], conf)
+            pose[cam] = PoseSeries(pts, frame_sec(f), [f"class{c}" for c in classes], conf)
     if (d / "points3d.csv").exists():
         p3 = _read_csv(d / "points3d.csv", ("trigger_index", "x", "y", "z", "valid", "t_frame_ns"))
         names = list(dict.fromkeys(str(n) for n in p3["name"]))
         trig = np.sort(p3["trigger_index"].unique())
         row = {int(t): i for i, t in enumerate(trig)}
         xyz = np.full((len(trig), len(names), 3), np.nan)
-        t_ns = np.zeros(len(trig), dtype=np.int64)
         for r in p3.itertuples():
-            i = row[int(r.trigger_index)]
-            t_ns[i] = r.t_frame_ns
             if int(r.valid):
-                xyz[i, names.index(str(r.name))] = (r.x, r.y, r.z)
+                xyz[row[int(r.trigger_index)], names.index(str(r.name))] = (r.x, r.y, r.z)
         pose["3d"] = PoseSeries(
-            xyz, sec(t_ns), names, unit="mm", reference_frame="calibration world frame (mm)"
+            xyz, clock.trigger_s(trig) - t0, names, unit="mm", reference_frame="calibration world frame (mm)"
         )
     try:
         started = datetime.fromisoformat(str(meta.get("started")))
