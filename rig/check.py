@@ -17,7 +17,15 @@ One PASS/FAIL/SKIP line per check, a JSON report, exit 1 on any FAIL:
    only a person can see (did the platform move; did a pellet land when the sensor saw none).
 4. **ttl** (TTL_FIRED with the configured width) and **sync** (the sync output driven high and low:
    SYNC events; in ``sync: trigger`` mode the check switches it to level mode for the test and back).
-5. **loopback**: SKIP: the firmware has no input to time the closed-loop TTL coming back.
+5. **loopback**: with ``rig.arduino.loopback: true`` (a jumper from the closed-loop TTL, D6, to the
+   loopback input, D12, as Bonsai's and pyControl's latency tests do) the TTL is pulsed
+   :data:`LOOPBACK_PULSES` times and each pulse's edges on D12, timestamped by the firmware's pin-change
+   interrupt, are compared with its TTL_FIRED time: PASS when every rising edge is within
+   :data:`LOOPBACK_MAX_US` of it (the output really goes out when the firmware says) and every pulse's
+   width on the input is the configured one (-:data:`LOOPBACK_WIDTH_SHORT_US` ..
+   +:data:`LOOPBACK_WIDTH_LONG_US`: the end is timed in the firmware's loop). It also reports host
+   command -> pin (through the link's clock map). Without the declaration: SKIP with the reason. In
+   simulation the harness wires D6 to D12.
 
 A user mistake (bad config, no board on the port, busy port, no permission, camera not found, no
 answer to the handshake) is one line and a non-zero exit, as everywhere in the CLI.
@@ -58,6 +66,7 @@ from rig.errors import AcquisitionTimeout, DeviceError, RigError, StorageError, 
 from rig.firmware_commands import check_port, find_board
 from rig.firmware_sim import DEFAULT_ELF, PIN_TRIGGER, FirmwareSim
 from rig.messages import SerialEvent
+from rig.nodes.arduino import LOOPBACK_WIRE
 from rig.protocol import PROTOCOL_VERSION, Cmd
 from rig.serial_link import FirmwareVersionError, SerialLink, link_from_config
 from rig.sim.world import World
@@ -70,11 +79,16 @@ MAX_RATE_ERROR = 1e-3  # measured trigger rate vs rig.trigger.rate_hz (Timer1 qu
 MAX_REPORT_RESIDUAL_US = 100.0  # a TRIGGER report this far from Timer1's periodic model: irregular pulses
 GRACE_S = 0.5  # after the last pulse, how long the last frames may take to arrive
 IR_WAIT_S = 2.0  # after DISPENSE_DONE, how long the pellet may take to reach the IR beam
-LOOPBACK_MISSING = (
-    "the firmware has no input that timestamps the closed-loop TTL (D6) wired back, and rig.arduino has "
-    "no key to declare such a jumper: measuring the output latency needs an input-capture pin in the "
-    "firmware (e.g. D8, ICP1) and a rig.arduino loopback setting"
+LOOPBACK_NOT_DECLARED = (
+    "rig.arduino.loopback is false: no jumper from the closed-loop TTL (D6) to the loopback input (D12) is "
+    "declared; wire one and set it to true to time the output"
 )
+LOOPBACK_PULSES = 5
+LOOPBACK_MAX_US = (
+    50.0  # TTL_FIRED's time vs the edge on D12: micros()' 4 us steps and the interrupt's own time
+)
+LOOPBACK_WIDTH_SHORT_US = 8.0  # a pulse on D12 this much shorter than configured: a bad jumper or output
+LOOPBACK_WIDTH_LONG_US = 300.0  # the end is timed in loop(): late by up to the frame being written
 
 
 @dataclass
@@ -588,6 +602,74 @@ def check_sync(board: Board, arduino: ArduinoConfig) -> CheckResult:
     return CheckResult("sync", _pass_fail(all(levels)), detail, {"sync_events": sum(levels)})
 
 
+def fit_jumper(sim: FirmwareSim) -> None:
+    """In simulation, the lab's jumper from the closed-loop TTL (D6) to the loopback input (D12)."""
+    sim.command(LOOPBACK_WIRE)
+
+
+def check_loopback(board: Board, arduino: ArduinoConfig) -> CheckResult:
+    """Pulse the closed-loop TTL and time it on the loopback input (see the module's docstring)."""
+    if not arduino.loopback:
+        return CheckResult("loopback", "SKIP", LOOPBACK_NOT_DECLARED)
+    board.link.command(Cmd.INPUTS, frame_clock=int(arduino.frame_clock), loopback=1)
+    if board.sim is not None:
+        fit_jumper(board.sim)
+    want = arduino.ttl.closed_loop_width_us
+    latencies: list[float] = []
+    widths: list[float] = []
+    host_ms: list[float] = []
+    for _ in range(LOOPBACK_PULSES):
+        since = len(board.events)
+        t_send = time.monotonic_ns()
+        seq = board.link.send(Cmd.TTL_PULSE, width_us=0)
+        fired = board.wait("ttl_fired", 2.0, since, _value_is("cmd_seq", seq))
+        rise = board.wait("loopback", 2.0, since, _value_is("level", 1))
+        fall = board.wait("loopback", 2.0 + want / 1e6, since, _value_is("level", 0))
+        if fired is None or rise is None or fall is None:
+            missing = (
+                "no TTL_FIRED" if fired is None else "no rising edge" if rise is None else "no falling edge"
+            )
+            return CheckResult(
+                "loopback",
+                "FAIL",
+                f"{missing} on D12 within 2 s of a TTL pulse: is the jumper from D6 to D12 in place "
+                "(and nothing else driving D12)?",
+                {"pulses_timed": len(latencies)},
+            )
+        latencies.append(float(rise.t_fw_us - fired.t_fw_us))
+        widths.append(float(fall.t_fw_us - rise.t_fw_us))
+        if board.link.clock.ready:
+            host_ms.append((board.link.clock.to_host_ns(rise.t_fw_us) - t_send) / 1e6)
+        time.sleep(0.02)
+    worst = max(latencies, key=abs)
+    ok_latency = abs(worst) <= LOOPBACK_MAX_US
+    ok_width = all(want - LOOPBACK_WIDTH_SHORT_US <= w <= want + LOOPBACK_WIDTH_LONG_US for w in widths)
+    detail = (
+        f"{len(latencies)} TTL pulses seen on D12: edge - TTL_FIRED time median "
+        f"{np.median(latencies):+.0f} us, worst {worst:+.0f} us (bound +-{LOOPBACK_MAX_US:.0f} us, firmware "
+        f"clock); width {min(widths):.0f}"
+        f"-{max(widths):.0f} us (configured {want} us, allowed -{LOOPBACK_WIDTH_SHORT_US:.0f}/"
+        f"+{LOOPBACK_WIDTH_LONG_US:.0f} us)"
+    )
+    if host_ms:
+        detail += f"; host command -> pin median {np.median(host_ms):.2f} ms"
+    if not ok_latency:
+        detail += (
+            ": the output edge is not where the firmware's TTL_FIRED says (a slow driver or opto-coupler?)"
+        )
+    elif not ok_width:
+        detail += ": the pulse on D12 has the wrong width (a loose jumper, or another device driving D12?)"
+    values = {
+        "pulses": len(latencies),
+        "edge_minus_fired_us": latencies,
+        "width_us": widths,
+        "configured_width_us": want,
+        "bound_us": LOOPBACK_MAX_US,
+        "host_command_to_pin_ms": [round(h, 3) for h in host_ms],
+    }
+    return CheckResult("loopback", _pass_fail(ok_latency and ok_width), detail, values)
+
+
 # ----------------------------------------------------------------------------- the whole check
 def _skip_all(names: list[str], reason: str) -> list[CheckResult]:
     return [CheckResult(n, "SKIP", reason) for n in names]
@@ -650,7 +732,7 @@ def run_checks(
             add(_skip_all(["platform", "dispense", "ir sensor"], reason))
         add(_guarded("ttl", lambda: [check_ttl(board, arduino)]))
         add(_guarded("sync", lambda: [check_sync(board, arduino)]))
-        add([CheckResult("loopback", "SKIP", LOOPBACK_MISSING)])
+        add(_guarded("loopback", lambda: [check_loopback(board, arduino)]))
         if board.link.stats.lost:
             add(
                 [
@@ -690,7 +772,7 @@ def _camera_context(loaded: LoadedConfig, sim: FirmwareSim | None) -> Iterator[d
         raise DeviceError(
             "synthetic cameras need the simulated board (rig.arduino.backend: simulator, or --sim)"
         )
-    from rig.session import resolve_calibration
+    from rig.session_folder import resolve_calibration
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     cable = SimTriggerCable(sim, ctx)
@@ -735,7 +817,7 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 
 def cmd_rig_check(args: argparse.Namespace) -> int:
-    from rig.session import git_revision
+    from rig.provenance import git_revision
     from rig.simulate import sim_overrides
 
     if args.seconds <= 0:
@@ -785,11 +867,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r_sub = r.add_subparsers(dest="rig_command", metavar="ACTION", required=True)
     c = r_sub.add_parser(
         "check",
-        help="guided hardware self-test: board, trigger and cameras, pellet apparatus, TTL and sync outputs",
+        help="guided hardware self-test: board, trigger and cameras, pellet apparatus, TTL and sync outputs, "
+        "TTL loopback latency",
         description="Check a rig before its first animal: the board's handshake and round trip; the camera "
         "trigger's rate on the firmware's clock and, per camera, frames against pulses, frame-id gaps and "
         "trigger index agreement; the platform servo, one pellet dispensed and the IR sensor; the TTL and "
-        "sync outputs. One PASS/FAIL/SKIP line per check, a JSON report, exit 1 on any FAIL.",
+        "sync outputs; with rig.arduino.loopback (a jumper D6 -> D12) the TTL's latency and width on the "
+        "firmware clock. One PASS/FAIL/SKIP line per check, a JSON report, exit 1 on any FAIL.",
     )
     c.add_argument("config", help="the rig's config file")
     c.add_argument("--sim", action="store_true", help="check the simulated rig (synthetic cameras, simavr)")

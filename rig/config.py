@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from analysis.textfile import read_yaml
+from analysis.tracking import TrackerSettings
 from detection.settings import DetectorOptions, DetectorSettings
 from rig.config_base import CameraOptions, Strict
 from rig.errors import ConfigError
@@ -88,7 +89,18 @@ class CameraConfig(Strict):
 
 # The firmware's fixed wiring (firmware/PROTOCOL.md). The config states it so a rig file documents the
 # cabling; a different value is refused (rebuild the firmware to change a pin).
-FIRMWARE_PINS = {"ir": 2, "step": 3, "dir": 4, "servo": 5, "ttl": 6, "sync": 7, "trigger": 9}
+FIRMWARE_PINS = {
+    "ir": 2,
+    "step": 3,
+    "dir": 4,
+    "servo": 5,
+    "ttl": 6,
+    "sync": 7,
+    "trigger": 9,
+    "frame_clock": 8,
+    "loopback": 12,
+    "rsync": 14,
+}
 
 
 class ArduinoPins(Strict):
@@ -99,6 +111,9 @@ class ArduinoPins(Strict):
     ttl: int = 6
     sync: int = 7
     trigger: int = 9
+    frame_clock: int = 8
+    loopback: int = 12
+    rsync: int = 14  # A0
 
     @model_validator(mode="after")
     def _match_firmware(self) -> ArduinoPins:
@@ -131,6 +146,46 @@ class TtlConfig(Strict):
     mark_width_us: int = Field(1000, ge=1, le=60000)
 
 
+class RsyncConfig(Strict):
+    """The pseudo-random sync output (A0, firmware/PROTOCOL.md): pulses at intervals drawn uniformly from
+    ``min_ms .. max_ms``, each one's firmware time recorded (``sync_pulses.csv``), for ``deepbehavior
+    align``."""
+
+    enabled: bool = False
+    min_ms: int = Field(500, ge=2, le=65535, description="shortest interval, rising edge to rising edge")
+    max_ms: int = Field(1500, ge=2, le=65535, description="longest interval")
+    width_ms: int = Field(50, ge=1, le=65534, description="pulse width (under min_ms)")
+    seed: int = Field(0, ge=0, le=65535, description="0 = a different sequence every time")
+
+    @model_validator(mode="after")
+    def _range(self) -> RsyncConfig:
+        if self.max_ms < self.min_ms:
+            raise ValueError(f"max_ms={self.max_ms} must be >= min_ms={self.min_ms}")
+        if self.width_ms >= self.min_ms:
+            raise ValueError(f"width_ms={self.width_ms} must be under min_ms={self.min_ms}")
+        return self
+
+
+class ImagingClockSimConfig(Strict):
+    """Simulation only: the simavr harness drives D8 with an imaging system's frame clock."""
+
+    rate_hz: float = Field(30.0, gt=0, le=5000, description="frames per second on the imaging clock")
+    jitter_us: float = Field(20.0, ge=0, le=100_000, description="uniform +- jitter of each edge")
+    drift_ppm: float = Field(
+        0.0, ge=-10_000, le=10_000, description="imaging clock slower (+) than the AVR's"
+    )
+    drop_permille: int = Field(0, ge=0, le=1000, description="frames whose pulse is missing, per 1000")
+    seed: int = Field(1, ge=0, le=2**32 - 1)
+    width_us: float = Field(1000.0, gt=0, le=1_000_000)
+
+    def harness_command(self) -> str:
+        """The simavr harness's ``imaging`` line (firmware/sim/rig_sim.c)."""
+        return (
+            f"imaging {self.rate_hz:.9g} {self.jitter_us:.9g} {self.drift_ppm:.9g} {self.drop_permille} "
+            f"{self.seed} {self.width_us:.9g}"
+        )
+
+
 class SimulatorConfig(Strict):
     realtime: bool = True
     edges: bool = Field(
@@ -139,6 +194,10 @@ class SimulatorConfig(Strict):
         "trigger record comes from the firmware's TRIGGER reports (rig.arduino.trigger_report_every)",
     )
     elf: str | None = Field(None, description="firmware ELF (default firmware/build/rig_firmware.elf)")
+    imaging_clock: ImagingClockSimConfig | None = Field(
+        None,
+        description="drive the frame-clock input (D8) with a simulated imaging clock (needs frame_clock)",
+    )
 
 
 class ArduinoConfig(Strict):
@@ -155,6 +214,13 @@ class ArduinoConfig(Strict):
     redelivery: bool = False
     redelivery_delay_ms: int = Field(500, ge=0, le=65535)
     trigger_report_every: int = Field(1, ge=0, le=65535, description="TRIGGER event every N pulses")
+    rsync: RsyncConfig = RsyncConfig()
+    frame_clock: bool = Field(
+        False, description="record the imaging system's frame clock wired to D8 (imaging_frames.csv)"
+    )
+    loopback: bool = Field(
+        False, description="a jumper wires the closed-loop TTL (D6) back to D12: rig check times it"
+    )
     pins: ArduinoPins = ArduinoPins()
     servo: ServoConfig = ServoConfig()
     stepper: StepperConfig = StepperConfig()
@@ -170,7 +236,22 @@ class ArduinoConfig(Strict):
                 f"ping_interval_s={self.ping_interval_s:g} must be under half of "
                 f"watchdog_ms={self.watchdog_ms}"
             )
+        if self.simulator.imaging_clock is not None and not self.frame_clock:
+            raise ValueError(
+                "simulator.imaging_clock drives the frame-clock input: it needs frame_clock: true"
+            )
         return self
+
+    def rsync_command(self) -> dict[str, int]:
+        """The RSYNC command's fields (``min_ms`` 0 = off)."""
+        r = self.rsync
+        if not r.enabled:
+            return {"min_ms": 0, "max_ms": 0, "width_ms": 0, "seed": 0}
+        return {"min_ms": r.min_ms, "max_ms": r.max_ms, "width_ms": r.width_ms, "seed": r.seed}
+
+    def inputs_command(self) -> dict[str, int]:
+        """The INPUTS command's fields."""
+        return {"frame_clock": int(self.frame_clock), "loopback": int(self.loopback)}
 
     def firmware_config(self) -> dict[str, int]:
         """The CONFIG command's fields (rig.protocol.CMD_BODY[Cmd.CONFIG])."""
@@ -278,7 +359,10 @@ class DetectorConfig(DetectorSettings):
         return self
 
 
-class TriangulatorConfig(Strict):
+class TriangulatorConfig(TrackerSettings):
+    """``pipeline.triangulator``: the tracker's settings (:class:`analysis.tracking.TrackerSettings`) and
+    how the rig runs it online."""
+
     enabled: bool = True
     point_name: str = "paw"
     pair_timeout_ms: float = Field(
@@ -287,12 +371,6 @@ class TriangulatorConfig(Strict):
         description="how long a stereo set waits for a missing camera's frame before it runs without it "
         "(later sets wait behind it: sets run in trigger order)",
     )
-    min_confidence: float = Field(0.25, ge=0, le=1)
-    max_reproj_error_px: float = Field(8.0, gt=0)
-    filter: Literal["none", "kalman"] = "kalman"
-    process_noise_mm: float = Field(2000.0, gt=0, description="acceleration noise, mm/s^2")
-    measurement_noise_mm: float = Field(0.5, gt=0)
-    predict_ms: float = Field(0.0, ge=0)
 
 
 class RecorderConfig(Strict):
@@ -337,8 +415,147 @@ class DisplayConfig(Strict):
     trail_s: float = Field(5.0, gt=0, description="seconds of 3-D paw trace shown")
 
 
+# the reaching task's states (rig/task.py), which a closed-loop rule may be gated on
+TASK_STATES = ("dispense", "raise", "wait_response", "settle", "lower", "iti", "paused", "done")
+ZONE_TRIGGERS = ("zone_enter", "zone_exit", "reach_onset", "reach_offset", "dwell")
+SPEED_TRIGGERS = ("speed_above", "speed_below")
+
+
+class ZoneConfig(Strict):
+    """A region of the calibration's world frame (mm): a sphere (``radius_mm``) or an axis-aligned box
+    (``size_mm``: its edge lengths along x, y, z), centred on ``center_mm``."""
+
+    shape: Literal["sphere", "box"] = "sphere"
+    center_mm: Vec3 = (0.0, 0.0, 0.0)
+    radius_mm: float | None = Field(None, gt=0, description="sphere only")
+    size_mm: Vec3 | None = Field(None, description="box only: edge lengths along x, y, z (mm)")
+
+    @model_validator(mode="after")
+    def _shape_fields(self) -> ZoneConfig:
+        if self.shape == "sphere" and (self.radius_mm is None or self.size_mm is not None):
+            raise ValueError("a sphere zone takes 'radius_mm' (and no 'size_mm')")
+        if self.shape == "box" and (self.size_mm is None or self.radius_mm is not None):
+            raise ValueError("a box zone takes 'size_mm' [x, y, z] (and no 'radius_mm')")
+        if self.size_mm is not None and not min(self.size_mm) > 0:
+            raise ValueError(f"size_mm={list(self.size_mm)}: every edge must be > 0")
+        return self
+
+
+class RuleOutputConfig(Strict):
+    """What a rule does when it fires: ``ttl_pulse`` (closed-loop TTL, D6), ``ttl_train`` (``count``
+    pulses ``period_ms`` apart), ``sync_mark`` (a mark on the sync line, D7) or ``task_event`` (a
+    ``task.event`` named ``event`` in events.jsonl, no pin)."""
+
+    kind: Literal["ttl_pulse", "ttl_train", "sync_mark", "task_event"]
+    width_us: int = Field(
+        0, ge=0, le=60000, description="pulse width; 0 = the Arduino's width (ttl) or 1000 us (mark)"
+    )
+    count: int = Field(1, ge=1, le=1000, description="ttl_train: pulses in the train")
+    period_ms: float = Field(0.0, ge=0, le=60000, description="ttl_train: pulse start to pulse start")
+    delay_ms: float = Field(
+        0.0, ge=0, le=60000, description="send the (first) command this long after the rule fired"
+    )
+    event: str = Field("", description="task_event: the event's kind (default: the rule's name)")
+
+    @model_validator(mode="after")
+    def _train(self) -> RuleOutputConfig:
+        if self.kind == "ttl_train":
+            if self.count < 2 or self.period_ms <= 0:
+                raise ValueError("a ttl_train needs count >= 2 and period_ms > 0")
+            if self.width_us and self.width_us >= self.period_ms * 1000:
+                raise ValueError(f"width_us={self.width_us} must be under period_ms={self.period_ms:g}")
+        elif self.count != 1 or self.period_ms:
+            raise ValueError(f"count and period_ms are for a ttl_train, not a {self.kind}")
+        if self.event and self.kind != "task_event":
+            raise ValueError(f"'event' names a task_event, not a {self.kind}")
+        return self
+
+
+class RuleConfig(Strict):
+    """One closed-loop rule (``pipeline.closed_loop.rules.<name>``): when the paw does ``when``, do
+    ``output``. ``zone_enter``/``zone_exit``: the paw crosses into / out of ``zone``; ``reach_onset`` /
+    ``reach_offset``: the paw leaves / comes back into ``zone`` (its rest); ``dwell``: the paw has been
+    in ``zone`` for ``dwell_s``; ``speed_above``/``speed_below``: its speed crosses ``speed_mm_s``."""
+
+    when: Literal[
+        "zone_enter", "zone_exit", "reach_onset", "reach_offset", "dwell", "speed_above", "speed_below"
+    ]
+    output: RuleOutputConfig
+    zone: ZoneConfig | None = None
+    speed_mm_s: float | None = Field(None, gt=0)
+    dwell_s: float | None = Field(None, gt=0)
+    hysteresis: float = Field(
+        0.0,
+        ge=0,
+        description="zones: the paw is out again only beyond the boundary grown by this (mm); speed: "
+        "below speed_mm_s minus this (mm/s)",
+    )
+    refractory_s: float = Field(0.0, ge=0, description="no second firing of this rule within this time")
+    states: tuple[str, ...] = Field(
+        (), description="the task states in which the rule may fire (e.g. [wait_response]); empty = any"
+    )
+    position: Literal["filtered", "raw", "predicted"] = Field(
+        "filtered",
+        description="filtered / raw 3-D, or 'predicted': where the paw will be when the command reaches "
+        "the pin (pipeline.closed_loop.prediction)",
+    )
+    lead_ms: float | None = Field(
+        None, ge=-1000, le=1000, description="position predicted: this rule's lead (null: prediction.lead_ms)"
+    )
+
+    @model_validator(mode="after")
+    def _fields_of_when(self) -> RuleConfig:
+        zone_kind = self.when in ZONE_TRIGGERS
+        if zone_kind and self.zone is None:
+            raise ValueError(f"'{self.when}' needs a 'zone'")
+        if not zone_kind and self.zone is not None:
+            raise ValueError(f"'zone' is for zone rules, not '{self.when}'")
+        if (self.when in SPEED_TRIGGERS) != (self.speed_mm_s is not None):
+            raise ValueError("'speed_mm_s' is needed by speed_above / speed_below, and only by them")
+        if (self.when == "dwell") != (self.dwell_s is not None):
+            raise ValueError("'dwell_s' is needed by dwell, and only by it")
+        if self.lead_ms is not None and self.position != "predicted":
+            raise ValueError("'lead_ms' is for a rule on the predicted position")
+        for s in self.states:
+            if s not in TASK_STATES:
+                hint = difflib.get_close_matches(s, TASK_STATES, n=1)
+                raise ValueError(
+                    f"states: no task state {s!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; states: {', '.join(TASK_STATES)}"
+                )
+        return self
+
+
+class PredictionConfig(Strict):
+    """``position: predicted``: the rule acts on the filter's forward prediction (constant velocity,
+    ``pipeline.triangulator.predict_ms`` > 0) extrapolated to when its command will reach the pin:
+    ``latency_ms`` (trigger -> pin) + ``lead_ms`` after the observation's trigger. A zone crossing
+    predicted between that and the next frame's horizon is sent at the predicted moment."""
+
+    latency_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="trigger -> pin latency to cancel; null = measured online (median of the last 16 "
+        "closed-loop commands' trigger -> pin times), initial_latency_ms until the first",
+    )
+    initial_latency_ms: float = Field(7.0, ge=0, le=1000)
+    lead_ms: float = Field(0.0, ge=-1000, le=1000, description="added to the prediction horizon")
+    anticipate: bool = Field(
+        True,
+        description="zone rules: a crossing predicted before the next frame's decision is sent at the "
+        "predicted moment (host-timed) instead of one frame late",
+    )
+
+
 class ClosedLoopConfig(Strict):
-    """Pure rule: 3-D paw observations -> firmware commands."""
+    """Pure rules: 3-D paw observations -> firmware commands (rig/closed_loop.py).
+
+    Without ``rules``, two built-in rules: the paw entering the sphere ``zone_center_mm`` /
+    ``zone_radius_mm`` -> closed-loop TTL pulse (``ttl_width_us``, ``refractory_s``); the paw leaving
+    the rest sphere (``rest_xyz_mm`` / ``rest_radius_mm``) -> sync mark (``sync_mark_on_reach``).
+    ``rules`` (name -> rule) replaces them with the lab's own."""
 
     enabled: bool = False
     point: str = "paw"
@@ -351,6 +568,48 @@ class ClosedLoopConfig(Strict):
     sync_mark_on_reach: bool = True
     mark_width_us: int = Field(1000, ge=1, le=60000)
     use_filtered: bool = True
+    predict: bool = Field(False, description="the built-in rules act on the predicted position")
+    prediction: PredictionConfig = PredictionConfig()
+    rules: dict[str, RuleConfig] = Field(
+        default_factory=dict, description="the lab's rules by name; replace the built-in zone/reach rules"
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_names(cls, rules: dict[str, RuleConfig]) -> dict[str, RuleConfig]:
+        for name in rules:
+            if not _NAME.match(name):
+                raise ValueError(f"rule name {name!r} must be lower-case letters, digits and '_'")
+        return rules
+
+    def active_rules(self) -> dict[str, RuleConfig]:
+        """The rules that run: ``rules``, or the built-in zone and reach rules."""
+        if self.rules:
+            return dict(self.rules)
+        pos: Literal["filtered", "raw", "predicted"] = (
+            "predicted" if self.predict else "filtered" if self.use_filtered else "raw"
+        )
+        out = {
+            "zone": RuleConfig(
+                when="zone_enter",
+                zone=ZoneConfig(center_mm=self.zone_center_mm, radius_mm=self.zone_radius_mm),
+                refractory_s=self.refractory_s,
+                position=pos,
+                output=RuleOutputConfig(kind="ttl_pulse", width_us=self.ttl_width_us),
+            )
+        }
+        if self.sync_mark_on_reach:
+            out["reach"] = RuleConfig(
+                when="reach_onset",
+                zone=ZoneConfig(center_mm=self.rest_xyz_mm, radius_mm=self.rest_radius_mm),
+                position=pos,
+                output=RuleOutputConfig(kind="sync_mark", width_us=self.mark_width_us),
+            )
+        return out
+
+    @property
+    def uses_prediction(self) -> bool:
+        return any(r.position == "predicted" for r in self.active_rules().values())
 
 
 # nodes pipeline.realtime may name, besides cam-<camera>
@@ -463,6 +722,12 @@ class Config(Strict):
             raise ValueError(
                 "pipeline.closed_loop.enabled: the closed-loop rule runs with the task; experiment.task "
                 "'none' runs no task (set experiment.task: reaching, or closed_loop.enabled: false)"
+            )
+        tri, cl = self.pipeline.triangulator, self.pipeline.closed_loop
+        if cl.enabled and cl.uses_prediction and (tri.filter != "kalman" or not tri.predict_ms > 0):
+            raise ValueError(
+                "pipeline.closed_loop: a rule acts on the predicted position, which needs "
+                "pipeline.triangulator.filter: kalman and predict_ms > 0 (e.g. 8)"
             )
         if det.enabled and det.runner == "oracle" and not uses_synthetic:
             raise ValueError("pipeline.detector.runner 'oracle' only works with synthetic cameras")

@@ -209,7 +209,9 @@ class FirmwareSim:
         elif tag == "ERR":
             log.warning("simulator: %s", line.strip())
 
-    def _send(self, line: str) -> None:
+    def command(self, line: str) -> None:
+        """One command line to the simavr harness (``firmware/sim/rig_sim.c``: ``ir``, ``wire``,
+        ``imaging``, ``reset``, ``speed``, ...)."""
         if self._proc is None or self._proc.stdin is None or self._proc.poll() is not None:
             raise DeviceError(f"simulator for {self.pty_path or self.elf} is not running")
         try:
@@ -220,7 +222,7 @@ class FirmwareSim:
 
     def release(self) -> None:
         """Let the AVR run (it starts paused so the host can open the pty first)."""
-        self._send("go")
+        self.command("go")
         self.released = True
 
     @property
@@ -271,21 +273,21 @@ class FirmwareSim:
     # ------------------------------------------------------------------ pins
     def set_ir(self, pellet_present: bool) -> None:
         """Drive the IR sensor input (D2): ``True`` = beam says a pellet is present."""
-        self._send(f"ir {1 if pellet_present else 0}")
+        self.command(f"ir {1 if pellet_present else 0}")
 
     def reset(self) -> None:
         """Reset the AVR (like the board's reset button): the firmware reboots and sends BOOT."""
-        self._send("reset")
+        self.command("reset")
 
     def set_speed(self, realtime: bool) -> None:
-        self._send("speed realtime" if realtime else "speed max")
+        self.command("speed realtime" if realtime else "speed max")
         self.realtime = realtime
 
     def now_cycle(self, timeout_s: float = 2.0) -> int:
         """The AVR's current cycle count (asks the harness)."""
         with self._edge_cond:
             self._now = None
-        self._send("now")
+        self.command("now")
         with self._edge_cond:
             if not self._edge_cond.wait_for(lambda: self._now is not None, timeout=timeout_s):
                 raise DeviceError(f"simulator for {self.pty_path} did not answer 'now' in {timeout_s} s")

@@ -9,7 +9,8 @@ little-endian; CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF) over everything bef
 command is echoed in its ACK/NAK; ``seq`` of firmware frames counts every frame the firmware sends
 (mod 2**16), so the host can prove none was lost. ``t_us`` is the firmware's ``micros()`` (mod 2**32) at
 the moment the event happened (for a trigger pulse: its rising edge; for the IR sensor: the first raw edge
-of the debounced change).
+of the debounced change; for a pseudo-random sync pulse, an imaging frame-clock edge or a loopback edge: the
+pin's edge).
 
 :class:`StreamDecoder` turns arbitrary bytes into frames; garbage, truncated frames and bad CRCs are
 dropped and counted, never raised.
@@ -24,7 +25,7 @@ from typing import Any
 
 from rig.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_PAYLOAD = 48  # decoded bytes including CRC (firmware buffer size)
 
 
@@ -44,9 +45,11 @@ class Cmd(enum.IntEnum):
     SYNC_LEVEL = 0x16
     SYNC_PULSE = 0x17
     REDELIVERY = 0x18
+    RSYNC = 0x19
+    INPUTS = 0x1A
 
 
-class Msg(enum.IntEnum):
+class DeviceMsg(enum.IntEnum):
     """Firmware -> host message types."""
 
     ACK = 0x80
@@ -61,6 +64,9 @@ class Msg(enum.IntEnum):
     WATCHDOG = 0x97
     REDELIVERY = 0x98
     SYNC = 0x99
+    RSYNC = 0x9A
+    FRAME_CLOCK = 0x9B
+    LOOPBACK = 0x9C
 
 
 class Nak(enum.IntEnum):
@@ -69,13 +75,6 @@ class Nak(enum.IntEnum):
     VALUE = 3
     BUSY = 4
     VERSION = 5
-
-
-class RedeliveryPhase(enum.IntEnum):
-    LOWERING = 1
-    DISPENSING = 2
-    RAISING = 3
-    DONE = 4
 
 
 # struct formats of command bodies (after type + seq), and their argument names.
@@ -106,20 +105,25 @@ CMD_BODY: dict[Cmd, tuple[str, tuple[str, ...]]] = {
     Cmd.SYNC_LEVEL: ("<B", ("level",)),
     Cmd.SYNC_PULSE: ("<H", ("width_us",)),
     Cmd.REDELIVERY: ("<B", ("enable",)),
+    Cmd.RSYNC: ("<4H", ("min_ms", "max_ms", "width_ms", "seed")),
+    Cmd.INPUTS: ("<BB", ("frame_clock", "loopback")),
 }
 
 # struct formats of event bodies (after type + seq + t_us).
-EVENT_BODY: dict[Msg, tuple[str, tuple[str, ...]]] = {
-    Msg.BOOT: ("<BB", ("version", "reset_flags")),
-    Msg.IR: ("<B", ("pellet_present",)),
-    Msg.TRIGGER: ("<I", ("index",)),
-    Msg.TRIGGER_STOPPED: ("<I", ("count",)),
-    Msg.SERVO_DONE: ("<H", ("position_us",)),
-    Msg.DISPENSE_DONE: ("<H", ("steps",)),
-    Msg.TTL_FIRED: ("<HH", ("width_us", "cmd_seq")),
-    Msg.WATCHDOG: ("<", ()),
-    Msg.REDELIVERY: ("<B", ("phase",)),
-    Msg.SYNC: ("<B", ("level",)),
+EVENT_BODY: dict[DeviceMsg, tuple[str, tuple[str, ...]]] = {
+    DeviceMsg.BOOT: ("<BB", ("version", "reset_flags")),
+    DeviceMsg.IR: ("<B", ("pellet_present",)),
+    DeviceMsg.TRIGGER: ("<I", ("index",)),
+    DeviceMsg.TRIGGER_STOPPED: ("<I", ("count",)),
+    DeviceMsg.SERVO_DONE: ("<H", ("position_us",)),
+    DeviceMsg.DISPENSE_DONE: ("<H", ("steps",)),
+    DeviceMsg.TTL_FIRED: ("<HH", ("width_us", "cmd_seq")),
+    DeviceMsg.WATCHDOG: ("<", ()),
+    DeviceMsg.REDELIVERY: ("<B", ("phase",)),
+    DeviceMsg.SYNC: ("<B", ("level",)),
+    DeviceMsg.RSYNC: ("<I", ("index",)),
+    DeviceMsg.FRAME_CLOCK: ("<I", ("count",)),
+    DeviceMsg.LOOPBACK: ("<BI", ("level", "count")),
 }
 
 # ACK data layouts for the commands whose ACK carries data.
@@ -241,16 +245,16 @@ def parse_device_payload(payload: bytes) -> DeviceMessage | None:
     body = payload[7:]
     values: dict[str, Any] = {}
     try:
-        msg = Msg(type_)
+        msg = DeviceMsg(type_)
     except ValueError:
         return DeviceMessage(type_, seq, t_us, "unknown", {"body": body.hex()}, payload)
-    if msg in (Msg.ACK, Msg.NAK):
+    if msg in (DeviceMsg.ACK, DeviceMsg.NAK):
         if len(body) < 3:
             return None
         cmd_type, cmd_seq = struct.unpack_from("<BH", body)
         values = {"cmd": cmd_type, "cmd_seq": cmd_seq}
         rest = body[3:]
-        if msg is Msg.NAK:
+        if msg is DeviceMsg.NAK:
             if len(rest) < 1:
                 return None
             values["code"] = rest[0]

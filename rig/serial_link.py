@@ -7,7 +7,8 @@ maps firmware time to host time and reconnects when the port vanishes. Commands 
 (waits for the ACK).
 
 Event ``kind`` values: the firmware's event names (``boot``, ``ir``, ``trigger``, ``trigger_stopped``,
-``servo_done``, ``dispense_done``, ``ttl_fired``, ``watchdog``, ``redelivery``, ``sync``), replies
+``servo_done``, ``dispense_done``, ``ttl_fired``, ``watchdog``, ``redelivery``, ``sync``, ``rsync``,
+``frame_clock``, ``loopback``), replies
 (``ack``, ``nak``) and link events made by the driver (``gap``: ``values['lost']`` frames missing;
 ``ack_timeout``; ``disconnected``; ``reconnected``; ``reboot``: the firmware restarted). ``t_fw_us``
 is the firmware clock unwrapped to 64 bits (-1 for link events); ``t_host_ns`` the mapped host time
@@ -530,7 +531,15 @@ class SerialLink:
         return dict(self.command(Cmd.STATUS).values)
 
 
-__all__ = ["ClockMap", "FirmwareVersionError", "Nak", "SerialLink", "find_port"]
+__all__ = ["ClockMap", "FirmwareVersionError", "Nak", "SerialLink", "configure_imaging", "find_port"]
+
+
+def configure_imaging(link: SerialLink, cfg: ArduinoConfig) -> None:
+    """Send ``rig.arduino``'s pseudo-random sync (RSYNC) and timestamped inputs (INPUTS) settings and wait
+    for their ACKs. Sending the same settings again (after a reconnect) keeps the running sync sequence
+    and the input counts (``firmware/PROTOCOL.md``)."""
+    link.command(Cmd.RSYNC, **cfg.rsync_command())
+    link.command(Cmd.INPUTS, **cfg.inputs_command())
 
 
 def link_from_config(cfg: ArduinoConfig, port: str | Path | None = None) -> SerialLink:

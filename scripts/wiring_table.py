@@ -67,6 +67,28 @@ PINS: dict[str, tuple[str, str, str, str]] = {
         "every camera's trigger input (FLIR Blackfly S: Line0, opto-isolated in; Basler ace USB3: Line1, "
         "opto-isolated in), GND to the cameras' opto-isolated GND",
     ),
+    "FRAME_CLOCK": (
+        "frame_clock",
+        "in",
+        "imaging frame clock: every rising edge timestamped and counted by the firmware "
+        "(`rig.arduino.frame_clock: true`, `imaging_frames.csv`)",
+        "the imaging system's frame-out TTL (a miniscope DAQ's frame sync, a two-photon's frame clock), GND to "
+        "GND; 5 V TTL (a 3.3 V output is only just HIGH: use a level shifter)",
+    ),
+    "LOOPBACK": (
+        "loopback",
+        "in",
+        "TTL loopback: the closed-loop TTL's edges timestamped for `rig check` (`rig.arduino.loopback: true`)",
+        "a jumper wire from D6 (D6 stays connected to its stimulator as usual)",
+    ),
+    "RSYNC": (
+        "rsync",
+        "out",
+        "pseudo-random sync: `rsync.width_ms` pulses at random `rsync.min_ms`..`rsync.max_ms` intervals, each "
+        "one's time recorded (`rig.arduino.rsync.enabled: true`, `sync_pulses.csv`) for `deepbehavior align`",
+        "an input the imaging system records on its own clock (DAQ analog/digital in, miniscope DAQ's sync "
+        "in), GND to GND",
+    ),
 }
 
 
@@ -91,7 +113,8 @@ def table(pins: dict[str, int]) -> str:
     ]
     for name, pin in sorted(pins.items(), key=lambda kv: kv[1]):
         key, direction, function, wire = PINS[name]
-        rows.append(f"| D{pin} | {direction} | `{key}: {pin}` | {function} | {wire} |")
+        label = f"A{pin - 14} (D{pin})" if pin >= 14 else f"D{pin}"  # the Uno's A0-A5 are digital 14-19
+        rows.append(f"| {label} | {direction} | `{key}: {pin}` | {function} | {wire} |")
     rows.append(
         "| GND | - | - | common ground | every device's signal ground above (cameras: their opto-isolated "
         "input's ground) |"

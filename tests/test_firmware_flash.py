@@ -20,7 +20,7 @@ import pytest
 
 import rig.firmware_commands as fc
 from rig.errors import DeviceError
-from rig.protocol import Cmd
+from rig.protocol import PROTOCOL_VERSION, Cmd
 from tests.test_serial_link import ScriptedFirmware
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_flash_builds_flashes_and_handshakes_with_the_simulated_board(fake_avrdu
             env={**os.environ, "FAKE_AVRDUDE_OUTPUT": AVRDUDE_OK},
         )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"to {sim.pty_path}; firmware protocol version 1" in r.stdout
+    assert f"to {sim.pty_path}; firmware protocol version {PROTOCOL_VERSION}" in r.stdout
     hex_path = REPO / "firmware" / "build" / "rig_firmware.hex"
     assert fake_avrdude.read_text().split("\n")[:-1] == fc.avrdude_command(sim.pty_path, hex_path)[1:]
 

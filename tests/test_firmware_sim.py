@@ -207,6 +207,97 @@ def test_sync_copies_every_nth_trigger(rig: tuple[FirmwareSim, SerialLink]) -> N
         link.configure(**CONFIG)
 
 
+PIN_RSYNC = "A0"
+PIN_FRAME_CLOCK = "D8"
+
+
+def test_rsync_pulses_at_pseudo_random_intervals(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    """RSYNC: A0 pulses at intervals drawn from min..max ms, each one reported with the pin's time; the
+    same settings again keep the sequence running (a reconnecting host); bad settings are refused."""
+    sim, link = rig
+    since = sim.now_cycle()
+    col = Collector(link)
+    settings = dict(min_ms=20, max_ms=60, width_ms=5, seed=11)
+    link.command(Cmd.RSYNC, **settings)
+    col.until(lambda ev: sum(e.kind == "rsync" for e in ev) >= 10)
+    link.command(Cmd.RSYNC, **settings)
+    col.until(lambda ev: sum(e.kind == "rsync" for e in ev) >= 16)
+    link.command(Cmd.RSYNC, min_ms=0, max_ms=0, width_ms=0, seed=0)
+    col.events += link.poll(0.1)
+    rs = col.kinds("rsync")
+    assert [int(e.values["index"]) for e in rs] == list(range(len(rs)))  # never restarted
+    p = pulses(sim.wait_edges(PIN_RSYNC, 2 * len(rs), 5.0, since))
+    assert len(p) == len(rs)
+    rise_us = np.array([q.rise_cycle / 16 for q in p])
+    # the reported time is the pin's: a constant offset (simavr's cycle clock starts before micros())
+    off = rise_us - np.array([e.t_fw_us for e in rs])
+    assert np.ptp(off) <= 8 and 0 < np.median(off) < 1000
+    iv_ms = np.diff(rise_us) / 1e3
+    # drawn from 20..60 ms; a rising edge may come up to ~1 ms after its plan (idle sleep, a frame written)
+    assert iv_ms.min() >= 20 - 0.01 and iv_ms.max() <= 60 + 1.2, iv_ms
+    assert len({round(x) for x in iv_ms}) >= 8  # not a fixed period
+    widths = [q.width_us for q in p[:-1]]  # (the off command may cut the last one short)
+    assert min(widths) >= 4990 and max(widths) <= 5200, widths
+    for bad in (
+        dict(min_ms=20, max_ms=10, width_ms=5, seed=1),
+        dict(min_ms=20, max_ms=60, width_ms=20, seed=1),
+    ):
+        with pytest.raises(DeviceError, match="value"):
+            link.command(Cmd.RSYNC, **bad)
+
+
+def test_frame_clock_input_timestamps_every_edge(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    """The harness drives D8 as an imaging system's frame clock (500 Hz, jitter, 1000 ppm slow, 10 % of
+    pulses missing); the firmware reports every rising edge, counted, at the pin's time."""
+    sim, link = rig
+    since = sim.now_cycle()
+    col = Collector(link)
+    sim.command("imaging 500 20 1000 100 3 100")
+    link.command(Cmd.INPUTS, frame_clock=1, loopback=0)
+    try:
+        col.until(lambda ev: sum(e.kind == "frame_clock" for e in ev) >= 300)
+    finally:
+        sim.command("imaging off")
+        link.command(Cmd.INPUTS, frame_clock=0, loopback=0)
+    col.events += link.poll(0.05)
+    fc = col.kinds("frame_clock")
+    assert [int(e.values["count"]) for e in fc] == list(range(len(fc)))  # no report lost
+    rises = np.array([e.cycle / 16 for e in sim.edges(PIN_FRAME_CLOCK, since) if e.level == 1])
+    t = np.array([e.t_fw_us for e in fc], dtype=np.float64)
+    first = int(np.flatnonzero((rises - t[0] > 0) & (rises - t[0] < 1000))[0])
+    mine = rises[first : first + len(t)]
+    assert len(mine) == len(t)  # every edge reported, in order, none extra
+    lag = mine - t
+    assert np.ptp(lag) <= 12, np.ptp(lag)  # micros()' 4 us steps + the interrupt waiting behind another
+    # the harness's imaging clock: 2 ms periods, 1000 ppm slow, +-20 us jitter, some pulses missing
+    steps = np.diff(mine) / 2002.0
+    assert np.all(np.abs(steps - np.rint(steps)) < 0.03) and np.rint(steps).max() >= 2
+    assert 0.8 < len(mine) / (np.rint(steps).sum() + 1) < 0.97
+
+
+def test_loopback_input_times_the_ttl(rig: tuple[FirmwareSim, SerialLink]) -> None:
+    """A jumper (the harness's ``wire``) from the closed-loop TTL D6 to D12: both edges timestamped."""
+    sim, link = rig
+    col = Collector(link)
+    sim.command("wire D6 D12")
+    link.command(Cmd.INPUTS, frame_clock=0, loopback=1)
+    try:
+        seq = link.send(Cmd.TTL_PULSE, width_us=300)
+        col.until(
+            lambda ev: sum(e.kind == "loopback" for e in ev) >= 2 and any(e.kind == "ttl_fired" for e in ev)
+        )
+    finally:
+        sim.command("unwire")
+        link.command(Cmd.INPUTS, frame_clock=0, loopback=0)
+    fired = col.kinds("ttl_fired")[0]
+    rise, fall = col.kinds("loopback")[:2]
+    assert fired.values["cmd_seq"] == seq
+    assert [(e.values["level"], e.values["count"]) for e in (rise, fall)] == [(1, 0), (0, 1)]
+    # the edge's interrupt runs before TTL_FIRED's own micros(): the pin is a few us earlier than its stamp
+    assert -20 <= rise.t_fw_us - fired.t_fw_us <= 4
+    assert 296 <= fall.t_fw_us - rise.t_fw_us <= 300 + 150
+
+
 def test_unknown_command_and_bad_crc(rig: tuple[FirmwareSim, SerialLink]) -> None:
     _, link = rig
     before = link.status()

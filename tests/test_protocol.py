@@ -12,8 +12,8 @@ import pytest
 
 from rig.protocol import (
     Cmd,
+    DeviceMsg,
     FrameReader,
-    Msg,
     StreamDecoder,
     cobs_decode,
     cobs_encode,
@@ -78,7 +78,24 @@ def test_golden_firmware_codec(row: tuple[str, bytes, bytes]) -> None:
 
 def test_golden_named_commands() -> None:
     rows = {name: wire for name, _, wire in golden_rows()}
-    assert encode_command(Cmd.HELLO, 7, version=1, watchdog_ms=500) == rows["hello v1 watchdog 500 ms"]
+    assert encode_command(Cmd.HELLO, 7, version=2, watchdog_ms=500) == rows["hello v2 watchdog 500 ms"]
+    assert (
+        encode_command(Cmd.RSYNC, 9, min_ms=500, max_ms=1500, width_ms=50, seed=7)
+        == rows["rsync 500-1500 ms, 50 ms wide, seed 7"]
+    )
+    assert (
+        encode_command(Cmd.INPUTS, 10, frame_clock=1, loopback=1) == rows["inputs frame clock and loopback"]
+    )
+    fw = StreamDecoder().feed(
+        rows["fw rsync pulse 3 at t=0x00bc614e"]
+        + rows["fw frame clock edge 1000 at t=0x01312d00"]
+        + rows["fw loopback rose, edge 0, at t=0x0001e240"]
+    )
+    assert [(m.kind, m.t_us, m.values) for m in fw] == [
+        ("rsync", 12_345_678, {"index": 3}),
+        ("frame_clock", 20_000_000, {"count": 1000}),
+        ("loopback", 123_456, {"level": 1, "count": 0}),
+    ]
     assert encode_command(Cmd.PLATFORM, 7, up=1) == rows["platform up"]
     assert (
         encode_command(Cmd.TRIGGER_START, 7, rate_uhz=124_000_000, max_pulses=0, report_every=1)
@@ -91,7 +108,7 @@ def test_golden_named_commands() -> None:
 
 
 def test_stream_decoder_drops_and_counts() -> None:
-    good = encode_device_message(Msg.TRIGGER, 1, 100, (5).to_bytes(4, "little"))
+    good = encode_device_message(DeviceMsg.TRIGGER, 1, 100, (5).to_bytes(4, "little"))
     bad_crc = bytearray(good)
     bad_crc[3] ^= 0x01
     truncated = good[:4] + b"\x00"

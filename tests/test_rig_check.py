@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rig.check import Frame, camera_result, cameras_result, run_checks
+from rig.check import LOOPBACK_MAX_US, Board, Frame, camera_result, cameras_result, check_loopback, run_checks
 from rig.cli import main
 from rig.config import load_config
 from rig.simulate import sim_overrides
@@ -46,7 +46,8 @@ def test_reaching_rig_in_simulation_passes(
     for name in expected:
         assert checks[name]["status"] == "PASS", checks[name]
         assert f"PASS  {name} " in out  # one line per check
-    assert checks["loopback"]["status"] == "SKIP"  # the firmware has no input for it
+    loop = checks["loopback"]  # the template declares no jumper: the reason says how to get the check
+    assert loop["status"] == "SKIP" and "rig.arduino.loopback" in loop["detail"], loop
     trig = checks["trigger"]["values"]
     assert trig["pulses_fired"] == trig["reports"] == 124 * 3  # 3 s at 124 Hz
     assert abs(trig["measured_hz_fw_clock"] - 124) < 124e-3
@@ -117,6 +118,52 @@ def test_user_mistakes_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path
 
 def frames(ids: list[int], indices: list[int]) -> list[Frame]:
     return [Frame(i, k, 1_000_000 * k, -1, 0) for i, k in zip(ids, indices, strict=True)]
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("jumper", [True, False])
+def test_loopback_times_the_ttl_on_the_firmware_clock(firmware_built: None, jumper: bool) -> None:
+    """With rig.arduino.loopback the check pulses the TTL and times it on D12 (the harness wires D6 to D12
+    as the jumper); with the jumper missing on the board it fails naming it."""
+    import threading
+
+    import rig.check
+    from rig.config import ArduinoConfig
+    from rig.firmware_sim import FirmwareSim
+    from rig.serial_link import SerialLink
+
+    cfg = ArduinoConfig(loopback=True)
+    with FirmwareSim(realtime=True) as sim:
+        link = SerialLink(sim.pty_path, watchdog_ms=0)
+        threading.Timer(0.2, sim.release).start()
+        link.open()
+        try:
+            link.configure(**cfg.firmware_config())
+            if jumper:
+                result = check_loopback(Board(link, sim), cfg)
+            else:
+                mp = pytest.MonkeyPatch()
+                mp.setattr(rig.check, "fit_jumper", lambda sim: None)  # nobody fitted the jumper
+                try:
+                    result = check_loopback(Board(link, sim), cfg)
+                finally:
+                    mp.undo()
+        finally:
+            link.close()
+    if not jumper:
+        assert result.status == "FAIL" and "jumper from D6 to D12" in result.detail, result
+        return
+    assert result.status == "PASS", result
+    v = result.values
+    assert v["pulses"] == 5 and all(abs(x) <= LOOPBACK_MAX_US for x in v["edge_minus_fired_us"])
+    assert all(1000 - 8 <= w <= 1000 + 300 for w in v["width_us"])
+
+
+def test_loopback_not_declared_is_a_skip_with_its_reason() -> None:
+    from rig.config import ArduinoConfig
+
+    result = check_loopback(None, ArduinoConfig())  # type: ignore[arg-type]  # no board is touched
+    assert result.status == "SKIP" and "rig.arduino.loopback is false" in result.detail
 
 
 def test_frames_against_pulses() -> None:

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from rig.errors import DeviceError
-from rig.protocol import Cmd, FrameReader, Msg, encode_device_message
+from rig.protocol import PROTOCOL_VERSION, Cmd, DeviceMsg, FrameReader, encode_device_message
 from rig.serial_link import ClockMap, FirmwareVersionError, SerialLink, _Unwrap, find_port
 
 
 class ScriptedFirmware:
     """Answers commands on the master side of a pty; ``version`` and ``silent`` shape its replies."""
 
-    def __init__(self, version: int = 1) -> None:
+    def __init__(self, version: int = PROTOCOL_VERSION) -> None:
         self.master, slave = os.openpty()
         self.path = os.ttyname(slave)
         self._slave = slave
@@ -55,14 +55,14 @@ class ScriptedFirmware:
                 if cmd in self.silent:
                     continue
                 if cmd in self.nak:
-                    self.send(Msg.NAK, struct.pack("<BHB", cmd, seq, self.nak[cmd]))
+                    self.send(DeviceMsg.NAK, struct.pack("<BHB", cmd, seq, self.nak[cmd]))
                 elif cmd == Cmd.HELLO:
                     if p[3] != self.version:
-                        self.send(Msg.NAK, struct.pack("<BHBB", cmd, seq, 5, self.version))
+                        self.send(DeviceMsg.NAK, struct.pack("<BHBB", cmd, seq, 5, self.version))
                     else:
-                        self.send(Msg.ACK, struct.pack("<BHBHB", cmd, seq, self.version, 16, 0))
+                        self.send(DeviceMsg.ACK, struct.pack("<BHBHB", cmd, seq, self.version, 16, 0))
                 else:
-                    self.send(Msg.ACK, struct.pack("<BH", cmd, seq))
+                    self.send(DeviceMsg.ACK, struct.pack("<BH", cmd, seq))
 
     def close(self) -> None:
         self._stop = True
@@ -88,10 +88,10 @@ def collect(link: SerialLink, pred, timeout_s: float = 3.0) -> list:  # type: ig
 def test_handshake_acks_and_gap_detection(fw: ScriptedFirmware) -> None:
     link = SerialLink(fw.path, watchdog_ms=500, ping_interval_s=0.05)
     link.open()
-    assert link.firmware_version == 1
+    assert link.firmware_version == PROTOCOL_VERSION
     assert fw.received[0][:1] == bytes([Cmd.HELLO]) and struct.unpack_from("<H", fw.received[0], 4)[0] == 500
-    fw.send(Msg.IR, b"\x01")
-    fw.send(Msg.TRIGGER, struct.pack("<I", 0), skip=2)  # two frames lost on the wire
+    fw.send(DeviceMsg.IR, b"\x01")
+    fw.send(DeviceMsg.TRIGGER, struct.pack("<I", 0), skip=2)  # two frames lost on the wire
     os.write(fw.master, b"\x13\x37garbage\x00\x05\x00")  # line noise
     ev = collect(link, lambda out: any(e.kind == "trigger" for e in out))
     kinds = [e.kind for e in ev]
@@ -126,7 +126,8 @@ def test_wrong_version_names_port_and_versions() -> None:
     try:
         with pytest.raises(FirmwareVersionError) as exc:
             SerialLink(f.path).open()
-        assert f.path in str(exc.value) and "version 7" in str(exc.value) and "speaks 1" in str(exc.value)
+        assert f.path in str(exc.value) and "version 7" in str(exc.value)
+        assert f"speaks {PROTOCOL_VERSION}" in str(exc.value)
     finally:
         f.close()
 

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define DB_PROTOCOL_VERSION 1
+#define DB_PROTOCOL_VERSION 2
 #define DB_MAX_PAYLOAD 48            // decoded payload (type..crc) bytes
 #define DB_MAX_WIRE (DB_MAX_PAYLOAD + DB_MAX_PAYLOAD / 254 + 2)
 
@@ -26,6 +26,8 @@ enum DbCommand : uint8_t {
   CMD_SYNC_LEVEL = 0x16,     // u8 level
   CMD_SYNC_PULSE = 0x17,     // u16 width_us
   CMD_REDELIVERY = 0x18,     // u8 enable
+  CMD_RSYNC = 0x19,          // u16 min_ms (0 = off), u16 max_ms, u16 width_ms, u16 seed
+  CMD_INPUTS = 0x1A,         // u8 frame_clock (report D8 rising edges), u8 loopback (report D12 edges)
 };
 
 // Firmware -> host replies and events.
@@ -42,6 +44,9 @@ enum DbReply : uint8_t {
   EV_WATCHDOG = 0x97,         // -
   EV_REDELIVERY = 0x98,       // u8 phase
   EV_SYNC = 0x99,             // u8 level
+  EV_RSYNC = 0x9A,            // u32 pulse_index (pseudo-random sync pulse on A0; t_us = rising edge)
+  EV_FRAME_CLOCK = 0x9B,      // u32 edge_count (imaging frame clock on D8; t_us = rising edge)
+  EV_LOOPBACK = 0x9C,         // u8 level, u32 edge_count (loopback input D12; t_us = the edge)
 };
 
 enum DbNakCode : uint8_t {

@@ -10,7 +10,13 @@
 // sleep only begins when no pulse, step, debounce or report is pending, so no timing depends on it.
 //   sync TTL        D7   trial level / trigger copy or division / marks
 //   closed-loop TTL D6   pulse of configured width on host command
-// Nothing else is on PORTB: a read-modify-write of PORTB would clobber OC1A in simavr (not on silicon).
+//   pseudo-random sync A0 (PC0)  pulses at seeded random intervals (CMD_RSYNC), each one reported
+//   imaging frame clock D8 (PB0) input: every rising edge timestamped in the pin-change interrupt and
+//                   reported with a running count (CMD_INPUTS)
+//   TTL loopback    D12 (PB4) input: the closed-loop TTL wired back by a jumper; both edges
+//                   timestamped in the same interrupt (CMD_INPUTS), for rig check's latency test
+// No other output is on PORTB: a read-modify-write of PORTB would clobber OC1A in simavr (not on silicon);
+// D8 and D12 are inputs (nothing writes their PORTB bits once the trigger can run).
 // Protocol: firmware/PROTOCOL.md (COBS + CRC-16, version handshake, sequence numbers, acks,
 // host-silence watchdog -> safe state).
 #include <Arduino.h>
@@ -31,6 +37,9 @@ static const uint8_t PIN_SYNC = 7;
 static const uint8_t PIN_TTL = 6;
 static const uint8_t PIN_TRIGGER = 9;
 static const uint8_t PIN_SERVO = 5;
+static const uint8_t PIN_FRAME_CLOCK = 8;
+static const uint8_t PIN_LOOPBACK = 12;
+static const uint8_t PIN_RSYNC = 14;
 
 // ------------------------------------------------------------------ configuration (CMD_CONFIG)
 struct Config {
@@ -354,6 +363,122 @@ static void ttl_update(uint32_t now) {
   }
 }
 
+// ------------------------------------------------------------------ pseudo-random sync (A0)
+// pyControl's Rsync idea: pulses at intervals drawn uniformly from [min_ms, max_ms] (xorshift32), so any
+// few consecutive intervals identify their place in the session; every rising edge is reported (EV_RSYNC)
+// with its micros(), the imaging system records the same edges on its own clock. Timed in loop() (the
+// rising edge may be up to ~1 ms after its plan, but the reported time is the pin's).
+static bool rs_on = false;
+static bool rs_high = false;
+static uint16_t rs_min_ms = 0, rs_max_ms = 0, rs_width_ms = 0, rs_seed = 0;
+static uint32_t rs_rand = 1;
+static uint32_t rs_index = 0;
+static uint32_t rs_next_us = 0;
+static uint32_t rs_off_us = 0;
+
+static uint32_t rsync_interval_us() {
+  uint32_t x = rs_rand;
+  x ^= x << 13;
+  x ^= x >> 17;
+  x ^= x << 5;
+  rs_rand = x;
+  uint32_t span = (uint32_t)(rs_max_ms - rs_min_ms) + 1;
+  return ((uint32_t)rs_min_ms + x % span) * 1000UL;
+}
+
+static void rsync_off() {
+  rs_on = false;
+  rs_high = false;
+  PORTC &= ~_BV(PC0);
+}
+
+static void rsync_update(uint32_t now) {
+  if (!rs_on) return;
+  if (rs_high) {
+    if ((int32_t)(now - rs_off_us) >= 0) {
+      PORTC &= ~_BV(PC0);
+      rs_high = false;
+    }
+    return;
+  }
+  if ((int32_t)(now - rs_next_us) < 0) return;
+  PORTC |= _BV(PC0);  // the output first, then the bookkeeping
+  uint32_t t = micros();
+  rs_high = true;
+  rs_off_us = t + (uint32_t)rs_width_ms * 1000UL;
+  rs_next_us = t + rsync_interval_us();
+  uint8_t body[4];
+  db_put_u32(body, rs_index++);
+  send_event(EV_RSYNC, t, body, 4);
+}
+
+// ------------------------------------------------------------------ timestamped inputs (D8, D12)
+// One pin-change interrupt (PCINT0, port B) timestamps both inputs: the imaging system's frame clock on D8
+// (rising edges) and the closed-loop TTL's loopback on D12 (both edges). Each edge gets a running count
+// (from 0 when the input is enabled): a report lost to a full ring shows as a gap in the counts.
+#define EDGE_RING 16
+static volatile uint8_t in_enabled = 0;  // bit 0 frame clock, bit 1 loopback
+static volatile uint8_t in_last = 0;     // PINB at the last interrupt
+static volatile uint32_t fc_count = 0;   // frame-clock rising edges since enabled
+static volatile uint32_t lb_count = 0;   // loopback edges since enabled
+static volatile uint8_t edge_head = 0;   // ring of (kind, count, t_us) written by the ISR
+static volatile uint8_t edge_tail = 0;
+static volatile uint8_t edge_kind[EDGE_RING];  // 1 frame clock; 2 loopback fell; 3 loopback rose
+static volatile uint32_t edge_count[EDGE_RING];
+static volatile uint32_t edge_t[EDGE_RING];
+
+static inline void edge_push(uint8_t kind, uint32_t count, uint32_t t) {
+  uint8_t h = edge_head;
+  uint8_t next = (uint8_t)((h + 1) % EDGE_RING);
+  if (next == edge_tail) return;  // full: the report is lost, its count is not
+  edge_kind[h] = kind;
+  edge_count[h] = count;
+  edge_t[h] = t;
+  edge_head = next;
+}
+
+ISR(PCINT0_vect) {
+  uint32_t t = micros();
+  uint8_t now = PINB;
+  uint8_t changed = now ^ in_last;
+  in_last = now;
+  uint8_t en = in_enabled;
+  if ((en & 1) && (changed & _BV(PB0)) && (now & _BV(PB0))) edge_push(1, fc_count++, t);
+  if ((en & 2) && (changed & _BV(PB4))) edge_push((now & _BV(PB4)) ? 3 : 2, lb_count++, t);
+}
+
+static void inputs_set(uint8_t en) {
+  noInterrupts();
+  uint8_t was = in_enabled;
+  if ((en & 1) && !(was & 1)) fc_count = 0;
+  if ((en & 2) && !(was & 2)) lb_count = 0;
+  in_last = PINB;
+  in_enabled = en;
+  PCMSK0 = (uint8_t)(((en & 1) ? _BV(PCINT0) : 0) | ((en & 2) ? _BV(PCINT4) : 0));
+  PCIFR = _BV(PCIF0);
+  PCICR = (uint8_t)(en ? (PCICR | _BV(PCIE0)) : (PCICR & ~_BV(PCIE0)));
+  interrupts();
+}
+
+static void inputs_report() {
+  while (edge_tail != edge_head) {
+    uint8_t i = edge_tail;
+    uint8_t kind = edge_kind[i];
+    uint32_t count = edge_count[i];
+    uint32_t t = edge_t[i];
+    edge_tail = (uint8_t)((i + 1) % EDGE_RING);
+    uint8_t body[5];
+    if (kind == 1) {
+      db_put_u32(body, count);
+      send_event(EV_FRAME_CLOCK, t, body, 4);
+    } else {
+      body[0] = (uint8_t)(kind - 2);
+      db_put_u32(body + 1, count);
+      send_event(EV_LOOPBACK, t, body, 5);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ IR sensor
 static bool ir_state = false;       // debounced: pellet present
 static bool ir_raw_last = false;
@@ -464,6 +589,7 @@ static void enter_safe_state() {
   step_active = false;
   step_left = 0;
   redelivery_enabled = false;
+  rsync_off();
   servo_move(cfg.servo_down_us);
   safe_state = true;
   send_event(EV_WATCHDOG, micros(), nullptr, 0);
@@ -650,6 +776,44 @@ static void handle_command(const uint8_t* f, uint8_t len) {
       ir_removed_flag = false;
       send_ack(type, seq, nullptr, 0);
       return;
+    case CMD_RSYNC: {
+      NEED(8);
+      uint16_t lo = db_get_u16(b), hi = db_get_u16(b + 2), w = db_get_u16(b + 4), seed = db_get_u16(b + 6);
+      if (lo == 0) {
+        rsync_off();
+        send_ack(type, seq, nullptr, 0);
+        return;
+      }
+      if (hi < lo || w == 0 || w >= lo) {
+        send_nak(type, seq, NAK_VALUE);
+        return;
+      }
+      // the same settings again (a host reconnecting) keep the running sequence: no repeated pattern
+      if (!(rs_on && lo == rs_min_ms && hi == rs_max_ms && w == rs_width_ms && seed == rs_seed)) {
+        rs_min_ms = lo;
+        rs_max_ms = hi;
+        rs_width_ms = w;
+        rs_seed = seed;
+        rs_rand = 0x9E3779B9UL ^ (seed ? (uint32_t)seed : micros());
+        if (!rs_rand) rs_rand = 1;
+        rs_index = 0;
+        rs_high = false;
+        PORTC &= ~_BV(PC0);
+        rs_next_us = micros() + rsync_interval_us();
+        rs_on = true;
+      }
+      send_ack(type, seq, nullptr, 0);
+      return;
+    }
+    case CMD_INPUTS:
+      NEED(2);
+      if (b[0] > 1 || b[1] > 1) {
+        send_nak(type, seq, NAK_VALUE);
+        return;
+      }
+      inputs_set((uint8_t)(b[0] | (b[1] << 1)));
+      send_ack(type, seq, nullptr, 0);
+      return;
     default:
       send_nak(type, seq, NAK_UNKNOWN);
       return;
@@ -666,8 +830,8 @@ DbFrameReader rx;
 // so an interrupt that arrives meanwhile wakes the CPU at once.
 static void idle_sleep() {
   noInterrupts();
-  bool busy = ttl_high || sync_mark || step_active || ir_pending || ir_edge || Serial.available() > 0 ||
-              trig_tail != trig_head || trig_stopped_pending;
+  bool busy = ttl_high || sync_mark || rs_high || step_active || ir_pending || ir_edge ||
+              Serial.available() > 0 || trig_tail != trig_head || trig_stopped_pending || edge_tail != edge_head;
   if (busy) {
     interrupts();
     return;
@@ -686,6 +850,10 @@ void setup() {
   pinMode(PIN_TTL, OUTPUT);
   pinMode(PIN_TRIGGER, OUTPUT);
   pinMode(PIN_SERVO, OUTPUT);
+  pinMode(PIN_FRAME_CLOCK, INPUT);
+  pinMode(PIN_LOOPBACK, INPUT);
+  pinMode(PIN_RSYNC, OUTPUT);
+  digitalWrite(PIN_RSYNC, LOW);
   digitalWrite(PIN_TRIGGER, LOW);
   digitalWrite(PIN_TTL, LOW);
   digitalWrite(PIN_SYNC, LOW);
@@ -727,6 +895,8 @@ void loop() {
     db_put_u32(body, c);
     send_event(EV_TRIGGER_STOPPED, micros(), body, 4);
   }
+  inputs_report();
+  rsync_update(now);
   ir_update(now);
   servo_update(now);
   stepper_update(now);

@@ -13,12 +13,20 @@ map (:class:`~rig.clock.ClockFit`, a lower-envelope fit over every firmware even
 host read time) pair). The node keeps ``clock.json`` in the session folder up to date (rewritten
 atomically every :data:`CLOCK_WRITE_S`, final at the end).
 
+Imaging alignment (``rig.arduino.rsync``, ``rig.arduino.frame_clock``): every pseudo-random sync pulse
+(``rsync`` event) becomes a row of ``sync_pulses.csv`` and every rising edge of the imaging system's frame
+clock (``frame_clock`` event) a row of ``imaging_frames.csv``, both ``index, t_fw_us, t_host_ns`` (the
+firmware's count and time, the host time through the clock map as it stands then); ``deepbehavior align``
+reads them. A gap in ``index`` is a report that never arrived (counted in ``clock.json``).
+
 With the simulator (``rig.arduino.backend: simulator``) it also owns the simavr harness. With
 ``rig.arduino.simulator.edges`` (the default) each rising edge of the trigger pin (D9) is published as
 it happens (``t_host_ns`` = when the harness reported it; ``t_fw_us`` from the same periodic model, so
 it is on the firmware's ``micros()`` clock like every other event); the edges clock the synthetic
 cameras through the world node. ``edges: false`` stands in for a real board: the pulses come from the
-reports as above. ``sim.ir`` requests from the synthetic mouse drive the IR sensor pin.
+reports as above. ``sim.ir`` requests from the synthetic mouse drive the IR sensor pin. With
+``rig.arduino.simulator.imaging_clock`` the harness drives D8 with a simulated imaging frame clock (rate,
+jitter, drift, dropped pulses); with ``rig.arduino.loopback`` it wires D6 to D12 (the jumper).
 
 Stopping: the trigger stops after its current pulse, the platform goes down, then ``node.arduino eos``
 carries the number of pulses fired.
@@ -38,6 +46,7 @@ from rig import messages as m
 from rig.clock import ClockFit, TriggerModel
 from rig.errors import DeviceError
 from rig.nodes.base import Node
+from rig.serial_link import configure_imaging
 from rig.session import write_json_atomic
 
 TRIGGER_PIN = "D9"
@@ -46,6 +55,62 @@ CLOCK_WRITE_S = 2.0  # rewrite clock.json this often
 CLOCK_FILE = "clock.json"
 TRIGGER_CHECK_TOL_US = 50.0  # a TRIGGER report this far from the periodic model is a warning
 EDGE_ANCHOR_WAIT_S = 1.0  # simulator edges wait this long at most for the run's first TRIGGER report
+SYNC_FILE = "sync_pulses.csv"  # the pseudo-random sync pulses (rig.arduino.rsync)
+FRAMES_FILE = "imaging_frames.csv"  # the imaging frame clock's rising edges (rig.arduino.frame_clock)
+LOOPBACK_WIRE = "wire D6 D12"  # the harness's jumper from the closed-loop TTL to the loopback input
+
+
+class EdgeTable:
+    """``index, t_fw_us, t_host_ns`` rows of firmware-timed edges, append-only (``rig/SESSION.md``).
+
+    ``index`` is the firmware's own count (0-based since the output or input was switched on), so a
+    report that never arrived leaves a gap, counted in :meth:`summary`."""
+
+    HEADER = "index,t_fw_us,t_host_ns\n"
+
+    def __init__(self, path: Any) -> None:
+        self.path = path
+        self._f = open(path, "w", encoding="ascii")  # noqa: SIM115 - closed in close()
+        self._f.write(self.HEADER)
+        self.rows = 0
+        self.first: tuple[int, int] | None = None  # (index, t_fw_us)
+        self.last: tuple[int, int] | None = None
+        self.missing = 0  # indices skipped (reports lost)
+        self.restarts = 0  # the count went back (the firmware restarted it)
+
+    def add(self, index: int, t_fw_us: int, t_host_ns: int) -> None:
+        if self.last is not None:
+            if index > self.last[0] + 1:
+                self.missing += index - self.last[0] - 1
+            elif index <= self.last[0]:
+                self.restarts += 1
+        if self.first is None:
+            self.first = (index, t_fw_us)
+        self.last = (index, t_fw_us)
+        self.rows += 1
+        self._f.write(f"{index},{t_fw_us},{t_host_ns}\n")
+
+    def flush(self, sync: bool = False) -> None:
+        self._f.flush()
+        if sync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self.flush(sync=True)
+            self._f.close()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": os.path.basename(self.path),
+            "rows": self.rows,
+            "first_index": None if self.first is None else self.first[0],
+            "last_index": None if self.last is None else self.last[0],
+            "first_fw_us": None if self.first is None else self.first[1],
+            "last_fw_us": None if self.last is None else self.last[1],
+            "missing_reports": self.missing,
+            "count_restarts": self.restarts,
+        }
 
 
 class ClockWriter:
@@ -96,7 +161,7 @@ class ArduinoNode(Node):
         assert acfg is not None
         self.acfg = acfg
         self.sim: Any = None
-        self.edges: queue.SimpleQueue | None = None  # the simulator's trigger-pin edges, if used
+        self.edges: queue.SimpleQueue[Any] | None = None  # the simulator's trigger-pin edges, if used
         self.serial_fd: int | None = None
         self.firmware_trigger = self.cfg.rig.trigger.source == "firmware"
         self.triggering = False
@@ -115,6 +180,8 @@ class ArduinoNode(Node):
         self._rtt_t = 0.0
         self._clock_t = time.monotonic()
         self.clock_writer = ClockWriter(self.session_dir / CLOCK_FILE, self.log)
+        self.sync_table = EdgeTable(self.session_dir / SYNC_FILE) if acfg.rsync.enabled else None
+        self.frames_table = EdgeTable(self.session_dir / FRAMES_FILE) if acfg.frame_clock else None
         if acfg.backend == "simulator":
             from rig.firmware_sim import start_simulated_arduino
 
@@ -132,6 +199,12 @@ class ArduinoNode(Node):
             self.link.open()
             self.link.configure(**acfg.firmware_config())
             self.link.command("redelivery", enable=int(acfg.redelivery))
+        configure_imaging(self.link, acfg)
+        if self.sim is not None:
+            if acfg.loopback:
+                self.sim.command(LOOPBACK_WIRE)
+            if acfg.simulator.imaging_clock is not None:
+                self.sim.command(acfg.simulator.imaging_clock.harness_command())
         # one wait for everything: bus messages, bytes from the board, trigger edges from the simulator
         assert self.sub is not None
         self.poller = zmq.Poller()
@@ -185,6 +258,9 @@ class ArduinoNode(Node):
         if time.monotonic() - self._clock_t >= CLOCK_WRITE_S:
             self._clock_t = time.monotonic()
             self.clock_writer.put(self.clock_record(final=False))
+            for table in (self.sync_table, self.frames_table):
+                if table is not None:
+                    table.flush()
         if self.stop_requested:
             self._stop_trigger()
             self.done = True
@@ -199,6 +275,7 @@ class ArduinoNode(Node):
     def _reconfigure(self) -> None:
         try:
             self.link.configure(**self.acfg.firmware_config())
+            configure_imaging(self.link, self.acfg)
             if self.triggering:
                 self._start_trigger()
         except DeviceError as exc:
@@ -242,6 +319,12 @@ class ArduinoNode(Node):
         t_recv = ev.values.get("t_recv_ns")
         if ev.fw_seq >= 0 and ev.t_fw_us >= 0 and t_recv is not None:
             self.clock.add(ev.t_fw_us, int(t_recv))
+        table = {"rsync": self.sync_table, "frame_clock": self.frames_table}.get(ev.kind)
+        if table is not None:
+            key = "index" if ev.kind == "rsync" else "count"
+            line = self.clock.line()
+            t_host = line.to_host_ns(ev.t_fw_us) if line is not None else -1
+            table.add(int(ev.values[key]), ev.t_fw_us, t_host)
         run = self.trun
         if run is None:
             return
@@ -396,6 +479,8 @@ class ArduinoNode(Node):
             "earlier_segments": self.clock_segments,
             "trigger_runs": self.runs,
             "trigger": trigger,
+            "rsync": None if self.sync_table is None else self.sync_table.summary(),
+            "frame_clock": None if self.frames_table is None else self.frames_table.summary(),
         }
 
     def _stop_trigger(self) -> None:
@@ -425,6 +510,8 @@ class ArduinoNode(Node):
         if link is not None:
             try:
                 self._stop_trigger()
+                if self.acfg.rsync.enabled:  # the imaging side records no pulse the session did not
+                    link.command("rsync", min_ms=0, max_ms=0, width_ms=0, seed=0)
                 link.command("platform", up=0)  # leave the rig safe
             except DeviceError as exc:
                 self.log.warning("arduino: could not lower the platform: %s", exc)
@@ -435,6 +522,10 @@ class ArduinoNode(Node):
             for fd in (getattr(self, "wake_r", None), getattr(self, "wake_w", None)):
                 if fd is not None:
                     os.close(fd)
+        for name in ("sync_table", "frames_table"):
+            table = getattr(self, name, None)
+            if table is not None:
+                table.close()
         writer = getattr(self, "clock_writer", None)
         if writer is not None:
             writer.close(self.clock_record(final=True))
