@@ -74,6 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, type=Path)
     q.set_defaults(func=_cmd_import)
 
+    from analysis.events import min_confidence_help
+    from analysis.kinematics import (
+        REACH_MAX_GAP_S,
+        REACH_MIN_DURATION_S,
+        REACH_MIN_EXTENT_MM,
+        REACH_MIN_GAP_S,
+        REACH_ONSET_SPEED_MM_S,
+        REACH_SMOOTH_S,
+    )
+
     r = subparsers.add_parser(
         "reaching",
         help="reach kinematics and success rate from a session folder or any 3-D table",
@@ -81,7 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "outcomes. INPUT is a rig session folder (points3d.csv; times are the trigger times on the firmware "
         "clock from triggers.csv, never host arrival times) or a 3-D table: DeepLabCut 3-D .h5/.csv, an "
         "anipose CSV or a points3d.csv, timed by --fps or --timestamps. Speed thresholds are in mm/s; "
-        "--units converts the table to mm.",
+        "--units converts the table to mm. Before any derivative, points under --min-confidence (anipose "
+        "score; a session's invalid points) are cut and gaps up to --max-gap filled; a reach is a movement "
+        "over --onset-speed lasting --min-duration and going --min-extent from its start, movements less "
+        "than --min-gap apart being one. The summary says how many frames were cut, filled and missing.",
     )
     r.add_argument("session", metavar="INPUT", type=Path, help="session folder, or a 3-D table file")
     r.add_argument("--part", default="paw", help="tracked point / body part to segment (default paw)")
@@ -96,8 +109,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--units", choices=["mm", "cm", "m"], default="mm", help="length unit of a table file (default mm)"
     )
-    r.add_argument("--onset-speed", type=float, default=50.0, help="reach onset speed, mm/s (default 50)")
-    r.add_argument("--smooth", type=int, default=0, help="Savitzky-Golay window in samples (odd; 0 = none)")
+    r.add_argument(
+        "--onset-speed",
+        type=float,
+        default=REACH_ONSET_SPEED_MM_S,
+        help=f"reach onset speed, mm/s (default {REACH_ONSET_SPEED_MM_S:g}; offset at half of it)",
+    )
+    r.add_argument(
+        "--min-extent",
+        type=float,
+        default=REACH_MIN_EXTENT_MM,
+        help=f"a reach goes at least this far from its start, mm (default {REACH_MIN_EXTENT_MM:g})",
+    )
+    r.add_argument(
+        "--min-duration",
+        type=float,
+        default=REACH_MIN_DURATION_S,
+        help=f"shortest reach, s (default {REACH_MIN_DURATION_S:g})",
+    )
+    r.add_argument(
+        "--min-gap",
+        type=float,
+        default=REACH_MIN_GAP_S,
+        help=f"movements closer than this (s) are one reach (default {REACH_MIN_GAP_S:g})",
+    )
+    r.add_argument(
+        "--max-gap",
+        type=float,
+        default=REACH_MAX_GAP_S,
+        help=f"fill gaps up to this many seconds linearly before derivatives (default {REACH_MAX_GAP_S:g}; "
+        "0 = none)",
+    )
+    r.add_argument(
+        "--min-confidence",
+        type=float,
+        help=f"cut points under this score, where the table has one (default per format: "
+        f"{min_confidence_help()})",
+    )
+    r.add_argument(
+        "--smooth",
+        type=int,
+        help=f"Savitzky-Golay window for speeds, samples (odd, >= 5; 0 = none; default the odd number "
+        f"nearest {1000 * REACH_SMOOTH_S:g} ms, at least 5: 7 at 124 Hz)",
+    )
     r.add_argument("--clusters", type=int, default=0, help="cluster reach paths by DTW into N groups")
     r.add_argument(
         "--out", type=Path, help="output folder (default SESSION/analysis/reaching, or next to the file)"
@@ -262,8 +316,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     nw.add_argument("--species", default="Mus musculus")
     nw.set_defaults(func=_cmd_nwb)
 
+    from analysis.tasks.human import HUMAN_MAX_GAP_S, HUMAN_SMOOTH_S
+
     hu = subparsers.add_parser(
-        "human", help="3-D arm angles from OpenPose JSON of two or more calibrated views"
+        "human",
+        help="3-D arm angles from OpenPose JSON of two or more calibrated views",
+        description="Views are paired by frame number; a keypoint is made in 3-D from the views at or "
+        "above --min-confidence; each joint's gaps up to --max-gap are filled and the joints smoothed over "
+        "--smooth before the elbow, shoulder and supination angles are taken. Writes OUT/arm_angles.csv, "
+        "joints_3d.csv (every joint, with measured/filled/missing per frame), arm_angles.png, human.json "
+        "(settings; frames cut, filled, missing per joint and angle) and with --video skeleton.mp4 (a "
+        "rotating 3-D skeleton).",
     )
     hu.add_argument("--calibration", required=True, type=Path, help="calibration file naming the cameras")
     hu.add_argument(
@@ -278,22 +341,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hu.add_argument(
         "--min-confidence",
         type=float,
-        default=0.1,
-        help="OpenPose keypoints below this confidence are not used (default 0.1)",
+        help=f"keypoints below this confidence are not used (default per format: {min_confidence_help()})",
     )
     hu.add_argument(
         "--max-gap",
-        type=int,
-        default=0,
-        help="fill angle gaps of up to this many frames by linear interpolation (default 0: none)",
+        type=float,
+        default=HUMAN_MAX_GAP_S,
+        help=f"fill 3-D joint gaps up to this many seconds linearly (default {HUMAN_MAX_GAP_S:g}; 0 = none)",
     )
     hu.add_argument(
-        "--smooth", type=int, default=0, help="Savitzky-Golay window for the angles, frames (odd; 0 = none)"
+        "--smooth",
+        type=float,
+        default=HUMAN_SMOOTH_S,
+        help=f"Savitzky-Golay window over the 3-D joints, seconds (default {HUMAN_SMOOTH_S:g}; 0 = none)",
     )
+    hu.add_argument("--video", action="store_true", help="also write OUT/skeleton.mp4 (rotating 3-D view)")
     hu.add_argument("--out", type=Path, required=True)
     hu.set_defaults(func=_cmd_human)
 
-    from analysis.triangulate import CALIBRATION_FORMATS, MIN_CONFIDENCE
+    fg = subparsers.add_parser(
+        "figures",
+        help="the paper's figures of a task from the folder its analysis wrote",
+        description="Each from the folder the task's analysis wrote. reaching: trajectories, velocity "
+        "curves, speed over time, per-reach measures, trial outcomes. human: angle curves, angle "
+        "histograms, a 3-D skeleton at five moments and the rotating 3-D skeleton video. three-chamber: "
+        "time per chamber, cup interaction time and bouts (the command writes the trajectory). social: "
+        "speed with contact epochs, contact time per type (the command writes trajectories and distance).",
+    )
+    fg.add_argument("task", choices=["reaching", "human", "three-chamber", "social"])
+    fg.add_argument("input", type=Path, help="the folder the task's analysis wrote")
+    fg.add_argument("--out", type=Path, help="output folder (default INPUT/figures)")
+    fg.add_argument("--no-video", action="store_true", help="human: leave out skeleton.mp4")
+    fg.set_defaults(func=_cmd_figures)
+
+    from analysis.events import min_confidence_help
+    from analysis.triangulate import CALIBRATION_FORMATS
 
     tr = subparsers.add_parser(
         "triangulate",
@@ -334,8 +416,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--min-confidence",
         type=float,
-        default=MIN_CONFIDENCE,
-        help=f"2-D points below this confidence are not used (default {MIN_CONFIDENCE})",
+        default=None,
+        help=f"2-D points below this confidence are not used (default per format: {min_confidence_help()})",
     )
     tr.add_argument(
         "--ransac",
@@ -465,6 +547,11 @@ def _cmd_reaching(args: argparse.Namespace) -> int:
             ind = int(args.individual) if args.individual.isdigit() else args.individual
             track = read_track(src, args.part, args.fps, ts, args.units, ind)
             out = args.out or src.with_name(f"{src.stem}_reaching")
+        if args.max_gap < 0 or args.min_duration < 0 or args.min_gap < 0 or args.min_extent < 0:
+            raise AnalysisError("--max-gap, --min-duration, --min-gap and --min-extent must be >= 0")
+        sm = args.smooth
+        if sm is not None and (sm < 0 or (sm and (sm % 2 == 0 or sm < 5))):
+            raise AnalysisError(f"--smooth {args.smooth}: 0 or an odd number of samples >= 5")
         res = analyze_reaching(
             track.t_s,
             track.xyz,
@@ -472,7 +559,13 @@ def _cmd_reaching(args: argparse.Namespace) -> int:
             out_dir=out,
             n_clusters=args.clusters,
             info=track.info,
+            confidence=track.confidence,
+            min_confidence=args.min_confidence,
+            max_gap_s=args.max_gap,
             onset_speed_mm_s=args.onset_speed,
+            min_extent_mm=args.min_extent,
+            min_duration_s=args.min_duration,
+            merge_gap_s=args.min_gap,
             smooth_window=args.smooth,
         )
     except AnalysisError as exc:
@@ -589,98 +682,59 @@ def _cmd_social(args: argparse.Namespace) -> int:
 
 
 def _cmd_human(args: argparse.Namespace) -> int:
-    import warnings
-
-    import numpy as np
-    import pandas as pd
-
     from analysis.camera import load_calibration
     from analysis.io.pose import read_openpose
-    from analysis.tasks.human import (
-        elbow_angle,
-        plot_angles,
-        point_speed,
-        segment_repetitions,
-        shoulder_angle,
-        smooth_angle,
-        supination_angle,
-        triangulate_keypoints,
-    )
-    from analysis.triangulate import match_frames, parse_views
+    from analysis.tasks.human import analyze_arm, write_arm_outputs
+    from analysis.triangulate import parse_views
 
-    side, hand = args.side, "hand_right" if args.side == "R" else "hand_left"
+    hand = "hand_right" if args.side == "R" else "hand_left"
     try:
-        if args.max_gap < 0 or args.smooth < 0 or (args.smooth and args.smooth % 2 == 0):
-            raise AnalysisError("--max-gap must be >= 0 and --smooth 0 or an odd number of frames")
         calib = load_calibration(args.calibration)
         tables = {}
         for name, folder in parse_views(args.camera).items():
             calib[name]  # fails early, naming the calibration file, if the camera is not in it
             tables[name] = read_openpose(folder, parts=("pose", hand))
-        xyz_m, err_m = triangulate_keypoints(calib, tables, min_confidence=args.min_confidence)
-        match = match_frames(tables)
-        # one row per frame number from the first to the last: time is frame / fps, gaps stay gaps
-        frames = np.arange(match.frames[0], match.frames[-1] + 1)
-        rows = match.frames - match.frames[0]
-        xyz = np.full((len(frames), *xyz_m.shape[1:]), np.nan)
-        err = np.full((len(err_m), len(frames), err_m.shape[2]), np.nan)
-        xyz[rows], err[:, rows] = xyz_m, err_m
-        parts = next(iter(tables.values())).bodyparts
-
-        def kp(n: str) -> np.ndarray:
-            return xyz[:, parts.index(n)]
-
-        t = frames / args.fps
-        sh, el, wr = kp(f"{side}Shoulder"), kp(f"{side}Elbow"), kp(f"{side}Wrist")
-        raw = {
-            "elbow_angle_deg": elbow_angle(sh, el, wr),
-            "shoulder_angle_deg": shoulder_angle(kp("MidHip"), sh, el),
-            "supination_deg": supination_angle(el, wr, kp(f"{hand}_Index1"), kp(f"{hand}_Pinky1")),
-        }
-        angles = {k: smooth_angle(v, args.max_gap, args.smooth) for k, v in raw.items()}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # frames no view holds: all-NaN medians
-            reproj = np.nanmedian(err, axis=(0, 2))
-        table = pd.DataFrame(
-            {
-                "frame": frames,
-                "t_s": t,
-                **angles,
-                "wrist_speed_mm_s": point_speed(t, wr),
-                "elbow_speed_mm_s": point_speed(t, el),
-                "reprojection_px": reproj,
-            }
-        )
+        res = analyze_arm(calib, tables, args.fps, args.side, args.min_confidence, args.max_gap, args.smooth)
+        written = write_arm_outputs(res, args.out, video=args.video)
     except AnalysisError as exc:
         return _fail(exc)
-    for line in match.report():
+    except OSError as exc:
+        return _write_failed(args.out, exc)
+    for line in res.notes:
         print(f"deepbehavior: warning: {line}", file=sys.stderr)
-    hand_3d = np.isfinite(kp(f"{hand}_Index1")).all(axis=1) & np.isfinite(kp(f"{hand}_Pinky1")).all(axis=1)
-    if not hand_3d.any():
-        print(
-            f"deepbehavior: warning: no usable {'left' if side == 'L' else 'right'} hand in any frame "
-            f"({hand} keypoints Index1/Pinky1 missing or below confidence {args.min_confidence} in the "
-            "views): supination_deg is empty",
-            file=sys.stderr,
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "arm_angles.csv", index=False)
-    joints = {"frame": frames, "t_s": t}
-    for k, name in enumerate(parts):
-        if np.isfinite(xyz[:, k, 0]).any():
-            for a, axis in enumerate("xyz"):
-                joints[f"{name}_{axis}"] = xyz[:, k, a]
-    pd.DataFrame(joints).to_csv(args.out / "joints_3d.csv", index=False, float_format="%.9g")
-    plot = {c.replace("_deg", ""): table[c].to_numpy() for c in table.columns if c.endswith("_deg")}
-    reps = segment_repetitions(table["t_s"].to_numpy(), plot["elbow_angle"], min_prominence=20.0)
-    plot_angles(table["t_s"].to_numpy(), plot, args.out / "arm_angles.png", reps)
-    print(table.drop(columns="frame").describe().T[["mean", "min", "max"]].to_string())
-    counts = {k: (int(np.isfinite(raw[k]).sum()), int(np.isfinite(angles[k]).sum())) for k in raw}
+    print(res.table.drop(columns="frame").describe().T[["mean", "min", "max"]].to_string())
+    angles = res.summary["angles"]
     print(
-        f"{len(frames)} frames ({frames[0]}-{frames[-1]}); angle values measured / after filling: "
-        + ", ".join(f"{k.replace('_deg', '')} {a}/{b}" for k, (a, b) in counts.items())
+        f"{len(res.frames)} frames ({res.frames[0]}-{res.frames[-1]}); angle values measured / filled / "
+        "missing: "
+        + ", ".join(f"{k} {v['measured']}/{v['filled']}/{v['missing']}" for k, v in angles.items())
     )
-    print(f"wrote {args.out / 'arm_angles.csv'}, {args.out / 'joints_3d.csv'}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from analysis.plotting import social_figures, three_chamber_figures
+    from analysis.tasks.human import human_figures
+    from analysis.tasks.reaching import reaching_figures
+
+    out = args.out or args.input / "figures"
+    try:
+        if not args.input.is_dir():
+            raise AnalysisError(f"{args.input}: not a folder (the folder the {args.task} analysis wrote)")
+        if args.task == "reaching":
+            written = reaching_figures(args.input, out)
+        elif args.task == "human":
+            written = human_figures(args.input, out, video=not args.no_video)
+        elif args.task == "three-chamber":
+            written = three_chamber_figures(args.input, out)
+        else:
+            written = social_figures(args.input, out)
+    except AnalysisError as exc:
+        return _fail(exc)
+    except OSError as exc:
+        return _write_failed(out, exc)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -120,18 +120,35 @@ def fill_gaps(
     return out, filled
 
 
-def clean_track(
+@dataclass(frozen=True)
+class CleanTrack:
+    """A track after :func:`clean`: ``track`` (T, D), ``cut_t`` (T,) the samples the confidence cut
+    removed, ``filled_t`` (T,) the samples filled (either way missing before), ``quality`` the counts."""
+
+    track: np.ndarray
+    cut_t: np.ndarray
+    filled_t: np.ndarray
+    quality: DataQuality
+
+    def status(self) -> np.ndarray:
+        """(T,) per sample: ``measured``, ``filled`` or ``missing`` (for the tables an analysis writes)."""
+        ok = np.isfinite(self.track).all(axis=1)
+        return np.where(~ok, "missing", np.where(self.filled_t, "filled", "measured"))
+
+
+def clean(
     t_s: np.ndarray,
     track_tn: np.ndarray,
     confidence_t: np.ndarray | None,
     min_confidence: float,
     max_gap_s: float,
-) -> tuple[np.ndarray, DataQuality]:
-    """Confidence cut, then gap filling: the track every count and derivative should be taken from."""
+    kind: str = "linear",
+) -> CleanTrack:
+    """Confidence cut, then gap filling (:func:`confidence_cut`, :func:`fill_gaps`), with masks."""
     x = np.asarray(track_tn, dtype=np.float64)
     missing_in = int((~np.isfinite(x).all(axis=1)).sum()) if x.ndim == 2 else 0
     cut_x, cut = confidence_cut(x, confidence_t, min_confidence)
-    out, filled = fill_gaps(t_s, cut_x, max_gap_s)
+    out, filled = fill_gaps(t_s, cut_x, max_gap_s, kind)
     q = DataQuality(
         frames=len(out),
         missing_in=missing_in,
@@ -141,7 +158,19 @@ def clean_track(
         min_confidence=float(min_confidence),
         max_gap_s=float(max_gap_s),
     )
-    return out, q
+    return CleanTrack(out, cut, filled, q)
+
+
+def clean_track(
+    t_s: np.ndarray,
+    track_tn: np.ndarray,
+    confidence_t: np.ndarray | None,
+    min_confidence: float,
+    max_gap_s: float,
+) -> tuple[np.ndarray, DataQuality]:
+    """Confidence cut, then gap filling: the track every count and derivative should be taken from."""
+    c = clean(t_s, track_tn, confidence_t, min_confidence, max_gap_s)
+    return c.track, c.quality
 
 
 def events(

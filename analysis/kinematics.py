@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from analysis.errors import AnalysisError
+from analysis.events import events
 from analysis.filters import interpolate_gaps, savgol, true_runs
 from analysis.plotting import pyplot, save
 
@@ -166,52 +167,86 @@ def kinematics_table(t_s: np.ndarray, points_t3: np.ndarray, smooth_window: int 
     )
 
 
-def segment_reaches(
+# Reach defaults (mm, s), shown in --help and written into every summary. A reach is a movement faster than
+# the onset speed somewhere, bounded by the offset speed (half the onset), that goes at least
+# REACH_MIN_EXTENT_MM from where it started and lasts at least REACH_MIN_DURATION_S; movements less than
+# REACH_MIN_GAP_S apart are one reach (the out and back strokes stop briefly at the target).
+REACH_ONSET_SPEED_MM_S = 50.0
+REACH_MIN_EXTENT_MM = 10.0  # a mouse's reach to the pellet is 15-30 mm; a posture shift or twitch a few mm
+REACH_MIN_DURATION_S = 0.1  # a reach's stroke out and back takes 0.2-0.6 s
+REACH_MIN_GAP_S = 0.15
+REACH_MAX_GAP_S = 0.1  # missing samples filled before derivatives: up to 12 frames at 124 Hz
+# Savitzky-Golay (cubic) window for speeds by default: the odd number of samples nearest 60 ms, at least 5
+# (7 at 124 Hz). Unsmoothed, 0.05 mm of tracking noise adds ~2-5 % to a 250 mm/s peak (the largest of
+# several noisy samples); this window keeps a minimum-jerk stroke of 0.12 s within 3 %.
+REACH_SMOOTH_S = 0.06
+
+
+def default_smooth_window(t_s: np.ndarray, smooth_s: float = REACH_SMOOTH_S) -> int:
+    """The odd number of samples nearest ``smooth_s`` at the times' median rate, at least 5."""
+    t = np.asarray(t_s, dtype=np.float64)
+    if len(t) < 2:
+        return 0
+    n = round(smooth_s / float(np.median(np.diff(t))))
+    return max(5, n + 1 - n % 2)
+
+
+@dataclass(frozen=True)
+class ReachSearch:
+    """What the segmentation saw besides the reaches: movements over the onset speed, those dropped as too
+    short or too small, and those left out because samples inside them are missing (an unfilled gap)."""
+
+    movements: int = 0
+    too_short: int = 0
+    too_small: int = 0
+    with_missing_samples: int = 0
+
+
+def find_reaches(
     t_s: np.ndarray,
     points_t3: np.ndarray,
-    onset_speed_mm_s: float = 50.0,
+    onset_speed_mm_s: float = REACH_ONSET_SPEED_MM_S,
     offset_speed_mm_s: float | None = None,
-    min_extent_mm: float = 2.0,
-    min_duration_s: float = 0.05,
-    merge_gap_s: float = 0.15,
-    max_gap: int = 5,
+    min_extent_mm: float = REACH_MIN_EXTENT_MM,
+    min_duration_s: float = REACH_MIN_DURATION_S,
+    merge_gap_s: float = REACH_MIN_GAP_S,
+    max_gap: int = 0,
     smooth_window: int = 0,
-) -> list[Reach]:
-    """Find reaches in a 3-D paw path with a two-threshold speed rule.
-
-    A movement is a run of samples faster than ``offset_speed_mm_s`` (default half the onset speed) that
-    somewhere exceeds ``onset_speed_mm_s``; its first and last samples are onset and offset. Movements less
-    than ``merge_gap_s`` apart are merged (the out and back strokes of one reach stop briefly at the
-    target). Reaches shorter than ``min_duration_s`` or reaching less than ``min_extent_mm`` from the onset
-    position are dropped. Gaps of up to ``max_gap`` samples are interpolated first. ``smooth_window``
-    (odd, samples) applies a Savitzky-Golay filter to speed and path; without it, tracking noise adds to the
-    path length (about ``sqrt(2) * noise`` per sample).
-    """
+) -> tuple[list[Reach], ReachSearch]:
+    """Reaches in a 3-D paw path (see :func:`segment_reaches`) and what else the search saw."""
     t = np.asarray(t_s, dtype=np.float64)
-    p = interpolate_gaps(np.asarray(points_t3, dtype=np.float64), max_gap)
+    p = np.asarray(points_t3, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3 or len(p) != len(t):
         raise AnalysisError(f"points must have shape (T={len(t)}, 3), got {p.shape}")
+    if max_gap:
+        p = interpolate_gaps(p, max_gap)
     off = onset_speed_mm_s / 2 if offset_speed_mm_s is None else offset_speed_mm_s
     sp = speed(t, p, smooth_window)
     if smooth_window:  # measure distances on the smoothed path too: noise inflates the path length
         p = savgol(p, smooth_window, 3)
     fast = np.nan_to_num(sp, nan=0.0) > off
     strong = np.nan_to_num(sp, nan=0.0) > onset_speed_mm_s
-    moves = [(a, b) for a, b in true_runs(fast) if strong[a : b + 1].any()]
-    merged: list[list[int]] = []
-    for a, b in moves:
-        if merged and t[a] - t[merged[-1][1]] <= merge_gap_s and np.isfinite(p[merged[-1][1] : a + 1]).all():
-            merged[-1][1] = b
-        else:
-            merged.append([a, b])
+    moving = np.zeros(len(t), dtype=bool)
+    for a, b in true_runs(fast):
+        if strong[a : b + 1].any():
+            moving[a : b + 1] = True
+    # movements less than merge_gap_s apart are one; no minimum duration yet (counted below)
+    merged = events(t, moving, 0.0, merge_gap_s) if len(t) else []
+    dt = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
     reaches = []
+    search = {"movements": len(merged), "too_short": 0, "too_small": 0, "with_missing_samples": 0}
     for a, b in merged:
         seg = p[a : b + 1]
         if not np.isfinite(seg).all():
+            search["with_missing_samples"] += 1
             continue
         dur = float(t[b] - t[a])
         extent = np.linalg.norm(seg - seg[0], axis=1)
-        if dur < min_duration_s or extent.max() < min_extent_mm:
+        if dur + dt < min_duration_s - 1e-9:
+            search["too_short"] += 1
+            continue
+        if extent.max() < min_extent_mm:
+            search["too_small"] += 1
             continue
         length = float(np.linalg.norm(np.diff(seg, axis=0), axis=1).sum())
         s = sp[a : b + 1]
@@ -230,7 +265,44 @@ def segment_reaches(
                 t_apex_s=float(t[a + int(np.argmax(extent))]),
             )
         )
-    return reaches
+    return reaches, ReachSearch(**search)
+
+
+def segment_reaches(
+    t_s: np.ndarray,
+    points_t3: np.ndarray,
+    onset_speed_mm_s: float = REACH_ONSET_SPEED_MM_S,
+    offset_speed_mm_s: float | None = None,
+    min_extent_mm: float = REACH_MIN_EXTENT_MM,
+    min_duration_s: float = REACH_MIN_DURATION_S,
+    merge_gap_s: float = REACH_MIN_GAP_S,
+    max_gap: int = 5,
+    smooth_window: int = 0,
+) -> list[Reach]:
+    """Find reaches in a 3-D paw path with a two-threshold speed rule.
+
+    A movement is a run of samples faster than ``offset_speed_mm_s`` (default half the onset speed) that
+    somewhere exceeds ``onset_speed_mm_s``; its first and last samples are onset and offset. Movements less
+    than ``merge_gap_s`` apart are one (:func:`analysis.events.events`: the out and back strokes of one
+    reach stop briefly at the target; a missed sample never splits a reach). Reaches lasting less than
+    ``min_duration_s`` (first to last sample plus one frame) or going less than ``min_extent_mm`` from the
+    onset position are dropped, and so are those with a missing sample inside. Gaps of up to ``max_gap``
+    samples are interpolated first (:func:`analysis.tasks.reaching.analyze_reaching` fills them by time,
+    :func:`analysis.events.fill_gaps`, and passes 0). ``smooth_window`` (odd, samples) applies a
+    Savitzky-Golay filter to speed and path; without it, tracking noise adds to the path length (about
+    ``sqrt(2) * noise`` per sample).
+    """
+    return find_reaches(
+        t_s,
+        points_t3,
+        onset_speed_mm_s,
+        offset_speed_mm_s,
+        min_extent_mm,
+        min_duration_s,
+        merge_gap_s,
+        max_gap,
+        smooth_window,
+    )[0]
 
 
 def reach_table(reaches: list[Reach]) -> Any:

@@ -19,14 +19,11 @@ import numpy as np
 
 from analysis.camera import Calibration, CameraModel
 from analysis.errors import AnalysisError, ImportFormatError
+from analysis.events import default_min_confidence
 from analysis.geometry import reprojection_errors, triangulate, triangulate_ransac
 from analysis.io.pose import PoseTable, frame_numbers, read_pose
 
 log = logging.getLogger(__name__)
-
-MIN_CONFIDENCE = 0.3
-"""Default confidence cut: a 2-D point below it is not used (DeepLabCut likelihood, SLEAP score, OpenPose
-and JABS confidence, detector score). A point without a confidence (user labels) counts as 1."""
 
 CALIBRATION_FORMATS = ("auto", "ours", "anipose", "opencv", "bouguet")
 
@@ -229,22 +226,29 @@ class Points3D:
 def triangulate_views(
     calib: Calibration,
     tables: Mapping[str, PoseTable],
-    min_confidence: float = MIN_CONFIDENCE,
+    min_confidence: float | None = None,
     ransac_px: float | None = None,
     individuals: Sequence[str] | None = None,
 ) -> Points3D:
     """2-D keypoints of named views (camera name -> table) -> :class:`Points3D`.
 
     Views are matched by frame number; body parts and individuals by name (those all views share, in the
-    first view's order; ``individuals`` chooses some). Points below ``min_confidence`` are left out and
-    confidence weights the rest; with ``ransac_px`` a view whose point reprojects farther than that is voted
+    first view's order; ``individuals`` chooses some). Points below ``min_confidence`` are left out (default:
+    each view's format's cut, :func:`analysis.events.default_min_confidence`) and confidence weights the
+    rest; with ``ransac_px`` a view whose point reprojects farther than that is voted
     out (:func:`analysis.geometry.triangulate_ransac`, which needs 3+ views to help).
     """
     names = list(tables)
     if len(names) < 2:
         raise AnalysisError(f"need 2-D points from at least 2 cameras, got {len(names)}")
-    if not 0 <= min_confidence <= 1:
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise AnalysisError(f"minimum confidence {min_confidence}: expected 0..1")
+    cuts = np.array(
+        [
+            default_min_confidence(tables[n].meta.get("format")) if min_confidence is None else min_confidence
+            for n in names
+        ]
+    )
     cams: list[CameraModel] = calib.subset(names)
     first = tables[names[0]]
     parts = [p for p in first.bodyparts if all(p in tables[n].bodyparts for n in names)]
@@ -284,7 +288,7 @@ def triangulate_views(
         pts[c, have] = sub
         cf = np.nan_to_num(tb.confidence[np.ix_(r[have], ii, kk)], nan=1.0)
         conf[c, have] = np.where(np.isfinite(sub).all(axis=-1), cf, 0.0)
-    w = np.where(conf >= min_confidence, conf, 0.0).reshape(n_c, -1)
+    w = np.where(conf >= cuts[:, None, None, None], conf, 0.0).reshape(n_c, -1)
     flat = np.where(w[..., None] > 0, pts.reshape(n_c, -1, 2), np.nan)
     if ransac_px is None:
         xyz = triangulate(cams, flat, w)
@@ -308,7 +312,10 @@ def triangulate_views(
         per_view_px=per_view.reshape(n_c, *shape),
         used=used.reshape(n_c, *shape),
         settings={
-            "min_confidence": min_confidence,
+            # one number when every view has the same cut, else per view
+            "min_confidence": float(cuts[0])
+            if np.all(cuts == cuts[0])
+            else {n: float(c) for n, c in zip(names, cuts, strict=True)},
             "mode": "dlt" if ransac_px is None else "ransac",
             "ransac_px": ransac_px,
         },

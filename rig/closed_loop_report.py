@@ -163,7 +163,7 @@ def true_events(rule: RuleConfig, t: np.ndarray, xyz_n3: np.ndarray) -> list[flo
     t_in = None
     for k in range(len(t)):
         if rule.zone is not None:
-            v = zone_distance(rule.zone, tuple(xyz_n3[k]))  # type: ignore[arg-type]
+            v = zone_distance(rule.zone, tuple(xyz_n3[k]))
         elif k == 0 or t[k] <= t[k - 1]:
             continue
         else:

@@ -3,6 +3,8 @@ angles."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -198,7 +200,8 @@ def test_human_pairs_views_by_frame_number(tmp_path, capsys):
         "--camera", f"right={tmp_path / 'right'}", "--fps", "10", "--out", str(out),
     ]  # fmt: skip
     assert run_cli(argv) == 0
-    err = capsys.readouterr().err
+    cap = capsys.readouterr()
+    err = cap.err
     assert "view 'left' lacks 5 of 40 frames the other views have: 5-9" in err
     assert "view 'right' lacks 5 of 40 frames the other views have: 20-24" in err
     res = pd.read_csv(out / "arm_angles.csv")
@@ -220,21 +223,34 @@ def test_human_pairs_views_by_frame_number(tmp_path, capsys):
         arm["index"][both],
         atol=1e-3,
     )
-    # gap filling: gaps of up to --max-gap frames are interpolated linearly between the measured angles,
-    # longer ones stay empty; --smooth smooths what is there
-    measured = res["elbow_angle_deg"].to_numpy()
-    assert run_cli([*argv, "--max-gap", "4"]) == 0
+    # gap filling: 3-D joint gaps of up to --max-gap seconds are filled linearly before the angles,
+    # longer ones stay empty (the default 0.25 s is 2 frames at 10 fps: these 5-frame gaps stay)
+    assert "elbow_angle 30/0/10" in cap.out  # measured / filled / missing
+    human = json.loads((out / "human.json").read_text())
+    assert human["joints"]["RElbow"] == {
+        "frames": 40, "missing_in_source": 10, "cut_low_confidence": 0, "filled": 0, "still_missing": 10,
+        "min_confidence": 0.1, "max_gap_s": 0.25,
+    }  # fmt: skip
+    assert human["settings"]["min_confidence"] == {"left": 0.1, "right": 0.1}  # OpenPose's default cut
+    assert run_cli([*argv, "--max-gap", "0.4"]) == 0
     assert pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].isna().sum() == 10
-    assert run_cli([*argv, "--max-gap", "5"]) == 0
-    filled = pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].to_numpy()
-    assert np.isfinite(filled).all()
-    np.testing.assert_allclose(filled, np.interp(np.arange(40), both, measured[both]), atol=1e-9)
-    assert "elbow_angle 30/40" in capsys.readouterr().out
-    assert run_cli([*argv, "--max-gap", "5", "--smooth", "5"]) == 0
+    assert run_cli([*argv, "--max-gap", "0.5", "--smooth", "0"]) == 0
+    assert "elbow_angle 30/10/0" in capsys.readouterr().out
+    filled = pd.read_csv(out / "arm_angles.csv")
+    assert np.isfinite(filled["elbow_angle_deg"]).all()
+    # measured frames unchanged without smoothing; filled ones from linearly filled joints: the truth
+    # within the arm's movement over half a second
+    np.testing.assert_allclose(filled.loc[both, "elbow_angle_deg"], flex[both], atol=1e-3)
+    assert np.abs(filled.loc[one_view, "elbow_angle_deg"] - flex[one_view]).max() < 30.0
+    joints = pd.read_csv(out / "joints_3d.csv")
+    assert list(joints.loc[one_view, "RElbow_status"].unique()) == ["filled"]
+    assert list(joints.loc[both, "RElbow_status"].unique()) == ["measured"]
+    assert run_cli([*argv, "--max-gap", "0.5", "--smooth", "0.5"]) == 0
     smooth = pd.read_csv(out / "arm_angles.csv")["elbow_angle_deg"].to_numpy()
-    assert np.isfinite(smooth).all() and 0 < np.abs(smooth - filled).max() < 10.0
-    assert run_cli([*argv, "--smooth", "4"]) == 2
-    assert "--smooth 0 or an odd number" in capsys.readouterr().err
+    assert np.isfinite(smooth).all()
+    assert 0 < np.abs(smooth - filled["elbow_angle_deg"]).max() < 10.0
+    assert run_cli([*argv, "--smooth", "-1"]) == 2
+    assert "--max-gap and --smooth must be >= 0 seconds" in capsys.readouterr().err
 
 
 def test_human_side_without_a_usable_hand_warns(tmp_path, capsys):

@@ -110,7 +110,8 @@ def test_triangulate_command_recovers_truth_and_reports_gaps(rig, capsys):
     qa = json.loads((tmp / "out" / "qa.json").read_text())
     assert qa["views"]["cam1"]["frames_missing"] == 10
     assert qa["views"]["cam1"]["frames_missing_ranges"] == "1040-1049"
-    assert qa["settings"] == {"min_confidence": 0.3, "mode": "ransac", "ransac_px": 6.0}
+    # DeepLabCut views: that format's default cut (analysis.events.MIN_CONFIDENCE, the one table)
+    assert qa["settings"] == {"min_confidence": 0.6, "mode": "ransac", "ransac_px": 6.0}
     assert 0.97 < qa["fraction_triangulated"] <= 1.0
     assert qa["views"]["cam0"]["keypoints"]["snout"]["median_px"] < 1.0
     assert (tmp / "out" / "qa.png").stat().st_size > 5000

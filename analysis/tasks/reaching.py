@@ -13,21 +13,28 @@ from __future__ import annotations
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from analysis.errors import AnalysisError
+from analysis.events import clean, default_min_confidence
 from analysis.kinematics import (
+    REACH_MAX_GAP_S,
+    REACH_MIN_DURATION_S,
+    REACH_MIN_EXTENT_MM,
+    REACH_MIN_GAP_S,
+    REACH_ONSET_SPEED_MM_S,
     Reach,
     check_times,
+    default_smooth_window,
+    find_reaches,
     kinematics_table,
     plot_trajectories,
     plot_velocity_curves,
     reach_table,
-    segment_reaches,
     speed,
     velocity_curves,
 )
@@ -211,13 +218,15 @@ class TimeBase:
 @dataclass
 class Track:
     """A 3-D path ready for the analysis: ``t_s`` (T,) seconds, ``xyz`` (T, 3) mm, and what the summary
-    should say about it (``info``: time base, units, source; ``notes``: one-line warnings)."""
+    should say about it (``info``: time base, units, source, format; ``notes``: one-line warnings);
+    ``confidence`` (T,) where the source has one (an anipose score), for the confidence cut."""
 
     t_s: np.ndarray
     xyz: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     trials: Any | None = None
+    confidence: np.ndarray | None = None
 
 
 def session_track(
@@ -226,19 +235,29 @@ def session_track(
     time_base: TimeBase,
     trials: Any | None = None,
 ) -> Track:
-    """A session's paw path on its time base: each point at its trigger's time; ``trials`` (a table
-    from :func:`load_trials`) gets ``t_start_s``/``t_end_s`` on the same time base."""
-    t_s, n_fb = time_base.times(points_index)
+    """A session's paw path on its time base: each point at its trigger's time, one row per trigger from
+    the first point's to the last's (a trigger without a valid point is a missing row, so that gaps are
+    counted and filled by time, never bridged by a derivative); ``trials`` (a table from
+    :func:`load_trials`) gets ``t_start_s``/``t_end_s`` on the same time base."""
+    k = np.asarray(points_index, np.int64)
+    xyz = np.asarray(xyz, float)
+    t_s, n_fb = time_base.times(k)
     info = time_base.describe(len(t_s), n_fb)
     notes = []
     if n_fb:
         notes.append(info["time_base"])
-    k = np.asarray(points_index, np.int64)
     span = int(k[-1] - k[0] + 1) if len(k) else 0
+    if span > len(k):
+        every = np.arange(k[0], k[-1] + 1)
+        t_every, _ = time_base.times(every)
+        if np.all(np.diff(t_every) > 0):
+            xyz_every = np.full((span, 3), np.nan)
+            xyz_every[k - k[0]] = xyz
+            t_s, xyz = t_every, xyz_every
     if span and len(k) < 0.9 * span:  # e.g. an online detector that shed stereo sets under load
         notes.append(
-            f"the 3-D covers {len(k)} of the {span} triggers it spans: speeds between sparse samples are "
-            "underestimated (deepbehavior reanalyze --detect detects every recorded frame)"
+            f"the 3-D covers {len(k)} of the {span} triggers it spans: gaps longer than the maximum filled "
+            "stay missing (deepbehavior reanalyze --detect detects every recorded frame)"
         )
     info["triggers_spanned"] = span
     if trials is not None and len(trials):
@@ -249,7 +268,7 @@ def session_track(
         except AnalysisError as exc:
             notes.append(f"trials not related to reaches: {exc}")
             trials = None
-    return Track(t_s, np.asarray(xyz, float), info, notes, trials)
+    return Track(t_s, xyz, info, notes, trials)
 
 
 def load_session_track(
@@ -347,6 +366,7 @@ def read_track(
         raise AnalysisError(f"--fps must be a positive number, got {fps}")
     suffix = path.suffix.lower()
     fmt = "deeplabcut"
+    confidence = None
     if suffix == ".csv":
         head = read_text(path, "3-D table", AnalysisError).split("\n", 1)[0]
         names = [c.strip() for c in head.split(",")]
@@ -385,8 +405,11 @@ def read_track(
                     f"{path}: not a 3-D table this command reads (DeepLabCut 3-D .h5/.csv, anipose "
                     "CSV with <part>_x/_y/_z columns, or points3d.csv)"
                 )
-            _check_numbers(df, cols, path)
+            score = f"{part}_score" if f"{part}_score" in df.columns else None
+            _check_numbers(df, cols + ([score] if score else []), path)
             xyz = df[cols].to_numpy(dtype=float)
+            if score:  # anipose's mean 2-D score of the views used; 0 where it failed
+                confidence = df[score].to_numpy(dtype=float)
             frames = (
                 pd.to_numeric(df["fnum"], errors="coerce").to_numpy(dtype=float)
                 if "fnum" in df.columns
@@ -409,7 +432,7 @@ def read_track(
     except AnalysisError as exc:
         raise AnalysisError(f"{path}: {exc}") from None
     info = {"source": str(path), "format": fmt, "units": units, "time_base": time_text}
-    return Track(t, xyz * UNITS_MM[units], info)
+    return Track(t, xyz * UNITS_MM[units], info, confidence=confidence)
 
 
 def load_trials(path: str | Path) -> Any:
@@ -472,7 +495,11 @@ def trial_outcomes(trials: Any, reaches: list[Reach]) -> Any:
 
 
 def no_reach_note(
-    t_s: np.ndarray, paw_t3: np.ndarray, onset_speed_mm_s: float, smooth_window: int = 0
+    t_s: np.ndarray,
+    paw_t3: np.ndarray,
+    onset_speed_mm_s: float,
+    smooth_window: int = 0,
+    movements: int | None = None,
 ) -> str:
     """One line on why no reach was found: the path's peak speed against the onset threshold."""
     sp = speed(t_s, paw_t3, smooth_window)
@@ -484,9 +511,11 @@ def no_reach_note(
             f"no reach found: the paw never moves faster than {peak:.3g} mm/s, below the onset speed "
             f"{onset_speed_mm_s:g} mm/s (are the units right? --units mm|cm|m; or lower --onset-speed)"
         )
+    n = "" if movements is None else f" ({movements} movement(s) over it)"
     return (
-        f"no reach found: the paw reaches {peak:.3g} mm/s (onset speed {onset_speed_mm_s:g} mm/s) but no "
-        "movement is long or far enough to be a reach"
+        f"no reach found: the paw reaches {peak:.3g} mm/s (onset speed {onset_speed_mm_s:g} mm/s){n} but no "
+        "movement is long or far enough to be a reach, or each has missing samples (--min-duration, "
+        "--min-extent, --max-gap)"
     )
 
 
@@ -497,44 +526,76 @@ def analyze_reaching(
     out_dir: str | Path | None = None,
     n_clusters: int = 0,
     info: dict[str, Any] | None = None,
+    confidence: np.ndarray | None = None,
+    min_confidence: float | None = None,
+    max_gap_s: float = REACH_MAX_GAP_S,
     **segment_kwargs: Any,
 ) -> dict[str, Any]:
-    """Segment reaches, measure them, relate them to trials; with ``out_dir`` write ``reaches.csv``,
-    ``kinematics.csv`` (per sample: position, velocity, speed, acceleration, jerk), ``trials_outcomes.csv``,
-    ``summary.json``, ``trajectories.png`` and ``velocity.png``.
+    """Clean the paw path, segment reaches, measure them, relate them to trials; with ``out_dir`` write
+    ``reaches.csv``, ``kinematics.csv`` (per sample: position, velocity, speed, acceleration, jerk and
+    whether the sample was measured, filled or is missing), ``trials_outcomes.csv``, ``summary.json``,
+    ``trajectories.png`` and ``velocity.png``.
 
     ``t_s`` are the samples' own times (a session's trigger times on the firmware clock; see
-    :class:`TimeBase`), ``paw_t3`` mm; ``trials`` has ``t_start_s``/``t_end_s`` on the same time base.
-    ``info`` (time base, units, source) goes into the summary. When no reach is found the summary's
-    ``note`` says why in one line. ``n_clusters`` > 0 also clusters the reaches' 3-D paths (onset-aligned)
-    by dynamic time warping into a ``cluster`` column of the reach table and ``dendrogram.png``.
+    :class:`TimeBase`), ``paw_t3`` mm, NaN = missing; ``trials`` has ``t_start_s``/``t_end_s`` on the same
+    time base. Cleaning (:func:`analysis.events.clean`): samples whose ``confidence`` (T,) is below
+    ``min_confidence`` (default per ``info["format"]``, :func:`analysis.events.default_min_confidence`) are
+    cut, then gaps of up to ``max_gap_s`` are filled linearly, before any derivative. ``segment_kwargs``
+    go to :func:`analysis.kinematics.find_reaches` (onset speed, minimum extent, duration and gap,
+    smoothing: ``smooth_window`` samples, default the odd number nearest
+    :data:`analysis.kinematics.REACH_SMOOTH_S`, 0 = none). ``info`` (time base, units, source) goes
+    into the summary with the settings used and the frames cut, filled and missing. When no reach is
+    found the summary's ``note`` says why in one line.
+    ``n_clusters`` > 0 also clusters the reaches' 3-D paths (onset-aligned) by dynamic time warping into a
+    ``cluster`` column of the reach table and ``dendrogram.png``.
     """
-    reaches = segment_reaches(t_s, paw_t3, **segment_kwargs)
+    t = check_times(t_s)
+    fmt = (info or {}).get("format")
+    cut = default_min_confidence(fmt) if min_confidence is None else float(min_confidence)
+    cleaned = clean(t, np.asarray(paw_t3, dtype=np.float64), confidence, cut, max_gap_s)
+    paw = cleaned.track
+    if segment_kwargs.get("smooth_window") is None:
+        segment_kwargs["smooth_window"] = default_smooth_window(t)
+    onset = float(segment_kwargs.get("onset_speed_mm_s", REACH_ONSET_SPEED_MM_S))
+    offset = segment_kwargs.get("offset_speed_mm_s")
+    window = int(segment_kwargs["smooth_window"])
+    settings = {
+        "onset_speed_mm_s": onset,
+        "offset_speed_mm_s": onset / 2 if offset is None else float(offset),
+        "min_extent_mm": float(segment_kwargs.get("min_extent_mm", REACH_MIN_EXTENT_MM)),
+        "min_duration_s": float(segment_kwargs.get("min_duration_s", REACH_MIN_DURATION_S)),
+        "min_gap_s": float(segment_kwargs.get("merge_gap_s", REACH_MIN_GAP_S)),
+        "smooth_window": window,
+    }
+    reaches, search = find_reaches(t, paw, **segment_kwargs)
     table = reach_table(reaches)
-    sp = speed(t_s, paw_t3)
-    u, curves = velocity_curves(t_s, sp, reaches)
+    sp = speed(t, paw, window)
+    u, curves = velocity_curves(t, sp, reaches)
     result: dict[str, Any] = {
         "reaches": reaches,
         "reach_table": table,
         "velocity_u": u,
         "velocity_curves": curves,
+        "paw": paw,
+        "sample_status": cleaned.status(),
     }
+    frames = cleaned.quality.to_dict()
+    if confidence is None:
+        frames["min_confidence"] = None  # the source has no confidence: nothing was cut
     summary: dict[str, Any] = {
         "n_reaches": len(reaches),
         "mean_duration_s": float(table["duration_s"].mean()) if len(table) else float("nan"),
         "mean_path_length_mm": float(table["path_length_mm"].mean()) if len(table) else float("nan"),
         "mean_max_speed_mm_s": float(table["max_speed_mm_s"].mean()) if len(table) else float("nan"),
         "n_samples": len(sp),
-        "n_samples_missing": int((~np.isfinite(np.asarray(paw_t3, float)).all(axis=1)).sum()),
+        "n_samples_missing": cleaned.quality.missing,
+        "frames": frames,
+        "settings": settings,
+        "movements": asdict(search),
         **(info or {}),
     }
     if not reaches:
-        summary["note"] = no_reach_note(
-            t_s,
-            paw_t3,
-            float(segment_kwargs.get("onset_speed_mm_s", 50.0)),
-            int(segment_kwargs.get("smooth_window", 0)),
-        )
+        summary["note"] = no_reach_note(t, paw, onset, window, search.movements)
     if trials is not None:
         result["trial_outcomes"] = trial_outcomes(trials, reaches)
         summary.update(success_summary(trials["outcome"]))
@@ -542,7 +603,7 @@ def analyze_reaching(
     if n_clusters > 0 and len(reaches) >= 2:
         from analysis.clustering import cluster, dtw_distance_matrix
 
-        paths = [np.asarray(paw_t3, float)[r.onset : r.offset + 1] for r in reaches]
+        paths = [paw[r.onset : r.offset + 1] for r in reaches]
         paths = [p - p[0] for p in paths]
         labels, linkage = cluster(dtw_distance_matrix(paths), n_clusters=min(n_clusters, len(reaches)))
         table["cluster"] = labels
@@ -552,12 +613,12 @@ def analyze_reaching(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "reaches.csv", index=False)
-        kinematics_table(t_s, paw_t3, int(segment_kwargs.get("smooth_window", 0))).to_csv(
-            out / "kinematics.csv", index=False
-        )
+        kin = kinematics_table(t, paw, window)
+        kin["sample"] = cleaned.status()
+        kin.to_csv(out / "kinematics.csv", index=False)
         if trials is not None:
             result["trial_outcomes"].to_csv(out / "trials_outcomes.csv", index=False)
-        plot_trajectories(np.asarray(paw_t3, float), reaches, out / "trajectories.png")
+        plot_trajectories(paw, reaches, out / "trajectories.png")
         plot_velocity_curves(u, curves, out / "velocity.png")
         if linkage is not None:
             from analysis.clustering import plot_dendrogram
@@ -567,3 +628,68 @@ def analyze_reaching(
         tmp.write_text(json.dumps(summary, indent=1, default=float))
         tmp.replace(out / "summary.json")  # written last: its presence means the analysis finished
     return result
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def reaching_figures(folder: str | Path, out_dir: str | Path) -> list[Path]:
+    """The paper's reaching figures from what :func:`analyze_reaching` wrote in ``folder``
+    (``kinematics.csv``, ``reaches.csv``, ``trials_outcomes.csv`` when there are trials), into ``out_dir``:
+    ``trajectories.png`` (3-D paths of the reaches), ``velocity.png`` (speed over normalized reach time,
+    mean and SD), ``speed_time.png`` (speed over the session, reaches shaded, the onset speed marked),
+    ``reach_measures.png`` (duration, path length, peak speed per reach) and, with trials,
+    ``outcomes.png`` (trials per outcome). Each is 600 x 400 px except the 3-D one (600 x 500)."""
+    import pandas as pd
+
+    from analysis.plotting import pyplot, save
+
+    d, out = Path(folder), Path(out_dir)
+    for name in ("kinematics.csv", "reaches.csv", "summary.json"):
+        if not (d / name).is_file():
+            raise AnalysisError(f"{d}: no {name}: give the folder the reaching analysis wrote")
+    kin = _read_table(d / "kinematics.csv", "kinematics table", ["t_s", "x", "y", "z", "speed_mm_s"])
+    reaches_df = _read_table(d / "reaches.csv", "reach table", list(Reach.__dataclass_fields__))
+    summary = json.loads(read_text(d / "summary.json", "summary", AnalysisError))
+    reaches = [Reach(**{k: r[k] for k in Reach.__dataclass_fields__}) for _, r in reaches_df.iterrows()]
+    reaches = [Reach(**{**r.__dict__, "onset": int(r.onset), "offset": int(r.offset)}) for r in reaches]
+    out.mkdir(parents=True, exist_ok=True)
+    t = kin["t_s"].to_numpy(float)
+    xyz = kin[["x", "y", "z"]].to_numpy(float)
+    sp = kin["speed_mm_s"].to_numpy(float)
+    written = [plot_trajectories(xyz, reaches, out / "trajectories.png")]
+    u, curves = velocity_curves(t, sp, reaches)
+    written.append(plot_velocity_curves(u, curves, out / "velocity.png"))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(t - t[0], sp, lw=0.6, color="0.3")
+    for r in reaches:
+        ax.axvspan(r.t_onset_s - t[0], r.t_offset_s - t[0], color="tab:orange", alpha=0.3, lw=0)
+    onset = summary.get("settings", {}).get("onset_speed_mm_s")
+    if onset is not None:
+        ax.axhline(onset, color="tab:red", lw=0.8, ls="--", label=f"onset {onset:g} mm/s")
+        ax.legend(loc="upper right")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("speed (mm/s)")
+    ax.set_title(f"paw speed, {len(reaches)} reaches")
+    written.append(save(fig, out / "speed_time.png"))
+    fig, axes = plt.subplots(1, 3, figsize=(6, 4))
+    for ax, col, label in zip(
+        axes,
+        ("duration_s", "path_length_mm", "max_speed_mm_s"),
+        ("duration (s)", "path length (mm)", "peak speed (mm/s)"),
+        strict=True,
+    ):
+        v = reaches_df[col].to_numpy(float)
+        ax.bar(np.arange(len(v)) + 1, v, color="tab:blue")
+        ax.set_xlabel("reach")
+        ax.set_title(label, fontsize=9)
+    written.append(save(fig, out / "reach_measures.png"))
+    if (d / "trials_outcomes.csv").is_file():
+        trials = pd.read_csv(d / "trials_outcomes.csv")
+        counts = trials["outcome"].fillna("").astype(str).value_counts()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(list(counts.index), counts.to_numpy(), color="tab:green")
+        rate = summary.get("success_rate")
+        ax.set_title(f"trial outcomes (success rate {rate:.0%})" if rate is not None else "trial outcomes")
+        ax.set_ylabel("trials")
+        written.append(save(fig, out / "outcomes.png"))
+    return written

@@ -492,4 +492,4 @@ def _box_edges(z: Zone) -> np.ndarray:
     half = np.asarray(z.size_mm, float) / 2
     corners = np.array([[i, j, k] for i in (-1, 1) for j in (-1, 1) for k in (-1, 1)], float) * half
     pairs = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]
-    return np.asarray(z.center, float) + corners[np.array(pairs).ravel()]
+    return np.asarray(np.asarray(z.center, float) + corners[np.array(pairs).ravel()])

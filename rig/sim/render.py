@@ -49,7 +49,7 @@ def _make_background(cam: CameraModel, seed: int, gain: float, offset: float) ->
         if np.isfinite(pts).all() and (cam.to_camera(poly)[:, 2] > 0).all():
             cv2.fillPoly(img, [np.round(pts).astype(np.int32)], float(gray + rng.uniform(-10, 10)))
     img = img * gain + offset
-    return np.clip(img, 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(img, 0, 255), dtype=np.uint8)
 
 
 def _paw_sprite(size: int = 96, seed: int = 7) -> np.ndarray:
@@ -62,7 +62,7 @@ def _paw_sprite(size: int = 96, seed: int = 7) -> np.ndarray:
         crease = np.exp(-(((xx - k) / 0.05) ** 2)) * (yy < -0.1)
         tex -= 0.35 * crease.astype(np.float32)
     shade = 1.0 - 0.25 * (xx + yy + 2) / 4  # light from the upper left
-    return np.clip(tex * shade, 0, 1).astype(np.float32)
+    return np.asarray(np.clip(tex * shade, 0, 1), dtype=np.float32)
 
 
 class SceneRenderer:
@@ -143,7 +143,9 @@ class SceneRenderer:
         if -r <= cx < img.shape[1] + r and -r <= cy < img.shape[0] + r:
             cv2.circle(img, (round(cx), round(cy)), r, gray - self.noise_offset, -1, cv2.LINE_AA)
 
-    def _draw_paw(self, img: np.ndarray, paw_xyz: np.ndarray, radius_mm: float):
+    def _draw_paw(
+        self, img: np.ndarray, paw_xyz: np.ndarray, radius_mm: float
+    ) -> tuple[float, float, float, float] | None:
         ell = self.paw_ellipse(paw_xyz, radius_mm)
         box = self.truth_box(paw_xyz, radius_mm)
         if ell is None or box is None:

@@ -10,6 +10,7 @@ grasp the pellet, some miss it, some knock it off.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Segment:
         p = self.p0 + (self.p1 - self.p0) * m
         p = p.copy()
         p[2] += self.lift_mm * 4 * m * (1 - m)
-        return p
+        return np.asarray(p)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class WorldState:
 class WorldEvent:
     t: float
     kind: str  # reach_start, grasp, pellet_taken, pellet_knocked, miss, reach_end
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class World:
@@ -109,7 +110,7 @@ class World:
         return self.platform_target_up and t - self.platform_t >= PLATFORM_TRAVEL_S
 
     def pellet_position(self, t: float) -> np.ndarray:
-        return PELLET + np.array([0.0, 0.0, self.platform_height(t)])
+        return np.asarray(PELLET + np.array([0.0, 0.0, self.platform_height(t)]))
 
     def ir_beam_blocked(self) -> bool:
         """The IR sensor sees the pellet sitting on the platform."""
