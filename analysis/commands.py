@@ -1,6 +1,6 @@
 """``deepbehavior`` subcommands of the analysis package: ``calibrate``, ``calibrate-import``,
-``triangulate``, ``reaching``, ``three-chamber``, ``three-chamber-geometry``, ``social``, ``nwb-export``,
-``human``, ``pose``.
+``triangulate``, ``reaching``, ``three-chamber``, ``social``, ``nwb-export``,
+``human``.
 
 Wired into the CLI by ``rig/cli.py`` through :func:`register`.
 """
@@ -215,29 +215,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tc.add_argument("--out", type=Path, required=True)
     tc.set_defaults(func=_cmd_three_chamber)
 
-    tg = subparsers.add_parser(
-        "three-chamber-geometry",
-        help="pick three-chamber geometry on a video frame or image (Qt window); writes the YAML",
-        description="Drag out the chamber rectangles and click each cup's centre then a point on its rim "
-        "(or drag centre -> rim). Keys: number keys choose the item, Tab next, z/Backspace undo, Esc cancel, "
-        "+/- interaction margin, s save, q save and quit. An existing --out file is opened for editing.",
-    )
-    tg.add_argument("source", type=Path, help="video or image of the arena")
-    tg.add_argument("--out", type=Path, required=True, help="geometry YAML to write (read by three-chamber)")
-    tg.add_argument("--frame", type=int, default=0, help="video frame index to show (default 0)")
-    tg.add_argument(
-        "--chambers", default="left,center,right", help="chamber names (default left,center,right)"
-    )
-    tg.add_argument(
-        "--cups",
-        default="left_cup,right_cup",
-        help="cup names, default left_cup,right_cup; the first is A of the sociability index (A-B)/(A+B)",
-    )
-    tg.add_argument(
-        "--margin", type=float, help="interaction margin in pixels (default 20, or the --out file's)"
-    )
-    tg.set_defaults(func=_cmd_three_chamber_geometry)
-
     so = subparsers.add_parser(
         "social",
         help="two-mouse interaction from a multi-animal pose file or body boxes",
@@ -444,26 +421,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", required=True, type=Path, help="output folder")
     tr.set_defaults(func=_cmd_triangulate)
 
-    po = subparsers.add_parser(
-        "pose",
-        help="2-D body (and hand) keypoints from a video with MediaPipe, written as OpenPose JSON",
-        description="Runs MediaPipe 0.10.14 (models from inside the installed wheel, never a download) on "
-        "every frame and writes OUT/<video stem>_<frame:012d>_keypoints.json in OpenPose's format (BODY_25, "
-        "21-point hands), read by 'human' and the OpenPose importer. Mapping: analysis/POSE_RUNNER.md.",
-    )
-    po.add_argument("video", type=Path, help="video file")
-    po.add_argument("--out", required=True, type=Path, help="folder for the *_keypoints.json files")
-    po.add_argument("--hands", action="store_true", help="also the 21-point hands (left and right)")
-    po.add_argument("--max-frames", type=int, help="stop after this many frames (default: all)")
-    po.add_argument(
-        "--mirrored",
-        action="store_true",
-        help="the video is mirrored (selfie view): left/right hands are then taken as MediaPipe labels them",
-    )
-    po.add_argument("--overwrite", action="store_true", help="replace *_keypoints.json already in --out")
-    po.add_argument("--report", type=Path, help="write frame counts and per-frame timings as JSON here")
-    po.set_defaults(func=_cmd_pose)
-
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from analysis.calibration import calibrate_sources, parse_board
@@ -643,27 +600,6 @@ def _cmd_three_chamber(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_three_chamber_geometry(args: argparse.Namespace) -> int:
-    from analysis.tasks.three_chamber_pick import pick_geometry
-
-    try:
-        geom = pick_geometry(
-            args.source,
-            args.out,
-            frame=args.frame,
-            chambers=[n.strip() for n in args.chambers.split(",")],
-            cups=[n.strip() for n in args.cups.split(",")],
-            margin=args.margin,
-        )
-    except AnalysisError as exc:
-        return _fail(exc)
-    if geom is None:
-        print(f"closed without saving: {args.out} not written", file=sys.stderr)
-        return 1
-    print(f"wrote {args.out}")
-    return 0
-
-
 def _cmd_social(args: argparse.Namespace) -> int:
     from analysis.tasks.social import SocialOptions, load_social_input, social_pairs
 
@@ -823,36 +759,6 @@ def _triangulate_nwb(res: object, path: Path, fps: float, units: str) -> Path:
         session_start_time=datetime.now(UTC),
         pose=pose,
     )
-
-
-def _cmd_pose(args: argparse.Namespace) -> int:
-    from analysis.pose_runner import run_pose
-
-    try:
-        res = run_pose(
-            args.video,
-            args.out,
-            hands=args.hands,
-            max_frames=args.max_frames,
-            mirrored=args.mirrored,
-            overwrite=args.overwrite,
-        )
-    except AnalysisError as exc:
-        return _fail(exc)
-    summary = res.summary()
-    if args.report:
-        args.report.write_text(json.dumps(summary, indent=1) + "\n")
-    timing = "; ".join(
-        f"{what} {s['median_ms']:.1f} ms median, {s['p99_ms']:.1f} ms p99"
-        for what in ("pose", "hands", "pose+hands")
-        if (s := summary[what])
-    )
-    hands = f", hands: {res.hands_found['left']} left, {res.hands_found['right']} right" if args.hands else ""
-    print(
-        f"wrote {res.n_frames} frames ({res.frames_with_person} with a person{hands}) to {res.out_dir}; "
-        f"per frame: {timing}"
-    )
-    return 0
 
 
 def _cmd_nwb(args: argparse.Namespace) -> int:

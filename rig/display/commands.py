@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from rig.errors import InputError, RigError, StorageError
 
@@ -116,3 +117,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     r.add_argument("--seconds", type=float, help="close after this many seconds (default: when closed)")
     r.add_argument("--screenshot", metavar="PNG", help="save the window to PNG when it closes")
     r.set_defaults(func=cmd_review)
+
+    tg = subparsers.add_parser(
+        "three-chamber-geometry",
+        help="pick three-chamber geometry on a video frame or image (Qt window); writes the YAML",
+        description="Drag out the chamber rectangles and click each cup's centre then a point on its rim "
+        "(or drag centre -> rim). Keys: number keys choose the item, Tab next, z/Backspace undo, Esc cancel, "
+        "+/- interaction margin, s save, q save and quit. An existing --out file is opened for editing.",
+    )
+    tg.add_argument("source", type=Path, help="video or image of the arena")
+    tg.add_argument("--out", type=Path, required=True, help="geometry YAML to write (read by three-chamber)")
+    tg.add_argument("--frame", type=int, default=0, help="video frame index to show (default 0)")
+    tg.add_argument(
+        "--chambers", default="left,center,right", help="chamber names (default left,center,right)"
+    )
+    tg.add_argument(
+        "--cups",
+        default="left_cup,right_cup",
+        help="cup names, default left_cup,right_cup; the first is A of the sociability index (A-B)/(A+B)",
+    )
+    tg.add_argument(
+        "--margin", type=float, help="interaction margin in pixels (default 20, or the --out file's)"
+    )
+    tg.set_defaults(func=_cmd_three_chamber_geometry)
+
+
+def _cmd_three_chamber_geometry(args: argparse.Namespace) -> int:
+    from rig.display.three_chamber_pick import pick_geometry
+
+    geom = pick_geometry(
+        args.source,
+        args.out,
+        frame=args.frame,
+        chambers=[n.strip() for n in args.chambers.split(",")],
+        cups=[n.strip() for n in args.cups.split(",")],
+        margin=args.margin,
+    )
+    if geom is None:
+        print(f"closed without saving: {args.out} not written", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
+    return 0

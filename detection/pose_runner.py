@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.errors import AnalysisError
 from analysis.io.pose import BODY_25
+from detection.base import DetectionError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ BODY25_FROM_MEDIAPIPE: dict[str, tuple[str, tuple[str, ...]]] = {
 OPENPOSE_JSON_VERSION = 1.3
 
 
-class PoseRunnerError(AnalysisError):
+class PoseRunnerError(DetectionError):
     """The pose runner cannot run: unreadable video, unusable mediapipe install, output folder in use."""
 
 
@@ -100,7 +100,7 @@ def body25_from_mediapipe(landmarks_k3: np.ndarray) -> np.ndarray:
     following :data:`BODY25_FROM_MEDIAPIPE`; points MediaPipe lacks are (0, 0, 0)."""
     lm = np.asarray(landmarks_k3, dtype=np.float64)
     if lm.shape != (33, 3):
-        raise AnalysisError(f"MediaPipe pose landmarks have shape {lm.shape}, expected (33, 3)")
+        raise DetectionError(f"MediaPipe pose landmarks have shape {lm.shape}, expected (33, 3)")
     out = np.zeros((25, 3))
     for k, part in enumerate(BODY_25):  # OpenPose's order, whatever the order of the mapping's keys
         kind, names = BODY25_FROM_MEDIAPIPE[part]
@@ -119,7 +119,7 @@ def hand_side(label: str, mirrored: bool = False) -> str:
     image its ``"Left"`` is the subject's right hand. ``mirrored``: the video already is mirrored.
     """
     if label not in ("Left", "Right"):
-        raise AnalysisError(f"MediaPipe handedness label {label!r}, expected 'Left' or 'Right'")
+        raise DetectionError(f"MediaPipe handedness label {label!r}, expected 'Left' or 'Right'")
     side = label.lower()
     if mirrored:
         return side
@@ -141,7 +141,7 @@ def assign_hands(
     for label, score, pts in hands:
         xy = np.asarray(pts, dtype=np.float64)
         if xy.shape != (21, 2):
-            raise AnalysisError(f"MediaPipe hand landmarks have shape {xy.shape}, expected (21, 2)")
+            raise DetectionError(f"MediaPipe hand landmarks have shape {xy.shape}, expected (21, 2)")
         side = hand_side(label, mirrored)
         if side in out:
             dropped += 1

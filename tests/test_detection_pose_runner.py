@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import pose_runner
-from analysis.errors import AnalysisError
 from analysis.io.pose import BODY_25, HAND_21, read_openpose
-from analysis.pose_runner import (
+from detection import pose_runner
+from detection.base import DetectionError
+from detection.pose_runner import (
     BODY25_FROM_MEDIAPIPE,
     MEDIAPIPE_POSE,
     assign_hands,
@@ -34,7 +34,7 @@ from analysis.pose_runner import (
     openpose_frame,
     run_pose,
 )
-from tests.analysis_helpers import run_cli
+from rig.cli import main as run_cli
 
 SIGN = "openposer-body25-signlanguage"
 WELL_SEEN = ["Nose", "Neck", "REye", "LEye", "REar", "LEar", "RShoulder", "LShoulder", "RElbow", "LElbow"]
@@ -103,14 +103,14 @@ def test_body25_from_mediapipe_direct_derived_and_missing():
     assert b[BODY_25.index("RShoulder"), 0] == 120 and b[BODY_25.index("LWrist"), 0] == 150
     for name in ("LSmallToe", "RSmallToe"):
         np.testing.assert_array_equal(b[BODY_25.index(name)], 0.0)
-    with pytest.raises(AnalysisError, match=r"shape \(25, 3\), expected \(33, 3\)"):
+    with pytest.raises(DetectionError, match=r"shape \(25, 3\), expected \(33, 3\)"):
         body25_from_mediapipe(np.zeros((25, 3)))
 
 
 def test_handedness_is_swapped_for_an_unmirrored_camera():
     assert hand_side("Left") == "right" and hand_side("Right") == "left"
     assert hand_side("Left", mirrored=True) == "left" and hand_side("Right", mirrored=True) == "right"
-    with pytest.raises(AnalysisError, match="'left'"):
+    with pytest.raises(DetectionError, match="'left'"):
         hand_side("left")
     pts = [np.full((21, 2), float(i)) for i in range(3)]
     hands, dropped = assign_hands([("Left", 0.9, pts[0]), ("Right", 0.8, pts[1])])
@@ -121,7 +121,7 @@ def test_handedness_is_swapped_for_an_unmirrored_camera():
     # two hands labeled the same: the higher score keeps the side, whatever the order
     hands, dropped = assign_hands([("Left", 0.7, pts[0]), ("Left", 0.95, pts[2])])
     assert dropped == 1 and list(hands) == ["right"] and hands["right"][0, 0] == 2.0
-    with pytest.raises(AnalysisError, match=r"shape \(20, 2\)"):
+    with pytest.raises(DetectionError, match=r"shape \(20, 2\)"):
         assign_hands([("Left", 0.7, np.zeros((20, 2)))])
 
 

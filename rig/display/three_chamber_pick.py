@@ -146,7 +146,7 @@ class GeometryPicker:
         ordered = {n: store[n] for n in order if n in store}
         store.clear()
         store.update(ordered)
-        return before
+        return None if before is None else tuple(before)
 
     def undo(self) -> str | None:
         """Cancel a half-placed item, else take back the last placement (the item becomes current)."""
@@ -274,8 +274,8 @@ class GeometryPickWindow:
         self.plot.addItem(self.img_item)
         self.overlay: list[Any] = []
         self.keys = self._keymap()
-        self.win.keyPressEvent = self.on_key  # type: ignore[method-assign]
-        self.img_item.mouseDragEvent = self.on_drag  # type: ignore[method-assign]
+        self.win.keyPressEvent = self.on_key
+        self.img_item.mouseDragEvent = self.on_drag
         self.plot.scene().sigMouseClicked.connect(self.on_mouse)
         self.redraw()
 

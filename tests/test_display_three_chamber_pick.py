@@ -14,8 +14,8 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.tasks.social import load_three_chamber_geometry
-from analysis.tasks.three_chamber_pick import GeometryPicker, GeometryPickWindow, read_frame
-from tests.analysis_helpers import run_cli
+from rig.cli import main as cli_main
+from rig.display.three_chamber_pick import GeometryPicker, GeometryPickWindow, read_frame
 
 VIDEO = Path("dlc-openfield-pranav") / "videos" / "m3v1mp4.mp4"
 LABELS = Path("dlc-openfield-pranav") / "labeled-data" / "m4s1" / "CollectedData_Pranav.h5"
@@ -96,7 +96,7 @@ def test_yaml_written_is_read_back_and_used_by_three_chamber(shared_data, tmp_pa
     assert list(g.cups) == ["left_cup", "right_cup"]  # order kept: A, B of the sociability index
     # the three-chamber command reads it
     argv = ["three-chamber", str(shared_data / LABELS), "--geometry", str(out), "--fps", "30"]
-    assert run_cli([*argv, "--out", str(tmp_path / "res")]) == 0
+    assert cli_main([*argv, "--out", str(tmp_path / "res")]) == 0
     summary = json.loads((tmp_path / "res" / "three_chamber.json").read_text())
     assert set(summary["cups"]) == {"left_cup", "right_cup"}
     # an existing file opens for editing, its names and margin kept unless a margin is given
@@ -107,7 +107,7 @@ def test_yaml_written_is_read_back_and_used_by_three_chamber(shared_data, tmp_pa
     out.write_text(text.replace("left: [15.0, 50.0, 213.0, 465.0]", "left: [213, 50, 15, 465]"))
     with pytest.raises(AnalysisError, match=r"geometry.yaml: bad three-chamber geometry \(chamber 'left': "):
         load_three_chamber_geometry(out)
-    assert run_cli([*argv, "--out", str(tmp_path / "res")]) == 2
+    assert cli_main([*argv, "--out", str(tmp_path / "res")]) == 2
     assert "is not [x0, y0, x1, y1] with x0 < x1, y0 < y1" in capsys.readouterr().err
     out.write_text("- 1\n- 2\n")
     with pytest.raises(AnalysisError, match=r"bad three-chamber geometry \(expected a mapping"):
@@ -140,7 +140,7 @@ def test_read_frame_video_image_and_errors(shared_data, tmp_path):
     with pytest.raises(AnalysisError, match=r"nope.mp4: file not found"):
         read_frame(tmp_path / "nope.mp4")
     assert (
-        run_cli(["three-chamber-geometry", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "g.yaml")])
+        cli_main(["three-chamber-geometry", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "g.yaml")])
         == 2
     )
 
@@ -290,7 +290,7 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
     QtCore.QTimer.singleShot(0, guarded)
     QtCore.QTimer.singleShot(60_000, app.quit)  # never hang the suite if the window does not close
     argv = ["three-chamber-geometry", str(shared_data / VIDEO), "--frame", "100", "--out", str(out)]
-    rc = run_cli([*argv, "--cups", "stranger,empty", "--margin", "30"])
+    rc = cli_main([*argv, "--cups", "stranger,empty", "--margin", "30"])
     assert "error" not in placed, placed["error"]
     assert rc == 0, f"not saved; the window's title before 'q' (names the item not placed yet): {placed}"
     assert "(all placed)" in str(placed["title"])
@@ -313,4 +313,4 @@ def test_cli_window_end_to_end_with_real_mouse_and_keys(shared_data, tmp_path):
         "--out",
         str(res),
     ]
-    assert run_cli(cmd) == 0
+    assert cli_main(cmd) == 0
