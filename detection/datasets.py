@@ -72,12 +72,83 @@ class BoxDataset:
                     raise DatasetError(f"{where}: class {b.class_id} not in {self.names}")
         return self
 
+    def subset(self, keys: Iterable[Path]) -> BoxDataset:
+        """The images ``keys`` (in that order) with their boxes, same class names."""
+        return BoxDataset({k: self.items[k] for k in keys}, list(self.names))
+
     def split(self, every: int = 5) -> tuple[BoxDataset, BoxDataset]:
         """Deterministic train/test split: every ``every``-th image (sorted by path) goes to test."""
         keys = sorted(self.items)
         test = {k: self.items[k] for i, k in enumerate(keys) if i % every == every - 1}
         train = {k: v for k, v in self.items.items() if k not in test}
         return BoxDataset(train, list(self.names)), BoxDataset(test, list(self.names))
+
+
+SPLITS = ("train", "val", "test")
+
+
+def source_of(img: Path) -> str:
+    """The source video of a labeled frame: its folder (DeepLabCut's ``labeled-data/<video>/``, a folder of
+    extracted frames per session)."""
+    return str(img.parent)
+
+
+def parse_fractions(text: str) -> tuple[float, float, float]:
+    """``"0.7,0.15,0.15"`` -> (train, val, test) fractions; DatasetError on anything else."""
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or parts[0] <= 0 or parts[1] <= 0 or sum(parts) <= 0:
+        raise DatasetError(
+            f"--split {text!r}: expected TRAIN,VAL,TEST fractions, e.g. 0.7,0.15,0.15 (train and val > 0)"
+        )
+    t = sum(parts)
+    return parts[0] / t, parts[1] / t, parts[2] / t
+
+
+def split_dataset(
+    ds: BoxDataset, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, BoxDataset]:
+    """Seeded train/val/test split, stratified by source video (:func:`source_of`): each video's frames are
+    shuffled with ``seed`` and dealt out in the given fractions (largest remainder), so every split sees
+    every video in proportion. No image is in two splits. Val (and test, when its fraction is > 0) get at
+    least one image when the set has enough; DatasetError when it has fewer images than needed."""
+    return {s: ds.subset(k) for s, k in split_keys(list(ds.items), fractions, seed).items()}
+
+
+def split_keys(
+    images: Sequence[Path], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> dict[str, list[Path]]:
+    """:func:`split_dataset` for a list of image paths (any label kind)."""
+    import numpy as np
+
+    fr = np.asarray(fractions, float)
+    need = 2 + int(fr[2] > 0)
+    if len(images) < need:
+        raise DatasetError(f"{len(images)} labeled images: a train/val/test split needs at least {need}")
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[Path]] = {}
+    for k in sorted(images):
+        groups.setdefault(source_of(k), []).append(k)
+    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    carry = np.zeros(3)
+    for g in sorted(groups):
+        keys = [groups[g][i] for i in rng.permutation(len(groups[g]))]
+        want = fr * len(keys) + carry  # remainders carry over to the next video: totals stay in proportion
+        n = np.floor(want).astype(int)
+        while n.sum() < len(keys):
+            n[int(np.argmax(want - n))] += 1
+        carry = want - n
+        a, b = n[0], n[0] + n[1]
+        out["train"] += keys[:a]
+        out["val"] += keys[a:b]
+        out["test"] += keys[b:]
+    for s in ("val", "test"):  # a tiny set: take one image from the largest split
+        if not out[s] and (s == "val" or fr[2] > 0):
+            donor = max(SPLITS, key=lambda x: len(out[x]))
+            out[s].append(out[donor].pop())
+    return out
 
 
 _shape_cache: dict[Path, tuple[int, int]] = {}
@@ -343,3 +414,20 @@ def check_data_yaml(path: str | Path) -> list[str]:
             if "images" in d.parts:
                 load_yolo(d, names=names)
     return names
+
+
+def data_yaml_split(path: str | Path, key: str) -> BoxDataset | None:
+    """The ``key`` split (``train``/``val``/``test``) of an Ultralytics data file as a BoxDataset (labels in
+    the sibling ``labels`` folder), or None when the file has no such split."""
+    path = Path(path)
+    names = check_data_yaml(path)
+    doc = read_yaml(path, "data file", DatasetError)
+    entry = doc.get(key)
+    if not entry:
+        return None
+    if not isinstance(entry, str):
+        raise DatasetError(f"{path}: {key}: expected one images folder, got {entry!r}")
+    root = Path(str(doc.get("path") or "")).expanduser()
+    if not root.is_absolute():
+        root = path.parent / root
+    return load_yolo(root / entry, names=names)

@@ -1,12 +1,27 @@
-"""Evaluation of a detector on a labeled box dataset: IoU, precision/recall, AP50 per class, mAP50,
-and a report (JSON + plots)."""
+"""Evaluation of a detector on a labeled box dataset, the numbers a user acts on.
+
+* **mAP the standard way** (COCO, as Ultralytics' ``val`` computes it): per class, detections sorted by
+  confidence each take the best still-unclaimed true box of that class at each IoU threshold 0.50:0.05:0.95;
+  AP is the area under the precision envelope sampled at 101 recall points. ``map50`` and ``map50_95``
+  average the classes that have true boxes. Checked against Ultralytics' own code in the tests.
+* **At the operating threshold** (``conf``: the model's stored threshold, or the one picked on a validation
+  split by :func:`pick_threshold`): precision/recall (IoU >= 0.5), per-class IoU over *all* true boxes (a
+  missed box counts 0), the pixel error of each true box's centre to its nearest predicted centre (one to
+  one; a missed box counts as infinitely far), hits within ``radius_px``, and the false positives on
+  frames without that class.
+* A report folder: ``report.json``, ``report.png`` (bars, IoU histogram, error CDF) and ``worst.png`` (a
+  picture sheet of the worst frames: labels green, predictions red).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -16,6 +31,10 @@ from detection.datasets import Box, BoxDataset, DatasetError
 
 log = logging.getLogger(__name__)
 IOU_MATCH = 0.5
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+DEFAULT_RADIUS_PX = 20.0
+EVAL_CONFIDENCE = 0.001  # the candidates AP is computed over (Ultralytics' val uses the same)
+EVAL_MAX_DET = 300
 
 
 def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -27,94 +46,259 @@ def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, 
     return inter / union if union > 0 else 0.0
 
 
-def average_precision(scores: np.ndarray, tp: np.ndarray, n_true: int) -> float:
-    """All-point interpolated AP (VOC 2010+) from per-detection scores and true-positive flags."""
-    if n_true == 0:
-        return float("nan")
-    if scores.size == 0:
-        return 0.0
-    order = np.argsort(-scores)
-    tpc = np.cumsum(tp[order])
-    fpc = np.cumsum(~tp[order])
-    recall = tpc / n_true
-    precision = tpc / np.maximum(tpc + fpc, 1e-9)
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[1.0], precision, [0.0]])
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4) x (M, 4) x1y1x2y2 boxes -> (N, M) IoU."""
+    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def match_detections(
+    pred: np.ndarray, true: np.ndarray, thresholds: np.ndarray = IOU_THRESHOLDS
+) -> np.ndarray:
+    """COCO matching for one class on one image: ``pred`` (D, 4) sorted by descending confidence, ``true``
+    (M, 4). Each detection in turn takes the best unclaimed true box at each threshold. Returns (D, T)
+    booleans: detection d is a true positive at threshold t."""
+    correct = np.zeros((len(pred), len(thresholds)), bool)
+    if len(pred) == 0 or len(true) == 0:
+        return correct
+    iou = iou_matrix(true, pred)  # (M, D)
+    claimed = np.zeros((len(true), len(thresholds)), bool)
+    cols = np.arange(len(thresholds))
+    for j in range(len(pred)):
+        avail = np.where(claimed, 0.0, iou[:, j, None])  # (M, T)
+        k = avail.argmax(0)
+        correct[j] = avail[k, cols] >= thresholds
+        claimed[k, cols] |= correct[j]
+    return correct
+
+
+def compute_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the precision envelope, sampled at 101 recall points (COCO; Ultralytics' ``compute_ap``)."""
+    last = recall[-1] if len(recall) else 1.0
+    mrec = np.concatenate(([0.0], recall, [last], [1.0]))
+    mpre = np.concatenate(([1.0], precision, [0.0], [0.0]))
     mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
-    idx = np.nonzero(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+    x = np.linspace(0, 1, 101)
+    y = np.interp(x, mrec, mpre)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def average_precision(scores: np.ndarray, tp: np.ndarray, n_true: int) -> np.ndarray | float:
+    """AP from per-detection ``scores`` (N,) and true-positive flags ``tp`` (N,) or (N, T): a float for
+    (N,), one AP per threshold for (N, T). NaN for a class with no true boxes, 0 with no detections."""
+    tp = np.asarray(tp, bool)
+    one = tp.ndim == 1
+    tp2 = tp.reshape(len(tp), -1)
+    if n_true == 0:
+        return float("nan") if one else np.full(tp2.shape[1], np.nan)
+    if len(scores) == 0:
+        return 0.0 if one else np.zeros(tp2.shape[1])
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tpc = np.cumsum(tp2[order], 0)
+    fpc = np.cumsum(~tp2[order], 0)
+    recall = tpc / (n_true + 1e-16)
+    precision = tpc / (tpc + fpc)
+    aps = np.array([compute_ap(recall[:, t], precision[:, t]) for t in range(tp2.shape[1])])
+    return float(aps[0]) if one else aps
+
+
+def pick_threshold(scores: np.ndarray, correct: np.ndarray, n_true: int, floor: float = 0.01) -> float | None:
+    """The confidence threshold with the best F1 (``correct``: each detection's true-positive flag; all
+    classes pooled). The thresholds between two neighbouring scores all give the same F1: of the widest
+    range of thresholds with the best F1, the middle is taken, so a small validation set's margin is kept
+    on both sides (a higher threshold drops hits first seen in new data, a lower one lets false positives
+    in). None when no detection is correct (nothing to operate on)."""
+    s = np.asarray(scores, float)
+    c = np.asarray(correct, bool)
+    keep = s >= floor
+    s, c = s[keep], c[keep]
+    if n_true == 0 or not c.any():
+        return None
+    order = np.argsort(-s, kind="stable")
+    s, c = s[order], c[order]
+    f1 = 2 * np.cumsum(c) / (np.arange(1, len(s) + 1) + n_true)
+    # a threshold keeps every detection of equal score: the cuts are at the last index of each score run
+    cut = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    f1c, hi_c = f1[cut], s[cut]
+    lo_c = np.r_[hi_c[1:], 0.0]  # cut m keeps the same detections for any t in (lo_c[m], hi_c[m]]
+    best = f1c >= f1c.max() - 1e-12
+    spans: list[tuple[float, float]] = []  # (lo, hi) of each run of consecutive best cuts
+    for m in np.flatnonzero(best):
+        if spans and m > 0 and best[m - 1]:
+            spans[-1] = (float(lo_c[m]), spans[-1][1])
+        else:
+            spans.append((float(lo_c[m]), float(hi_c[m])))
+    lo, hi = max(spans, key=lambda p: p[1] - p[0])
+    return float((lo + hi) / 2)
 
 
 @dataclass
 class ClassResult:
     name: str
     n_true: int = 0
-    n_pred: int = 0
+    n_pred: int = 0  # detections at the operating threshold
     tp: int = 0
     precision: float = 0.0
     recall: float = 0.0
     ap50: float = 0.0
-    mean_iou: float = 0.0  # over matched pairs
+    ap50_95: float = 0.0
+    mean_iou: float = 0.0  # best IoU per true box at the operating threshold, 0 when missed
+    median_px: float = 0.0  # centre error per true box (inf when missed)
+    p90_px: float = 0.0
+    hits: int = 0  # true boxes with a predicted centre within radius_px
+    n_missed: int = 0  # true boxes with no detection of their class at all
+    n_empty: int = 0  # frames without this class
+    fp_empty: int = 0  # of those, frames with a detection of this class at the operating threshold
 
 
 @dataclass
 class EvalResult:
     classes: list[ClassResult] = field(default_factory=list)
     map50: float = 0.0
+    map50_95: float = 0.0
     mean_iou: float = 0.0  # best-matching IoU per true box (0 when missed), all classes
     n_images: int = 0
+    conf: float = 0.25  # the operating threshold the per-threshold numbers are at
+    radius_px: float = DEFAULT_RADIUS_PX
+    picked_conf: float | None = None  # the best-F1 threshold on this set (what train stores from val)
     per_image_iou: list[float] = field(default_factory=list)
+    frame_errors: dict[str, float] = field(default_factory=dict)  # image -> worst centre error (inf: miss)
+    frame_fp: dict[str, int] = field(default_factory=dict)  # image -> unmatched detections at conf
 
-    def to_json(self) -> dict:
-        return asdict(self)
+    def to_json(self) -> dict[str, Any]:
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and not math.isfinite(x):
+                return None if math.isnan(x) else "inf"
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [clean(v) for v in x]
+            return x
+
+        return dict(clean(asdict(self)))
+
+    def summary_lines(self) -> list[str]:
+        """What ``detect train`` / ``detect evaluate`` print."""
+        lines = [
+            f"{len(self.classes)} classes, {self.n_images} images; at confidence {self.conf:.3f}, "
+            f"radius {self.radius_px:g} px:"
+        ]
+        for c in self.classes:
+            lines.append(
+                f"{c.name:>12}: hits {c.hits}/{c.n_true}  centre error median {_px(c.median_px)} "
+                f"p90 {_px(c.p90_px)}  P {c.precision:.3f} R {c.recall:.3f}  IoU {c.mean_iou:.3f}  "
+                f"AP50 {c.ap50:.3f} AP50-95 {c.ap50_95:.3f}  false positives on {c.fp_empty}/{c.n_empty} "
+                "frames without it"
+            )
+        lines.append(f"mAP50 {self.map50:.3f}  mAP50-95 {self.map50_95:.3f}  mean IoU {self.mean_iou:.3f}")
+        if self.picked_conf is not None:
+            lines.append(f"best-F1 confidence threshold on this set: {self.picked_conf:.3f}")
+        return lines
+
+
+def _px(v: float) -> str:
+    return f"{v:.1f} px" if math.isfinite(v) else "inf (over half missed)"
+
+
+def centre_errors(truth: Sequence[Box], dets: Sequence[Det]) -> list[float]:
+    """Per true box (one class), the distance of its centre to a predicted centre, paired one to one by
+    increasing distance; inf for a true box left without a prediction."""
+    out = [math.inf] * len(truth)
+    if not truth or not dets:
+        return out
+    t = np.array([((b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2) for b in truth])
+    p = np.array([d.center() for d in dets])
+    dist = np.hypot(t[:, None, 0] - p[None, :, 0], t[:, None, 1] - p[None, :, 1])
+    used_t, used_p = set(), set()
+    for flat in np.argsort(dist, axis=None):
+        i, j = divmod(int(flat), len(dets))
+        if i in used_t or j in used_p:
+            continue
+        out[i] = float(dist[i, j])
+        used_t.add(i)
+        used_p.add(j)
+    return out
 
 
 def evaluate_predictions(
-    truth: BoxDataset, preds: dict[Path, list[Det]], report_conf: float = 0.25
+    truth: BoxDataset,
+    preds: dict[Path, list[Det]],
+    report_conf: float = 0.25,
+    radius_px: float = DEFAULT_RADIUS_PX,
 ) -> EvalResult:
-    """Match predictions to truth per class (greedy by confidence, IoU >= 0.5). Precision/recall at
-    ``report_conf``; AP50 over all confidences given."""
-    res = EvalResult(n_images=len(truth))
-    all_best: list[float] = []
+    """Score ``preds`` (all candidates, e.g. at confidence 0.001) against ``truth``: AP over every
+    confidence, the rest at ``report_conf`` (see the module docstring)."""
+    res = EvalResult(n_images=len(truth), conf=report_conf, radius_px=radius_px)
+    all_scores: list[np.ndarray] = []
+    all_tp50: list[np.ndarray] = []
+    n_true_all = 0
     for ci, name in enumerate(truth.names):
         scores: list[float] = []
-        tps: list[bool] = []
-        ious: list[float] = []
-        n_true = 0
+        tps: list[np.ndarray] = []
+        errors: list[float] = []
+        best_iou: list[float] = []
+        cr = ClassResult(name=name)
         for img, boxes in truth.items.items():
             tb = [b for b in boxes if b.class_id == ci]
             pb = sorted((d for d in preds.get(img, []) if d.class_id == ci), key=lambda d: -d.confidence)
-            n_true += len(tb)
-            used = [False] * len(tb)
-            best_per_true = [0.0] * len(tb)
-            for d in pb:
-                db = (d.x1, d.y1, d.x2, d.y2)
-                ov = [box_iou(db, (b.x1, b.y1, b.x2, b.y2)) for b in tb]
-                for k, v in enumerate(ov):
-                    best_per_true[k] = (
-                        max(best_per_true[k], v) if d.confidence >= report_conf else best_per_true[k]
-                    )
-                j = int(np.argmax(ov)) if ov else -1
-                ok = j >= 0 and ov[j] >= IOU_MATCH and not used[j]
-                if ok:
-                    used[j] = True
-                    ious.append(ov[j])
-                scores.append(d.confidence)
-                tps.append(ok)
-            all_best.extend(best_per_true)
-        s, t = np.array(scores), np.array(tps, bool)
-        sel = s >= report_conf
-        cr = ClassResult(name=name, n_true=n_true, n_pred=int(sel.sum()), tp=int(t[sel].sum()))
+            txy = np.array([(b.x1, b.y1, b.x2, b.y2) for b in tb], float).reshape(-1, 4)
+            pxy = np.array([(d.x1, d.y1, d.x2, d.y2) for d in pb], float).reshape(-1, 4)
+            correct = match_detections(pxy, txy)
+            cr.n_true += len(tb)
+            scores += [d.confidence for d in pb]
+            tps.append(correct)
+            at = [d for d in pb if d.confidence >= report_conf]
+            cr.n_pred += len(at)
+            cr.tp += int(correct[: len(at), 0].sum())  # pb is sorted: the first len(at) are at threshold
+            cr.n_missed += len(tb) if not pb else 0
+            iou_at = iou_matrix(txy, pxy[: len(at)])
+            best_iou += (iou_at.max(1) if iou_at.shape[1] else np.zeros(len(tb))).tolist()
+            errs = centre_errors(tb, at)
+            errors += errs
+            key = str(img)
+            if tb:
+                res.frame_errors[key] = max(res.frame_errors.get(key, 0.0), *errs)
+            else:
+                cr.n_empty += 1
+                cr.fp_empty += bool(at)
+            res.frame_fp[key] = res.frame_fp.get(key, 0) + len(at) - int(correct[: len(at), 0].sum())
+        tp = np.concatenate(tps) if tps else np.zeros((0, len(IOU_THRESHOLDS)), bool)
+        s = np.asarray(scores, float)
+        aps = np.asarray(average_precision(s, tp, cr.n_true))
+        cr.ap50, cr.ap50_95 = float(aps[0]), float(np.mean(aps))
         cr.precision = cr.tp / cr.n_pred if cr.n_pred else 0.0
-        cr.recall = cr.tp / n_true if n_true else 0.0
-        cr.ap50 = average_precision(s, t, n_true)
-        cr.mean_iou = float(np.mean(ious)) if ious else 0.0
+        cr.recall = cr.tp / cr.n_true if cr.n_true else 0.0
+        cr.mean_iou = float(np.mean(best_iou)) if best_iou else 0.0
+        if errors:
+            e = np.asarray(errors)
+            cr.median_px = float(np.percentile(e, 50, method="higher" if np.isinf(e).any() else "linear"))
+            cr.p90_px = float(np.percentile(e, 90, method="higher" if np.isinf(e).any() else "linear"))
+            cr.hits = int((e <= radius_px).sum())
         res.classes.append(cr)
-    aps = [c.ap50 for c in res.classes if c.n_true > 0]
-    res.map50 = float(np.mean(aps)) if aps else 0.0
-    res.mean_iou = float(np.mean(all_best)) if all_best else 0.0
-    res.per_image_iou = all_best
+        res.per_image_iou += best_iou
+        all_scores.append(s)
+        all_tp50.append(tp[:, 0])
+        n_true_all += cr.n_true
+    with_truth = [c for c in res.classes if c.n_true > 0]
+    res.map50 = float(np.mean([c.ap50 for c in with_truth])) if with_truth else 0.0
+    res.map50_95 = float(np.mean([c.ap50_95 for c in with_truth])) if with_truth else 0.0
+    res.mean_iou = float(np.mean(res.per_image_iou)) if res.per_image_iou else 0.0
+    if all_scores:
+        res.picked_conf = pick_threshold(np.concatenate(all_scores), np.concatenate(all_tp50), n_true_all)
     return res
+
+
+def read_image(path: Path) -> np.ndarray:
+    im = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if im is None:
+        raise DatasetError(f"image {path} is missing or not an image")
+    return np.asarray(im)
 
 
 def predict_dataset(runner: Runner, ds: BoxDataset, batch: int = 8) -> dict[Path, list[Det]]:
@@ -122,24 +306,77 @@ def predict_dataset(runner: Runner, ds: BoxDataset, batch: int = 8) -> dict[Path
     out: dict[Path, list[Det]] = {}
     for i in range(0, len(keys), batch):
         chunk = keys[i : i + batch]
-        imgs = []
-        for k in chunk:
-            im = cv2.imread(str(k), cv2.IMREAD_COLOR)
-            if im is None:
-                raise DatasetError(f"image {k} is missing or not an image")
-            imgs.append(im)
-        for k, dets in zip(chunk, runner.infer(imgs)):
+        for k, dets in zip(chunk, runner.infer([read_image(k) for k in chunk])):
             out[k] = dets
     return out
 
 
-def evaluate(runner: Runner, ds: BoxDataset, report_conf: float = 0.25) -> EvalResult:
-    """Run ``runner`` (built with a low confidence threshold, e.g. 0.01, for a meaningful AP) over ``ds``."""
-    return evaluate_predictions(ds, predict_dataset(runner, ds), report_conf)
+def candidates_runner(runner: Runner) -> Runner:
+    """Set a YOLO runner to return every candidate an AP needs (confidence 0.001, up to 300 boxes)."""
+    if hasattr(runner, "confidence"):
+        runner.confidence = EVAL_CONFIDENCE
+    if hasattr(runner, "max_det"):
+        runner.max_det = EVAL_MAX_DET
+    return runner
 
 
-def write_report(res: EvalResult, out_dir: str | Path, title: str = "evaluation") -> Path:
-    """``report.json`` + ``report.png`` (per-class precision/recall/AP50 bars, IoU histogram)."""
+def evaluate(
+    runner: Runner, ds: BoxDataset, report_conf: float = 0.25, radius_px: float = DEFAULT_RADIUS_PX
+) -> EvalResult:
+    """Run ``runner`` over ``ds`` with every candidate kept (:func:`candidates_runner`) and score it."""
+    return evaluate_predictions(ds, predict_dataset(candidates_runner(runner), ds), report_conf, radius_px)
+
+
+def worst_sheet(
+    truth: BoxDataset, preds: dict[Path, list[Det]], res: EvalResult, out_png: str | Path, n: int = 12,
+    tile: int = 240,
+) -> Path:  # fmt: skip
+    """A picture sheet of the ``n`` worst frames (largest centre error, misses first, then frames with
+    false positives), each whole frame scaled into a ``tile``-px tile: labels green, detections at the
+    operating threshold red with their confidence."""
+
+    def badness(k: Path) -> tuple[float, int]:
+        e = res.frame_errors.get(str(k), 0.0)
+        return (e if math.isfinite(e) else 1e9, res.frame_fp.get(str(k), 0))
+
+    keys = sorted(truth.items, key=badness, reverse=True)[:n]
+    tiles = []
+    for k in keys:
+        im = read_image(k)
+        dets = [d for d in preds.get(k, []) if d.confidence >= res.conf]
+        for b in truth.items[k]:
+            cv2.rectangle(im, (int(b.x1), int(b.y1)), (int(b.x2), int(b.y2)), (0, 200, 0), 2)
+        for d in dets:
+            cv2.rectangle(im, (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2)), (0, 0, 255), 2)
+            cv2.putText(im, f"{d.confidence:.2f}", (int(d.x1), max(int(d.y1) - 3, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)  # fmt: skip
+        s = tile / max(im.shape[:2])
+        im = cv2.resize(im, (round(im.shape[1] * s), round(im.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        t = np.zeros((tile + 18, tile, 3), np.uint8)
+        t[18 : 18 + im.shape[0], : im.shape[1]] = im
+        e = res.frame_errors.get(str(k))
+        what = "no object" if e is None else ("missed" if not math.isfinite(e) else f"{e:.1f} px")
+        cv2.putText(t, f"{k.name[:22]} {what}", (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        tiles.append(t)
+    cols = 4
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]) if tiles else np.zeros((tile + 18, tile, 3), np.uint8))
+    rows = [np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)]
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.vstack(rows) if rows else np.zeros((10, 10, 3), np.uint8))
+    return out
+
+
+def write_report(
+    res: EvalResult,
+    out_dir: str | Path,
+    title: str = "evaluation",
+    truth: BoxDataset | None = None,
+    preds: dict[Path, list[Det]] | None = None,
+) -> Path:
+    """``report.json`` + ``report.png`` (per-class precision/recall/AP50 bars, IoU histogram); with the
+    truth and predictions also ``worst.png`` (:func:`worst_sheet`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
@@ -156,14 +393,27 @@ def write_report(res: EvalResult, out_dir: str | Path, title: str = "evaluation"
     ax[0].set_xticks(x, names, rotation=30)
     ax[0].set_ylim(0, 1)
     ax[0].legend()
-    ax[0].set_title(f"{title}: mAP50 {res.map50:.3f}")
+    ax[0].set_title(f"{title}: mAP50 {res.map50:.3f} (P/R at conf {res.conf:.2f})")
     ax[1].hist(res.per_image_iou, bins=20, range=(0, 1))
     ax[1].set_xlabel("best IoU per labeled box")
     ax[1].set_title(f"mean IoU {res.mean_iou:.3f}")
     fig.tight_layout()
     fig.savefig(out / "report.png", dpi=80)
     plt.close(fig)
+    if truth is not None and preds is not None:
+        worst_sheet(truth, preds, res, out / "worst.png")
     return out / "report.json"
 
 
-__all__ = ["Box", "EvalResult", "box_iou", "evaluate", "evaluate_predictions", "write_report"]
+__all__ = [
+    "Box",
+    "EvalResult",
+    "box_iou",
+    "compute_ap",
+    "evaluate",
+    "evaluate_predictions",
+    "match_detections",
+    "pick_threshold",
+    "worst_sheet",
+    "write_report",
+]

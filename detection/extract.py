@@ -42,7 +42,7 @@ def extract_diverse(video: str | Path, out_dir: str | Path, n: int = 200, stride
     k = min(n, len(idx))
     cv2.setRNGSeed(seed)
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 30, 1e-3)
-    _c, labels, centers = cv2.kmeans(x, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
+    _c, labels, centers = cv2.kmeans(x, k, None, crit, 2, cv2.KMEANS_PP_CENTERS)
     chosen = []
     for c in range(k):
         members = np.nonzero(labels.ravel() == c)[0]

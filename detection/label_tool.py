@@ -115,7 +115,7 @@ class LabelWindow:
         self.img_item = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.img_item)
         self.rects: list[Any] = []
-        self.win.keyPressEvent = self.on_key  # type: ignore[method-assign]
+        self.win.keyPressEvent = self.on_key
         self.plot.scene().sigMouseClicked.connect(self.on_mouse)
         self.show_current()
 

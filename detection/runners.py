@@ -147,11 +147,13 @@ class YoloRunner(Runner):
     confidence: float = 0.25
     iou: float = DEFAULT_IOU
     input_size: int | None = None
+    max_det: int = DEFAULT_MAX_DET
 
     def infer(self, images: Sequence[np.ndarray]) -> list[list[Det]]:
         x, scales = preprocess(images, self.input_size)
         raw = self.run_raw(x)
-        return decode(raw, scales, [im.shape[:2] for im in images], self.confidence, self.iou)
+        shapes = [im.shape[:2] for im in images]
+        return decode(raw, scales, shapes, self.confidence, self.iou, self.max_det)
 
     @abc.abstractmethod
     def run_raw(self, x: np.ndarray) -> np.ndarray:
@@ -264,7 +266,7 @@ class UltralyticsRunner(YoloRunner):
                 "!!! GPU FALLBACK: Ultralytics asked for %s but CUDA is not available: CPU !!!", device
             )
             device = "cpu"
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # type: ignore[attr-defined]
 
         try:
             self.yolo = YOLO(str(self.path))
@@ -340,7 +342,7 @@ class TensorRTRunner(YoloRunner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.stream = torch.cuda.Stream()
+        self.stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
 
     def _build(self, fp16: bool, max_batch: int, max_hw: int) -> None:
         trt = self.trt
@@ -377,6 +379,58 @@ class TensorRTRunner(YoloRunner):
         return np.asarray(out.cpu().numpy())
 
 
+# -- the model's own confidence threshold -------------------------------------------------------------
+
+DEFAULT_CONFIDENCE = 0.25
+THRESHOLD_KEY = "confidence_threshold"  # in the model's sidecar JSON and in an exported ONNX's metadata
+
+
+def sidecar_path(model: str | os.PathLike[str]) -> Path:
+    """``best.pt`` -> ``best.json``: the model's card (threshold picked on validation, its evaluation)."""
+    return Path(model).with_suffix(".json")
+
+
+def stored_threshold(model: str | os.PathLike[str]) -> float | None:
+    """The confidence threshold stored with a model (picked on its validation split by ``detect train``):
+    from an ONNX file's metadata, else from its sidecar JSON (:func:`sidecar_path`); None when neither
+    has one."""
+    import json
+
+    path = Path(model)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        try:
+            import onnx
+
+            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            if THRESHOLD_KEY in meta:
+                return float(meta[THRESHOLD_KEY])
+        except Exception as e:  # a broken file is reported by the runner that loads it
+            log.debug("no metadata read from %s: %s", path, e)
+    card = sidecar_path(path)
+    if card.is_file():
+        try:
+            v = json.loads(card.read_text()).get(THRESHOLD_KEY)
+        except (ValueError, AttributeError, OSError) as e:
+            raise DetectionError(f"{card}: not a readable model card ({e})") from None
+        if v is not None:
+            if not isinstance(v, int | float) or not 0 <= v <= 1:
+                raise DetectionError(f"{card}: {THRESHOLD_KEY}: expected a number in [0, 1], got {v!r}")
+            return float(v)
+    return None
+
+
+def resolve_confidence(confidence: float | None, model: str | os.PathLike[str]) -> float:
+    """The threshold a runner uses: the configured one, else the model's stored one, else 0.25."""
+    if confidence is not None:
+        return float(confidence)
+    stored = stored_threshold(model)
+    if stored is None:
+        log.info("%s: no stored confidence threshold; using %.2f", model, DEFAULT_CONFIDENCE)
+        return DEFAULT_CONFIDENCE
+    log.info("%s: confidence threshold %.3f (stored with the model)", model, stored)
+    return stored
+
+
 # -- factory -----------------------------------------------------------------------------------------
 
 
@@ -391,8 +445,17 @@ def make_runner(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None = 
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     opts = DetectorOptions.from_options(dc.options)
-    common: dict[str, Any] = {"confidence": dc.confidence, "input_size": opts.input_size, "iou": opts.iou}
+    conf = resolve_confidence(dc.confidence, path)
+    common: dict[str, Any] = {"confidence": conf, "input_size": opts.input_size, "iou": opts.iou}
     providers = list(opts.providers) if opts.providers is not None else None
+    from detection.keypoints import KeypointOnnxRunner, is_keypoint_model
+
+    if dc.runner in ("onnxruntime", "tensorrt") and is_keypoint_model(path):
+        if dc.runner == "tensorrt":
+            log.warning(
+                "%s: a keypoint model runs in ONNX Runtime (CUDA when present), not a TensorRT engine", path
+            )
+        return KeypointOnnxRunner(path, conf, opts.input_size, opts.threads, providers)
     if dc.runner == "onnxruntime":
         return OnnxRuntimeRunner(path, threads=opts.threads, providers=providers, **common)
     if dc.runner == "ultralytics":
@@ -496,10 +559,23 @@ def inspect_model(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None 
         if path.suffix.lower() not in (".pt", ".yaml", ".yml"):
             raise DetectionError(f"{path}: runner 'ultralytics' expects a .pt checkpoint or a .yaml model")
         return ModelInfo(path, "pytorch", notes=["PyTorch checkpoint (loaded by the detector node)"])
+    from detection.keypoints import KeypointOnnxRunner, is_keypoint_model
+
+    if is_keypoint_model(path):
+        kr = KeypointOnnxRunner(path, dc.confidence, opts.input_size, 1, ["CPUExecutionProvider"])
+        try:
+            kr.infer([np.zeros((96, 96), np.uint8)])
+        except Exception as e:
+            raise DetectionError(f"{path}: loads but does not run in ONNX Runtime: {e}") from None
+        note = f"keypoint model (heatmaps), confidence {kr.confidence:.3f}"
+        return ModelInfo(
+            path, "onnx", list(kr.session.get_inputs()[0].shape), opts.input_size, "", kr.names, [note]
+        )
     try:
         runner = OnnxRuntimeRunner(
-            path, dc.confidence, opts.input_size, 1, ["CPUExecutionProvider"], opts.iou
-        )
+            path, resolve_confidence(dc.confidence, path), opts.input_size, 1, ["CPUExecutionProvider"],
+            opts.iou,
+        )  # fmt: skip
     except DetectionError as e:  # "model file X is not ..." -> "X: not ..."
         raise DetectionError(
             f"{path}: {str(e).removeprefix(f'model file {path} ').removeprefix('is ')}"

@@ -98,7 +98,13 @@ class DetectorSettings(_Strict):
         description="'oracle' (simulated rig only: the simulator's truth, no model) or a model runner",
     )
     model: str | None = Field(None, description="model file (relative: to the config file's folder)")
-    confidence: float = Field(0.25, ge=0, le=1, description="boxes below this confidence are dropped")
+    confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="boxes below this confidence are dropped; null: the threshold stored with the model "
+        "(picked on its validation split by 'detect train'), 0.25 for a model without one",
+    )
     options: DetectorOptions = DetectorOptions()
 
 

@@ -76,7 +76,7 @@ def _compiled_ops_load() -> bool:
     if not libs:
         return False
     try:
-        torch.ops.load_library(str(libs[0]))
+        torch.ops.load_library(str(libs[0]))  # type: ignore[no-untyped-call]
     except (OSError, RuntimeError):
         return False
     return hasattr(torch.ops.torchvision, "nms")
@@ -93,10 +93,10 @@ def _ensure_nms() -> None:
 
     if "torchvision" in sys.modules or _compiled_ops_load():
         return
-    lib = torch.library.Library("torchvision", "DEF")
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.impl("nms", _nms_torch, "CPU")
+    lib = torch.library.Library("torchvision", "DEF")  # type: ignore[no-untyped-call]
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # type: ignore[no-untyped-call]
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")  # type: ignore[no-untyped-call]
+    lib.impl("nms", _nms_torch, "CPU")  # type: ignore[no-untyped-call]
     globals()["_nms_lib"] = lib  # keep the registration alive
     import torchvision.extension
 
