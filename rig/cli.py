@@ -29,7 +29,10 @@ from rig.errors import UserError
 PLUGIN_MODULES = (
     "rig.cameras.commands",
     "rig.firmware_commands",
+    "rig.check",
+    "rig.align",
     "detection.commands",
+    "detection.pose_commands",
     "analysis.commands",
     "rig.display.commands",
 )
@@ -53,7 +56,9 @@ def _sim(args: argparse.Namespace, over: dict[str, Any]) -> tuple[dict[str, Any]
     the line that says so; unchanged without ``--sim``."""
     if not getattr(args, "sim", False):
         return over, ""
-    return importlib.import_module("rig.simulate").sim_overrides(args.config, over)
+    from rig.simulate import sim_overrides
+
+    return sim_overrides(args.config, over)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,7 +87,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     sup = Supervisor(
         loaded,
-        over,
         progress=not args.quiet,
         session_name=args.name,
         console_level=logging.INFO if args.verbose else logging.WARNING,
@@ -121,6 +125,16 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             f"  closed loop: {c['pulses']} TTL pulses; trigger -> TTL pin "
             f"p50 {c['trigger_to_ttl_ms_p50']:.2f} ms, p99 {c['trigger_to_ttl_ms_p99']:.2f} ms "
             "(firmware clock)"
+        )
+    for name, r in s.get("closed_loop_report", {}).get("truth", {}).items():
+        delay = (
+            f"true event -> pin p50 {r['delay_ms_p50']:.2f} ms, max {r['delay_ms_max']:.2f} ms"
+            if "delay_ms_p50" in r
+            else "no delay measured"
+        )
+        lines.append(
+            f"  closed loop vs simulator truth, rule {name}: {r['expected']} true events, {delay} "
+            f"({r['clock']} clock), {r['misses']} missed, {r['false_pulses']} false"
         )
     if s.get("detector_skipped_late"):
         lines.append(
@@ -196,10 +210,10 @@ def cmd_session_info(args: argparse.Namespace) -> int:
 
 
 def cmd_reanalyze(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from rig.reanalyze import Options, run_batch, slurm_options
 
+    if args.status:
+        return _reanalysis_status(args.sessions)
     slurm = slurm_options(args.slurm_queue, args.slurm_memory, args.slurm_walltime) if args.slurm else None
     model = str(Path(args.model).resolve()) if args.model else None
     if model and not Path(model).is_file():
@@ -207,15 +221,11 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
     options = Options(
         detect=args.detect, model=model, analyses=not args.no_analyses, accept_partial=args.accept_partial
     )
-    bar = tqdm(total=len(args.sessions), unit="session", disable=args.quiet)
-
-    def progress(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-
+    bars = _ReanalysisProgress(len(args.sessions), quiet=args.quiet)
     try:
-        results = run_batch(args.sessions, args.scheduler, args.workers, args.force, progress, slurm, options)
+        results = run_batch(args.sessions, args.scheduler, args.workers, args.force, bars, slurm, options)
     finally:
-        bar.close()
+        bars.close()
     failed = 0
     for path, r in results.items():
         if "error" in r:
@@ -243,6 +253,93 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
         + (f", {failed} failed" if failed else "")
     )
     return 1 if failed else 0
+
+
+class _ReanalysisProgress:
+    """The batch's progress on stderr: a bar of sessions, and per running session its frames, frames/s
+    and ETA (a bar each on a terminal; elsewhere, a line per session every ``LINE_S`` seconds)."""
+
+    LINE_S = 10.0
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, unit="session", disable=quiet, position=0)
+        self.sessions: dict[str, Any] = {}  # running session -> its bar (terminal) or last line's time
+        self.shown_stage: dict[str, str] = {}
+
+    def __call__(self, done: int, total: int, running: dict[str, dict[str, Any]]) -> None:
+        if self.quiet:
+            return
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        for path in [p for p in self.sessions if p not in running]:
+            if self.tty:
+                self.sessions[path].close()
+            del self.sessions[path]
+        for path, prog in running.items():
+            text = self._text(prog)
+            if self.tty:
+                bar = self.sessions.get(path)
+                if bar is None:
+                    bar = self.sessions[path] = self._tqdm(
+                        total=prog.get("frames_total") or 0,
+                        desc=Path(path).name,
+                        unit="frame",
+                        position=len(self.sessions) + 1,
+                        leave=False,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {postfix}",
+                    )
+                bar.total = prog.get("frames_total") or 0
+                bar.n = prog.get("frames_done", 0)
+                bar.set_postfix_str(text, refresh=True)
+            elif self._line_due(path, prog):
+                n_total = prog.get("frames_total")
+                frames = f"{prog['frames_done']}/{n_total} frames, " if n_total else ""
+                self._tqdm.write(f"running {path}: {frames}{text}", file=sys.stderr)
+
+    def _line_due(self, path: str, prog: dict[str, Any]) -> bool:
+        """A line when a session is first seen, when its first frames/s is known, then every LINE_S."""
+        last, had_rate = self.sessions.get(path, (-1e9, False))
+        rate = bool(prog.get("frames_per_s"))
+        if time.monotonic() - last < self.LINE_S and (had_rate or not rate):
+            return False
+        self.sessions[path] = (time.monotonic(), rate)
+        return True
+
+    @staticmethod
+    def _text(prog: dict[str, Any]) -> str:
+        from rig.reanalyze import _hms
+
+        parts = [str(prog.get("stage"))]
+        if prog.get("frames_per_s"):
+            parts.append(f"{prog['frames_per_s']:.0f} frames/s")
+        if prog.get("eta_s") is not None:
+            parts.append(f"ETA {_hms(prog['eta_s'])}")
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        if self.tty:
+            for bar in self.sessions.values():
+                bar.close()
+        self.bar.close()
+
+
+def _reanalysis_status(sessions: list[str]) -> int:
+    """``reanalyze --status``: one line per session from what its folder holds; exit 1 if any failed."""
+    from rig.reanalyze import session_status
+
+    counts: dict[str, int] = {}
+    for path in sessions:
+        st = session_status(path)
+        counts[st["state"]] = counts.get(st["state"], 0) + 1
+        detail = f": {st['detail']}" if st["detail"] else ""
+        print(f"{st['state']:<13} {Path(path).resolve()}{detail}")
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    return 1 if counts.get("failed") or counts.get("not a session") else 0
 
 
 SIM_HELP = (
@@ -331,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         "frame table lists fails)",
     )
     ra.add_argument("--quiet", action="store_true", help="no progress bar")
+    ra.add_argument(
+        "--status",
+        action="store_true",
+        help="reanalyse nothing: show which sessions are done, running or failed (with the reason), from "
+        "what their folders hold (works while a batch runs, from any machine that sees the folders)",
+    )
     ra.set_defaults(func=cmd_reanalyze)
     for mod_name in PLUGIN_MODULES:
         try:

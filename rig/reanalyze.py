@@ -30,28 +30,44 @@ changed from the online ones.
 Everything is written into ``.reanalysis.partial/`` (summary last) and renamed into place, so a
 half-written result never looks finished. A session whose ``summary.json`` has the same options is
 skipped (resumable) unless ``force``; a session that fails is reported and the others go on.
+
+While a session runs, its worker rewrites ``.reanalysis.partial/progress.json`` every few seconds (host,
+pid, stage, frames done of how many): the batch's per-session progress and ``reanalyze --status`` read it.
+A failed attempt leaves ``.reanalysis.partial/failed.json`` (the one-line reason); a worker that died
+leaves a progress file nobody rewrites any more. :func:`session_status` tells these apart from the folder
+alone. On SLURM a worker job that ends (scancel, walltime, a node lost) is replaced, and the scheduler
+runs its session again on another worker.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import shutil
+import socket
+import threading
 import time
 import traceback
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from analysis.tracking import PointTracker
 from detection.settings import DetectorSettings
+from rig.cameras.sync import StereoJoiner
 from rig.errors import InputError, UserError
-from rig.recorder import DETECTION_COLUMNS, POINT_COLUMNS, Table
-from rig.session import Session, error_vs_truth_mm, load_session, write_json_atomic
+from rig.session import DETECTION_COLUMNS, POINT_COLUMNS, Session, Table, load_session, write_json_atomic
+from rig.session_metrics import error_vs_truth_mm
+
+if TYPE_CHECKING:
+    from rig.config import TriangulatorConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +102,7 @@ class Options:
 # ----------------------------------------------------------------------------- detections
 def detections_by_set(det: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
     """Columns of ``detections.csv`` -> trigger index -> camera -> (K, 5) boxes ``x1 y1 x2 y2 conf``."""
-    sets: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    sets: dict[int, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     if not det or not len(det.get("trigger_index", [])):
         return {}
     box = np.stack([np.asarray(det[c], dtype=np.float64) for c in ("x1", "y1", "x2", "y2", "confidence")], 1)
@@ -134,6 +150,20 @@ def detector_config(session: Session, model: str | None = None) -> DetectorSetti
         raise InputError(f"{session.path / 'config.yaml'}: {first}") from None
 
 
+def triangulator_settings(session: Session) -> TriangulatorConfig:
+    """The session's ``pipeline.triangulator``, validated by the same model the rig ran it with."""
+    from pydantic import ValidationError
+
+    from detection.settings import settings_error
+    from rig.config import TriangulatorConfig
+
+    try:
+        return TriangulatorConfig.model_validate(session.config["pipeline"]["triangulator"])
+    except ValidationError as exc:
+        first = settings_error(exc, "pipeline.triangulator", TriangulatorConfig).args[0].splitlines()[0]
+        raise InputError(f"{session.path / 'config.yaml'}: {first}") from None
+
+
 def stereo_frames(
     session: Session, decoded: dict[str, int] | None = None
 ) -> Iterator[tuple[int, dict[str, tuple[int, np.ndarray]]]]:
@@ -148,7 +178,7 @@ def stereo_frames(
         last = -1
         if decoded is not None:
             decoded[cam] = 0
-        for n, (row, img) in enumerate(_readable_frames(session, cam)):
+        for n, (row, img) in enumerate(_decoded_ahead(_readable_frames(session, cam))):
             if decoded is not None:
                 decoded[cam] = n + 1
             if int(table["video_index"][row]) != n:
@@ -167,20 +197,84 @@ def stereo_frames(
             last = k
             yield k, row, img
 
+    joiner: StereoJoiner[tuple[int, np.ndarray]] = StereoJoiner(names)
     streams = {c: stream(c) for c in names}
-    heads = {c: next(s, None) for c, s in streams.items()}
-    while True:
-        live = [h[0] for h in heads.values() if h is not None]
-        if not live:
-            return
-        k = min(live)
-        group: dict[str, tuple[int, np.ndarray]] = {}
-        for c in names:
-            h = heads[c]
-            if h is not None and h[0] == k:
-                group[c] = (h[1], h[2])
-                heads[c] = next(streams[c], None)
-        yield k, group
+    heads: dict[str, tuple[int, int, np.ndarray]] = {}  # each camera's next frame
+
+    def advance(cam: str) -> None:
+        h = next(streams[cam], None)
+        if h is None:
+            heads.pop(cam, None)
+            joiner.end(cam)
+        else:
+            heads[cam] = h
+
+    for c in names:
+        advance(c)
+    while not joiner.finished:
+        if heads:  # feed the camera furthest behind: each video is in trigger order
+            c = min(heads, key=lambda c: heads[c][0])
+            k, row, img = heads[c]
+            joiner.push(c, k, (row, img))
+            advance(c)
+        while (s := joiner.peek()) is not None:
+            joiner.pop()
+            yield s.trigger_index, s.items
+
+
+DECODE_AHEAD = (
+    32  # frames a camera's decode thread may hold ahead of detection (~6 MB at 448x460); 0: no thread
+)
+
+
+def _decoded_ahead(frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray]]:
+    """``frames``, produced by a thread up to ``DECODE_AHEAD`` items ahead: a video decodes (FFmpeg,
+    without the GIL) while the previous frames are detected (ONNX Runtime, without the GIL). Same items,
+    same order; an exception in the thread is raised here; leaving early stops the thread."""
+    import queue
+
+    if DECODE_AHEAD <= 0:
+        yield from frames
+        return
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(DECODE_AHEAD)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for f in frames:
+                if not put(("frame", f)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="reanalysis-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _readable_frames(session: Session, cam: str) -> Iterator[tuple[int, np.ndarray]]:
@@ -226,10 +320,14 @@ def truncation_error(session: Session, lost: dict[str, dict[str, int]]) -> Input
 
 
 def redetect(
-    session: Session, model: str | None = None, decoded: dict[str, int] | None = None
+    session: Session,
+    model: str | None = None,
+    decoded: dict[str, int] | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run the online detection code over the session's videos; columns like ``detections.csv``.
-    ``decoded`` receives each camera's count of decoded video frames."""
+    ``decoded`` receives each camera's count of decoded video frames; ``on_frames(n)`` is called after
+    each stereo set with its number of camera frames (progress)."""
     from detection.online import OnlineDetector, OnlineOptions
     from detection.runners import make_runner
 
@@ -237,7 +335,7 @@ def redetect(
     names = list(session.config["rig"]["cameras"])
     runner = make_runner(dc)
     online = OnlineDetector(runner, names, OnlineOptions.from_options(dc.options))
-    out: dict[str, list] = {c: [] for c in DETECTION_COLUMNS}
+    out: dict[str, list[Any]] = {c: [] for c in DETECTION_COLUMNS}
     try:
         for k, group in stereo_frames(session, decoded):
             cams = [c for c in names if c in group]
@@ -259,6 +357,8 @@ def redetect(
                 for r in rows or [[-1, math.nan, math.nan, math.nan, math.nan, math.nan, -1]]:
                     for c, v in zip(DETECTION_COLUMNS, base + r):
                         out[c].append(v)
+            if on_frames is not None:
+                on_frames(len(cams))
     finally:
         runner.close()
     return {c: np.asarray(v, dtype=object if c == "camera" else None) for c, v in out.items()}
@@ -272,17 +372,10 @@ def triangulate_sets(
     :class:`PointTracker`, in ``order`` (default: trigger order); columns of ``OFFLINE_POINT_COLUMNS``.
     ``t_frame_ns`` is the earliest frame of the set and ``t_trigger_ns`` its trigger, as online."""
     cfg = session.config
-    tc = cfg["pipeline"]["triangulator"]
+    tc = triangulator_settings(session)
     names = list(cfg["rig"]["cameras"])
-    tracker = PointTracker(
-        [session.calibration[n] for n in names],
-        float(cfg["rig"]["trigger"]["rate_hz"]),
-        float(tc["min_confidence"]),
-        float(tc["max_reproj_error_px"]),
-        (float(tc["process_noise_mm"]), float(tc["measurement_noise_mm"]))
-        if tc["filter"] == "kalman"
-        else None,
-        float(tc["predict_ms"]) / 1000,
+    tracker = PointTracker.from_settings(
+        [session.calibration[n] for n in names], float(cfg["rig"]["trigger"]["rate_hz"]), tc
     )
     sets = detections_by_set(det)
     t_frame: dict[int, int] = {}
@@ -294,13 +387,13 @@ def triangulate_sets(
         for k, t in zip(table["trigger_index"].tolist(), table["t_trigger_ns"].tolist()):
             if k >= 0:
                 t_trigger[k] = min(t_trigger.get(k, t), t)
-    out: dict[str, list] = {c: [] for c in OFFLINE_POINT_COLUMNS}
+    out: dict[str, list[Any]] = {c: [] for c in OFFLINE_POINT_COLUMNS}
     for k in sorted(sets) if order is None else order:
         cams_boxes = sets.get(k, {})
         r = tracker.solve(k, [cams_boxes.get(n, np.zeros((0, 5))) for n in names])
         row = [
             k,
-            tc["point_name"],
+            tc.point_name,
             *r.xyz,
             *r.xyz_filtered,
             *r.xyz_predicted,
@@ -314,13 +407,6 @@ def triangulate_sets(
         for c, v in zip(OFFLINE_POINT_COLUMNS, row):
             out[c].append(v)
     return {c: np.asarray(v) for c, v in out.items()}
-
-
-def retriangulate(session: Session) -> dict[str, np.ndarray]:
-    """Re-run the online triangulation over the recorded detections, in the online order."""
-    online = session.points3d
-    order = [int(k) for k in online["trigger_index"]] if online else None
-    return triangulate_sets(session, session.detections, order)
 
 
 def _stats(d: np.ndarray) -> dict[str, Any]:
@@ -551,11 +637,34 @@ def reanalyze_session(
         return {**prev, "skipped": True}
     t0 = time.perf_counter()
     s = load_session(p)
+    partial = p / PARTIAL_DIR
+    shutil.rmtree(partial, ignore_errors=True)  # an earlier attempt's leftovers (failed or killed)
+    partial.mkdir()
+    progress = Progress(partial)
+    progress.start()
+    try:
+        summary = _reanalyze(s, options, progress, t0)
+    finally:
+        progress.stop()
+    final, old = p / OUT_DIR, p / OLD_DIR
+    progress.remove()  # the heartbeat is not part of the result
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def _reanalyze(s: Session, options: Options, progress: Progress, t0: float) -> dict[str, Any]:
+    """The work of :func:`reanalyze_session` for a loaded session, written into its partial folder."""
+    p, partial = s.path, s.path / PARTIAL_DIR
     timings: dict[str, float] = {}
     lost: dict[str, dict[str, int]] = {}
     if options.redetect:
         decoded: dict[str, int] = {}
-        det = redetect(s, options.model, decoded)
+        progress.update(stage="detect", frames_total=sum(frames_in_table(s, c) for c in s.frames))
+        det = redetect(s, options.model, decoded, progress.add_frames)
         lost = truncated_videos(s, decoded)
         if lost and not options.accept_partial:
             raise truncation_error(s, lost)
@@ -566,15 +675,15 @@ def reanalyze_session(
         det, order = s.detections, ([int(k) for k in s.points3d["trigger_index"]] if s.points3d else None)
     timings["detections_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    progress.update(stage="triangulate")
     pts = triangulate_sets(s, det, order)
     timings["triangulation_s"] = time.perf_counter() - t1
-    partial = p / PARTIAL_DIR
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    progress.update(stage="write")
     if options.redetect:
         _write_table(partial / "detections.csv", DETECTION_COLUMNS, det)
     _write_table(partial / "points3d.csv", OFFLINE_POINT_COLUMNS, pts)
     t2 = time.perf_counter()
+    progress.update(stage="analyses")
     analyses = run_analyses(s, partial / "points3d.csv", partial) if options.analyses else {}
     timings["analyses_s"] = time.perf_counter() - t2
     # detections.csv has a row per box (or per empty frame): count frames, not rows
@@ -583,6 +692,7 @@ def reanalyze_session(
     summary: dict[str, Any] = {
         "session": str(p),
         "options": options.record(),
+        "worker": f"{socket.gethostname()} pid {os.getpid()}",
         "n_points": len(pts["trigger_index"]),
         "valid": int(pts["valid"].sum()),
         "frames_detected": n_frames,
@@ -597,19 +707,15 @@ def reanalyze_session(
         **compare_points(pts, s, frames_missing_from_video(s) if options.redetect else set()),
         "analyses": analyses,
     }
+    progress.check_owner()  # a worker given up for dead must not put its result over the retry's
     write_json_atomic(partial / "summary.json", summary)  # last: its presence means finished
-    final, old = p / OUT_DIR, p / OLD_DIR
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    partial.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
     return summary
 
 
 def _run_one(path: str, force: bool, options: Options) -> dict[str, Any]:
     """A Dask task: a session's failure comes back as ``{"error": one line}`` (plus the traceback when it
-    is not a user error), so the worker does not log it as a crash and the batch goes on."""
+    is not a user error), so the worker does not log it as a crash and the batch goes on. The reason is
+    also left in the session's folder (:func:`record_failure`) for ``--status``."""
     try:
         return reanalyze_session(path, force, options)
     except Exception as exc:  # one session's failure, whatever it is, must not stop the batch
@@ -617,7 +723,176 @@ def _run_one(path: str, force: bool, options: Options) -> dict[str, Any]:
         out = {"error": f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"}
         if not isinstance(exc, UserError):
             out["traceback"] = traceback.format_exc()
+        if not isinstance(exc, Superseded):
+            record_failure(path, out["error"])
         return out
+
+
+# ----------------------------------------------------------------------------- progress and status
+HEARTBEAT_S = 2.0  # how often a running session rewrites its progress.json
+STALE_S = 30.0  # a progress.json not rewritten for this long: its worker is gone
+PROGRESS_FILE = "progress.json"
+FAILED_FILE = "failed.json"
+
+
+class Superseded(RuntimeError):
+    """Another attempt at the same session took over its partial folder (this worker was given up)."""
+
+
+class Progress:
+    """A running session's ``.reanalysis.partial/progress.json``, rewritten every ``HEARTBEAT_S`` by a
+    thread: host, pid, this attempt's id, stage (load, detect, triangulate, write, analyses), camera
+    frames detected of ``frames_total``, ``t_detect_start`` and ``t_updated`` (Unix s)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / PROGRESS_FILE
+        now = time.time()
+        self.attempt = uuid.uuid4().hex
+        self._state: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "attempt": self.attempt,
+            "stage": "load",
+            "frames_done": 0,
+            "frames_total": None,
+            "t_start": now,
+            "t_detect_start": None,
+        }
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="reanalysis-progress", daemon=True)
+
+    def start(self) -> None:
+        self._write()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def update(self, **kw: Any) -> None:
+        with self._lock:
+            if kw.get("stage") == "detect":
+                self._state["t_detect_start"] = time.time()
+            self._state.update(kw)
+
+    def add_frames(self, n: int) -> None:
+        with self._lock:
+            self._state["frames_done"] += n
+
+    def check_owner(self) -> None:
+        """Raise :class:`Superseded` when the progress file is another attempt's."""
+        owner = _read_json(self.path).get("attempt")
+        if owner is not None and owner != self.attempt:
+            raise Superseded(f"{self.path.parent.parent}: another worker took this session over")
+
+    def remove(self) -> None:
+        for f in (self.path, self.path.with_name(self.path.name + ".tmp")):
+            f.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        with self._lock:
+            state = {**self._state, "t_updated": time.time()}
+        write_json_atomic(self.path, state)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.check_owner()
+                self._write()
+            except (OSError, Superseded):  # the folder went (renamed, retried elsewhere): stop beating
+                return
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_failure(path: str | Path, error: str) -> None:
+    """Leave a failed attempt's one-line reason in ``<session>/.reanalysis.partial/failed.json``, where
+    the folder exists and may be written (never creates the session folder)."""
+    p = Path(path)
+    if not p.is_dir():
+        return
+    try:
+        (p / PARTIAL_DIR).mkdir(exist_ok=True)
+        write_json_atomic(
+            p / PARTIAL_DIR / FAILED_FILE,
+            {"error": error, "host": socket.gethostname(), "t_failed": time.time()},
+        )
+    except OSError as exc:
+        log.warning("%s: cannot record the failure (%s)", p, exc)
+
+
+def session_progress(path: str | Path) -> dict[str, Any] | None:
+    """A running session's progress (``progress.json``) with ``frames_per_s`` and ``eta_s`` added where
+    detection has started; None when it has none."""
+    prog = _read_json(Path(path) / PARTIAL_DIR / PROGRESS_FILE)
+    if not prog:
+        return None
+    done, total, t0 = prog.get("frames_done", 0), prog.get("frames_total"), prog.get("t_detect_start")
+    fps = done / (prog["t_updated"] - t0) if t0 and done and prog.get("t_updated", 0) > t0 else None
+    prog["frames_per_s"] = fps
+    prog["eta_s"] = (total - done) / fps if fps and total is not None and prog["stage"] == "detect" else None
+    return prog
+
+
+def session_status(path: str | Path, now: float | None = None) -> dict[str, Any]:
+    """What a session's folder says about its reanalysis: ``{"state": ..., "detail": one line}`` with
+    state ``running`` (progress rewritten within ``STALE_S``), ``failed`` (a recorded failure, or a
+    worker that stopped rewriting its progress: killed), ``done`` (a finished ``summary.json``), ``not
+    started``, or ``not a session`` (no session.json)."""
+    p = Path(path)
+    now = time.time() if now is None else now
+    if not (p / "session.json").is_file():
+        return {"state": "not a session", "detail": "no session.json"}
+    summary = _read_json(p / OUT_DIR / "summary.json")
+    earlier = " (an earlier result is in reanalysis/)" if summary else ""
+    failed = _read_json(p / PARTIAL_DIR / FAILED_FILE)
+    if failed:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(failed.get("t_failed", 0)))
+        return {
+            "state": "failed",
+            "detail": f"{failed.get('error', '?')} [{failed.get('host')}, {when}]{earlier}",
+        }
+    prog = session_progress(p)
+    if prog is not None:
+        age = now - prog.get("t_updated", 0)
+        where = f"{prog.get('host')} pid {prog.get('pid')}"
+        if age > STALE_S:
+            return {
+                "state": "failed",
+                "detail": f"interrupted: the worker ({where}) stopped {age:.0f} s ago in stage "
+                f"{prog.get('stage')} (killed?); run it again{earlier}",
+            }
+        detail = f"{prog.get('stage')} on {where}"
+        if prog.get("frames_total"):
+            detail += f", {prog['frames_done']}/{prog['frames_total']} frames"
+        if prog.get("frames_per_s"):
+            detail += f", {prog['frames_per_s']:.0f} frames/s"
+        if prog.get("eta_s") is not None:
+            detail += f", ETA {_hms(prog['eta_s'])}"
+        return {"state": "running", "detail": detail}
+    if summary:
+        opts = summary.get("options", {})
+        what = "re-detected" if opts.get("detect") else "re-triangulated"
+        fps = f", {summary['frames_per_s']:.0f} frames/s" if summary.get("frames_per_s") else ""
+        return {
+            "state": "done",
+            "detail": f"{what}, {summary.get('valid')}/{summary.get('n_points')} valid 3-D points in "
+            f"{summary.get('seconds', 0):.1f} s{fps}" + (" (PARTIAL)" if summary.get("partial") else ""),
+        }
+    return {"state": "not started", "detail": ""}
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _fmt(v: Any) -> str:
@@ -658,19 +933,27 @@ def _client(scheduler: str | None, n_workers: int, slurm: dict[str, Any] | None)
     return Client(cluster), cluster
 
 
+ProgressCallback = Callable[[int, int, dict[str, dict[str, Any]]], None]
+RESCALE_S = 10.0  # how often a SLURM batch asks for its workers again (replacing jobs that ended)
+
+
 def run_batch(
     sessions: Iterable[str | Path],
     scheduler: str | None = None,
     n_workers: int = 2,
     force: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     slurm: dict[str, Any] | None = None,
     options: Options | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Reanalyse sessions on a Dask cluster (a local one by default, the one at ``scheduler``, or SLURM
     jobs with ``slurm`` keyword arguments); returns {session: summary, or {"error": one line}}.
-    Finished sessions are skipped without a worker; a failing session does not stop the others."""
-    from dask.distributed import as_completed
+    Finished sessions are skipped without a worker; a failing session does not stop the others. A session
+    whose worker dies (killed, out of memory, a SLURM job cancelled) is run again on another worker by
+    the scheduler; on SLURM, ended worker jobs are replaced. ``progress(done, total, running)`` is called
+    about once a second, ``running`` being {session: :func:`session_progress`} of the sessions in a
+    worker now."""
+    from dask.distributed import wait
 
     options = options or Options()
     paths = list(dict.fromkeys(str(Path(s).resolve()) for s in sessions))
@@ -683,22 +966,57 @@ def run_batch(
         else:
             todo.append(p)
     if progress:
-        progress(len(results), len(paths))
+        progress(len(results), len(paths), {})
     if not todo:
         return results
+    n_workers = min(n_workers, len(todo))  # no idle workers (or SLURM jobs)
     client, cluster = _client(scheduler, n_workers, slurm)
     try:
         futures = {client.submit(_run_one, p, force, options, pure=False): p for p in todo}
-        for fut in as_completed(futures):
-            p = futures[fut]
+        by_key = {f.key: p for f, p in futures.items()}
+        pending = set(futures)
+        rescaled = time.monotonic()
+        while pending:
             try:
-                results[p] = fut.result()
-            except Exception as exc:  # the worker itself died (KilledWorker) or the task was lost
-                results[p] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+                done, pending = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                p = futures[fut]
+                try:
+                    results[p] = fut.result()
+                except Exception as exc:  # the worker died too often (KilledWorker) or the task was lost
+                    results[p] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+                    record_failure(p, results[p]["error"])
+            if slurm is not None and time.monotonic() - rescaled > RESCALE_S:
+                cluster.scale(n_workers)  # a job that ended (scancel, walltime) is submitted again
+                rescaled = time.monotonic()
             if progress:
-                progress(len(results), len(paths))
+                running = {}
+                if pending:
+                    keys = {k for ks in client.processing().values() for k in ks}
+                    running = {
+                        by_key[k]: prog
+                        for k in keys
+                        if k in by_key and (prog := session_progress(by_key[k])) is not None
+                    }
+                progress(len(results), len(paths), running)
     finally:
+        if cluster is not None:
+            _stop_workers(client, cluster)
         client.close()
         if cluster is not None:
             cluster.close()
     return {p: results[p] for p in paths}
+
+
+def _stop_workers(client: Any, cluster: Any, timeout_s: float = 20.0) -> None:
+    """Close a cluster's workers while its scheduler still runs: a worker whose heartbeat meets a closed
+    scheduler logs a traceback into the batch's output."""
+    try:
+        cluster.scale(0)
+        end = time.monotonic() + timeout_s
+        while client.scheduler_info(n_workers=-1)["workers"] and time.monotonic() < end:
+            time.sleep(0.1)
+    except Exception as exc:  # closing is best effort: cluster.close() follows whatever happened here
+        log.debug("stopping the workers before the scheduler: %s", exc)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up for DeepBehavior on Debian 12 / Ubuntu 22.04+.
 #  1. Debian packages (AVR toolchain + simavr for the firmware simulator, Xvfb + xcb for Qt,
-#     Aravis for GigE/USB3 Vision cameras, build deps for PyGObject), installed only when missing.
+#     Aravis for GigE/USB3 Vision cameras, build deps for PyGObject, SLURM + munge for the tests' one-node
+#     cluster behind `reanalyze --slurm`), installed only when missing.
 #  2. A Python virtual environment (reused when its requirements have not changed).
 #  3. The firmware ELF and the simulator harness, built from source.
 # Environment: DEEPBEHAVIOR_VENV (default ~/.local/share/deepbehavior/venv),
@@ -19,6 +20,7 @@ APT_PACKAGES=(
   libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libegl1 libgl1 libfontconfig1 libdbus-1-3
   fonts-dejavu-core
   gir1.2-aravis-0.8 aravis-tools libgirepository1.0-dev libcairo2-dev gobject-introspection
+  slurm-wlm munge
 )
 
 install_apt() {

@@ -72,20 +72,22 @@ PINS: dict[str, tuple[str, str, str, str]] = {
         "in",
         "imaging frame clock: every rising edge timestamped and counted by the firmware "
         "(`rig.arduino.frame_clock: true`, `imaging_frames.csv`)",
-        "the imaging system's frame-out TTL (a miniscope DAQ's frame sync, a two-photon's frame clock), GND to "
-        "GND; 5 V TTL (a 3.3 V output is only just HIGH: use a level shifter)",
+        "the imaging system's frame-out TTL (a miniscope DAQ's frame sync, a two-photon's frame clock), "
+        "GND to GND; 5 V TTL (a 3.3 V output is only just HIGH: use a level shifter)",
     ),
     "LOOPBACK": (
         "loopback",
         "in",
-        "TTL loopback: the closed-loop TTL's edges timestamped for `rig check` (`rig.arduino.loopback: true`)",
+        "TTL loopback: the closed-loop TTL's edges timestamped for `rig check` "
+        "(`rig.arduino.loopback: true`)",
         "a jumper wire from D6 (D6 stays connected to its stimulator as usual)",
     ),
     "RSYNC": (
         "rsync",
         "out",
-        "pseudo-random sync: `rsync.width_ms` pulses at random `rsync.min_ms`..`rsync.max_ms` intervals, each "
-        "one's time recorded (`rig.arduino.rsync.enabled: true`, `sync_pulses.csv`) for `deepbehavior align`",
+        "pseudo-random sync: `rsync.width_ms` pulses at random `rsync.min_ms`..`rsync.max_ms` intervals, "
+        "each one's time recorded (`rig.arduino.rsync.enabled: true`, `sync_pulses.csv`) "
+        "for `deepbehavior align`",
         "an input the imaging system records on its own clock (DAQ analog/digital in, miniscope DAQ's sync "
         "in), GND to GND",
     ),

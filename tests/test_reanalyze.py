@@ -256,14 +256,39 @@ def test_slurm_job_script_builds_and_missing_sbatch_is_reported(recorded):
             run_batch([recorded], slurm=kw, force=True)
 
 
-@pytest.mark.skipif(shutil.which("sbatch") is None, reason="no SLURM here (sbatch not found)")
-def test_reanalysis_on_slurm(recorded, tmp_path):
-    """Runs only on a SLURM login node whose compute nodes see this test's temporary folder."""
-    p = fresh(recorded, tmp_path / "s")
-    out = subprocess.run(
-        [*CLI, "--quiet", "--slurm", "--workers", "1", str(p)], capture_output=True, text=True, timeout=380
-    )
-    assert out.returncode == 0 and f"done    {p}" in out.stdout, out.stdout + out.stderr
+# A real SLURM cluster (and a separately started dask scheduler + workers), with a worker killed
+# mid-batch: tests/test_reanalyze_cluster.py.
+
+
+def test_decoding_ahead_keeps_order_errors_and_stops_when_left():
+    """The decode thread hands over the same frames in the same order, raises the reader's error where the
+    frames are read, and ends (closing the reader) when detection stops early."""
+    import threading
+
+    from rig.reanalyze import _decoded_ahead
+
+    closed = threading.Event()
+
+    def reader(n: int, fail_at: int | None = None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise OSError(f"read error at frame {i}")
+                yield i, np.full((2, 2), i % 256, np.uint8)
+        finally:
+            closed.set()
+
+    got = list(_decoded_ahead(reader(300)))
+    assert [r for r, _ in got] == list(range(300)) and all(int(img[0, 0]) == r % 256 for r, img in got)
+    with pytest.raises(OSError, match="read error at frame 70"):
+        for _ in _decoded_ahead(reader(300, fail_at=70)):
+            pass
+    closed.clear()
+    it = _decoded_ahead(reader(10_000))
+    assert next(it)[0] == 0
+    it.close()  # detection stopped: the thread ends and the reader is closed
+    assert closed.is_set()
+    assert not any(t.name == "reanalysis-decode" for t in threading.enumerate())
 
 
 def _session_without_3d(tmp_path: Path, paw_t3, t_fw_s, events, trials):
