@@ -35,7 +35,15 @@ from rig.closed_loop_report import closed_loop_summary
 from rig.config import LoadedConfig
 from rig.errors import ConfigError, RigError
 from rig.frames import pid_alive, remove_stale_rings, ring_name, ring_path
-from rig.nodes.base import STOP_LAST, STOP_RECORDER, NodeSpec, Runtime, run_node
+from rig.nodes.base import (
+    STOP_LAST,
+    STOP_RECORDER,
+    NodeSpec,
+    Runtime,
+    failure_path,
+    read_failure,
+    run_node,
+)
 from rig.recorder import available_memory, buffer_bytes
 from rig.session import load_session
 from rig.session_folder import create_session, finish_session, resolve_calibration, storage_error
@@ -274,6 +282,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------------------ set-up
     def _start_node(self, spec: NodeSpec) -> NodeProc:
+        failure_path(self.rt.runtime_dir, spec.name).unlink(missing_ok=True)  # an earlier instance's words
         proc = self.mp.Process(
             target=run_node, args=(spec, self.rt), name=f"deepbehavior-{spec.name}", daemon=False
         )
@@ -384,6 +393,10 @@ class Supervisor:
         except (OSError, ValueError, RuntimeError):  # RuntimeError: a signal landed inside a print
             pass
 
+    def _failure(self, node: str) -> str:
+        """Why ``node`` failed: its last words on the bus, else those it left on disk."""
+        return self.failures.get(node) or read_failure(self.rt.runtime_dir, node) or "see session.log"
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(n.ready for n in self.nodes.values()):
@@ -393,7 +406,7 @@ class Supervisor:
                     end = time.monotonic() + 1.0  # its last words (why it failed) may still be on the way
                     while n.spec.name not in self.failures and time.monotonic() < end:
                         self._pump(50)
-                    why = self.failures.get(n.spec.name, "see session.log")
+                    why = self._failure(n.spec.name)
                     raise RigError(
                         f"node {n.spec.name} exited during start-up (exit code {n.proc.exitcode}): {why}"
                     )
@@ -509,7 +522,7 @@ class Supervisor:
                 else:
                     self._pump(200)  # collect the node's last words
                     self.status = "failed"
-                    why = self.failures.get(name, "see session.log")
+                    why = self._failure(name)
                     self.stop_reason = f"node {name} died (exit code {code}): {why}"
                     log.error(self.stop_reason)
                     return

@@ -55,6 +55,19 @@ class NodeSpec:
     stop_stage: int = STOP_LAST
 
 
+def failure_path(runtime_dir: str | Path, node: str) -> Path:
+    """Where a node leaves the one-line reason it failed (read by the supervisor)."""
+    return Path(runtime_dir) / f"{node}.failed"
+
+
+def read_failure(runtime_dir: str | Path, node: str) -> str | None:
+    """The reason ``node`` left on disk when it failed, or None."""
+    try:
+        return failure_path(runtime_dir, node).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Runtime:
     """Session-wide facts every node gets (passed once at process start, not over the bus)."""
@@ -140,6 +153,11 @@ class Node:
     def status(self, status: Literal["ready", "eos", "exiting", "failed"], detail: str = "") -> None:
         msg = m.NodeStatus(node=self.name, status=status, pid=os.getpid(), detail=detail)
         self.publish(f"node.{self.name}", msg)
+        if status == "failed":
+            # also on disk: a node that fails at once may be gone before the supervisor's subscription
+            # to it is connected (a PUB socket drops what nobody receives yet)
+            with contextlib.suppress(OSError):
+                failure_path(self.rt.runtime_dir, self.name).write_text(detail)
 
     # -- stats -------------------------------------------------------------------------------
     def queue_depth(self) -> int:
