@@ -352,15 +352,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fg.set_defaults(func=_cmd_figures)
 
     from analysis.events import min_confidence_help
-    from analysis.triangulate import CALIBRATION_FORMATS
+    from analysis.triangulate import CALIBRATION_FORMATS, OPTIM_LOSSES, OptimSettings
 
     tr = subparsers.add_parser(
         "triangulate",
         help="3-D points from the 2-D keypoints of two or more calibrated views (any tool's files)",
         description="Views: DeepLabCut .csv/.h5 (single or multi-animal), SLEAP .slp/analysis .h5, "
         "OpenPose JSON folders, JABS pose .h5, or detector boxes (darknet text, TensorBox JSON, a folder of "
-        "YOLO .txt) as their centres. Views are matched by frame number, never by row position; frames a "
-        "view lacks are listed. Calibration: this project's .calib.yaml, anipose .toml, OpenCV stereo "
+        "YOLO .txt) as their centres. Views are matched by frame number, never by row position (by time, "
+        "with --fps NAME=FPS per view, where their rates differ); frames a view lacks are listed. "
+        "Calibration: this project's .calib.yaml, anipose .toml, OpenCV stereo "
         ".yml/.xml or Bouguet .mat. Writes OUT/points3d.csv (fnum, <kp>_x/_y/_z, _error px, _ncams, "
         "_cameras; one file per individual when several), OUT/qa.json (reprojection per view and keypoint, "
         "fraction triangulated, frames missing per view) and qa.png, with --h5 a DeepLabCut-layout 3-D "
@@ -414,10 +415,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--max-gap", type=int, default=5, help="with --smooth: longest gap filled, frames (default 5)"
     )
+    tr.add_argument(
+        "--optim",
+        action="store_true",
+        help="spatiotemporal optimization (like aniposelib's triangulate_optim): robust reprojection "
+        "error + smoothness (+ limb lengths with --skeleton), started from the --ransac/--smooth result "
+        "(--smooth 7 when not given)",
+    )
+    tr.add_argument(
+        "--skeleton",
+        type=Path,
+        help="with --optim: a text file of keypoint pairs, one chain per line ('shoulder, elbow, wrist'); "
+        "each pair's length is the median over the session",
+    )
+    tr.add_argument(
+        "--optim-smooth",
+        type=float,
+        default=OptimSettings.smooth_px_per_mm,
+        metavar="PX_PER_MM",
+        help="weight of the second difference over frames (default %(default)s px per mm)",
+    )
+    tr.add_argument(
+        "--optim-length",
+        type=float,
+        default=OptimSettings.length_px_per_mm,
+        metavar="PX_PER_MM",
+        help="weight of a limb's deviation from its length (default %(default)s px per mm)",
+    )
+    tr.add_argument(
+        "--optim-loss",
+        choices=list(OPTIM_LOSSES),
+        default=OptimSettings.loss,
+        help="robust loss of the reprojection error (default %(default)s)",
+    )
     tr.add_argument("--image-size", help="WxH of the images, for a folder of YOLO .txt files")
     tr.add_argument("--h5", action="store_true", help="also write points3d.h5 (DeepLabCut 3-D layout)")
     tr.add_argument("--nwb", action="store_true", help="also write points3d.nwb (ndx-pose; needs --fps)")
-    tr.add_argument("--fps", type=float, help="frame rate: frame number / fps = time in the NWB file")
+    tr.add_argument(
+        "--fps",
+        action="append",
+        metavar="[NAME=]FPS",
+        help="frame rate of a view (NAME=FPS, repeat per view) or of all (FPS): frame number / fps = time. "
+        "Views at different rates are matched by time, to the nearest frame within half a frame of the "
+        "slowest view",
+    )
+    tr.add_argument(
+        "--offset",
+        action="append",
+        metavar="NAME=SECONDS",
+        help="time added to a view's frame times (frame / fps + SECONDS) before matching; needs --fps",
+    )
     tr.add_argument("--out", required=True, type=Path, help="output folder")
     tr.set_defaults(func=_cmd_triangulate)
 
@@ -676,10 +723,14 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
 def _cmd_triangulate(args: argparse.Namespace) -> int:
     from analysis.triangulate import (
+        OptimSettings,
         load_calibration_any,
+        optimize_tracks,
+        parse_named_numbers,
         parse_views,
         plot_qa,
         qa_summary,
+        read_skeleton,
         read_view,
         smooth_tracks,
         summary_text,
@@ -691,8 +742,6 @@ def _cmd_triangulate(args: argparse.Namespace) -> int:
         names = tuple(n.strip() for n in args.names.split(","))
         if len(names) != 2 or not all(names):
             raise AnalysisError(f"--names {args.names!r}: expected two names, e.g. left,right")
-        if args.nwb and not args.fps:
-            raise AnalysisError("--nwb needs --fps (NWB times are frame number / fps)")
         size = None
         if args.image_size:
             w, sep, h = args.image_size.lower().partition("x")
@@ -700,6 +749,12 @@ def _cmd_triangulate(args: argparse.Namespace) -> int:
                 raise AnalysisError(f"--image-size {args.image_size!r}: expected WxH, e.g. 1280x720")
             size = (int(w), int(h))
         views = parse_views(args.camera)
+        fps = parse_named_numbers(args.fps, "--fps", list(views))
+        offsets = parse_named_numbers(args.offset, "--offset", list(views))
+        if args.nwb and not fps:
+            raise AnalysisError("--nwb needs --fps (NWB times are frame number / fps)")
+        if args.skeleton and not args.optim:
+            raise AnalysisError("--skeleton needs --optim (limb lengths are a term of the optimization)")
         calib = load_calibration_any(args.calibration, args.calibration_format, (names[0], names[1]))
         for name in views:
             calib[name]  # fails early, naming the calibration file, if the camera is not in it
@@ -710,9 +765,17 @@ def _cmd_triangulate(args: argparse.Namespace) -> int:
             min_confidence=args.min_confidence,
             ransac_px=args.ransac,
             individuals=args.individual,
+            fps=fps or None,
+            offsets_s=offsets or None,
         )
-        if args.smooth:
-            res = smooth_tracks(res, window=args.smooth, max_gap=args.max_gap)
+        if args.smooth or args.optim:
+            res = smooth_tracks(res, window=args.smooth or 7, max_gap=args.max_gap)
+        if args.optim:
+            settings = OptimSettings(
+                smooth_px_per_mm=args.optim_smooth, length_px_per_mm=args.optim_length, loss=args.optim_loss
+            )
+            skeleton = read_skeleton(args.skeleton, res.bodyparts) if args.skeleton else []
+            res = optimize_tracks(res, skeleton, settings)
     except AnalysisError as exc:
         return _fail(exc)
     for line in res.match.report() if res.match else []:
@@ -723,7 +786,7 @@ def _cmd_triangulate(args: argparse.Namespace) -> int:
         (args.out / "qa.json").write_text(json.dumps(qa, indent=1) + "\n")
         written += [args.out / "qa.json", plot_qa(res, args.out / "qa.png")]
         if args.nwb:
-            written.append(_triangulate_nwb(res, args.out / "points3d.nwb", args.fps, calib.units))
+            written.append(_triangulate_nwb(res, args.out / "points3d.nwb", calib.units))
     except OSError as exc:
         return _write_failed(args.out, exc)
     except AnalysisError as exc:
@@ -733,14 +796,14 @@ def _cmd_triangulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _triangulate_nwb(res: object, path: Path, fps: float, units: str) -> Path:
+def _triangulate_nwb(res: object, path: Path, units: str) -> Path:
     from datetime import UTC, datetime
 
     from analysis.nwb import PoseSeries, export_nwb
     from analysis.triangulate import Points3D
 
-    assert isinstance(res, Points3D)
-    t = res.frames / fps
+    assert isinstance(res, Points3D) and res.times_s is not None
+    t = res.times_s
     pose = {
         f"3d_{ind}": PoseSeries(
             points=res.xyz[:, i],

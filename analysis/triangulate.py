@@ -3,7 +3,10 @@ reprojection error and the cameras used, and a QA summary (``deepbehavior triang
 
 Views are matched by the frame numbers their files carry (:attr:`analysis.io.pose.PoseTable.frames`),
 never by row position: a frame one view lacks is missing in that view only, and the summary lists such
-frames. The geometry is :mod:`analysis.geometry` (the online triangulator's code).
+frames. Views at different frame rates (or with a clock offset) are matched by time instead
+(:func:`match_times`). The geometry is :mod:`analysis.geometry` (the online triangulator's code). Modes:
+plain confidence-weighted DLT, RANSAC over views, a temporal clean-up (:func:`smooth_tracks`) and a
+spatiotemporal optimization with optional limb lengths (:func:`optimize_tracks`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +137,17 @@ def parse_views(specs: Sequence[str]) -> dict[str, str]:
 @dataclass
 class FrameMatch:
     """Views aligned by frame number: ``frames`` (F,) the union of all views' frames, ``rows[name]`` (F,)
-    each view's row for that frame (-1 where the view lacks it)."""
+    each view's row for that frame (-1 where the view lacks it).
+
+    Matched by time (:func:`match_times`), ``frames`` are the frame numbers of the ``reference`` view (the
+    slowest) over the whole span any view covers, ``times_s`` (F,) their times, and a view's row is its
+    frame nearest in time, within ``tolerance_s`` (half a frame of the reference view)."""
 
     frames: np.ndarray
     rows: dict[str, np.ndarray]
+    times_s: np.ndarray | None = None
+    reference: str | None = None
+    tolerance_s: float | None = None
 
     def missing(self, name: str) -> np.ndarray:
         """Frame numbers other views have and ``name`` lacks."""
@@ -147,9 +158,17 @@ class FrameMatch:
         lines = []
         for name in self.rows:
             miss = self.missing(name)
-            if len(miss):
+            if not len(miss):
+                continue
+            if self.reference is None or self.tolerance_s is None:
                 lines.append(
                     f"view {name!r} lacks {len(miss)} of {len(self.frames)} frames the other views have: "
+                    f"{frame_ranges(miss)}"
+                )
+            else:
+                lines.append(
+                    f"view {name!r} has no frame within {1000 * self.tolerance_s:.4g} ms of {len(miss)} of "
+                    f"{len(self.frames)} times the other views have ({self.reference!r} frames): "
                     f"{frame_ranges(miss)}"
                 )
         return lines
@@ -184,6 +203,91 @@ def match_frames(tables: Mapping[str, PoseTable]) -> FrameMatch:
     return FrameMatch(frames, rows)
 
 
+def match_times(
+    tables: Mapping[str, PoseTable], fps: Mapping[str, float], offsets_s: Mapping[str, float] | None = None
+) -> FrameMatch:
+    """Align views that run at different frame rates (or with a time offset) by time, never by row
+    position: frame ``f`` of view ``v`` is at ``f / fps[v] + offsets_s[v]`` seconds. The slowest view is
+    the reference (the first such view in order): the matched frames are its frame numbers over the span
+    any view covers, and each view contributes its frame nearest in time to each, if that is within half a
+    reference frame; a time no frame of a view is that near to is missing in that view (as a frame the
+    view lacks is, with frame-number matching). Views all at one rate, with no offsets: exact frame-number
+    matching (:func:`match_frames`)."""
+    offsets_s = offsets_s or {}
+    names = list(tables)
+    for n in [*fps, *offsets_s]:
+        if n not in tables:
+            raise AnalysisError(f"frame rate or offset for {n!r}, which is not a view ({', '.join(names)})")
+    missing = [n for n in names if n not in fps]
+    if missing:
+        raise AnalysisError(f"no frame rate for view {missing[0]!r}: give every view's (--fps NAME=FPS)")
+    for n, r in fps.items():
+        if not (np.isfinite(r) and r > 0):
+            raise AnalysisError(f"frame rate of {n!r}: {r}; expected a positive number of frames per second")
+    rates = np.array([float(fps[n]) for n in names])
+    offs = np.array([float(offsets_s.get(n, 0.0)) for n in names])
+    if np.all(rates == rates[0]) and not offs.any():
+        m = match_frames(tables)
+        return replace(m, times_s=m.frames / rates[0])
+    match_frames(tables)  # the same checks: integer frame numbers, none twice
+    ref = names[int(np.argmin(rates))]
+    ref_fps, ref_off = float(fps[ref]), float(offsets_s.get(ref, 0.0))
+    tol = 0.5 / ref_fps
+    times = {}
+    for n, r, o in zip(names, rates, offs, strict=True):
+        f = np.asarray(tables[n].frames, dtype=np.int64)
+        times[n] = f / r + o
+    all_t = np.concatenate(list(times.values()))
+    if not len(all_t):
+        return FrameMatch(
+            np.zeros(0, np.int64), {n: np.zeros(0, np.int64) for n in names}, np.zeros(0), ref, tol
+        )
+    k_lo, k_hi = (int(np.round((x - ref_off) * ref_fps)) for x in (all_t.min(), all_t.max()))
+    grid = np.arange(k_lo, k_hi + 1)
+    grid_t = grid / ref_fps + ref_off
+    rows = {}
+    for n in names:
+        order = np.argsort(times[n], kind="stable")
+        t = times[n][order]
+        if not len(t):
+            rows[n] = np.full(len(grid), -1, dtype=np.int64)
+            continue
+        i = np.clip(np.searchsorted(t, grid_t), 1, max(len(t) - 1, 1))
+        prev = np.clip(i - 1, 0, len(t) - 1)
+        i = np.minimum(i, len(t) - 1)
+        near = np.where(np.abs(t[prev] - grid_t) <= np.abs(t[i] - grid_t), prev, i)
+        ok = np.abs(t[near] - grid_t) <= tol * (1 + 1e-9)
+        rows[n] = np.where(ok, order[near], -1).astype(np.int64)
+    keep = np.any(np.stack([rows[n] >= 0 for n in names]), axis=0)
+    return FrameMatch(
+        grid[keep], {n: r[keep] for n, r in rows.items()}, grid_t[keep], reference=ref, tolerance_s=tol
+    )
+
+
+def parse_named_numbers(specs: Sequence[str] | None, option: str, views: Sequence[str]) -> dict[str, float]:
+    """``NAME=NUMBER`` items (``--fps``, ``--offset``) -> {view: number}; a bare ``NUMBER`` applies to
+    every view not named (``--fps 100`` = all views at 100 Hz)."""
+    out: dict[str, float] = {}
+    default: float | None = None
+    for item in specs or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise AnalysisError(f"{option} {item!r}: expected NAME=NUMBER or NUMBER") from None
+        if not sep:
+            default = number
+        elif name not in views:
+            raise AnalysisError(f"{option} {item!r}: no view named {name!r} (views: {', '.join(views)})")
+        elif name in out:
+            raise AnalysisError(f"{option} {name}: given twice")
+        else:
+            out[name] = number
+    if default is not None:
+        out = {n: out.get(n, default) for n in views}
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- 3-D
 @dataclass
 class Points3D:
@@ -191,7 +295,8 @@ class Points3D:
 
     ``xyz`` (F, I, K, 3) world units of the calibration (mm), NaN = not triangulated; ``error_px`` (F, I, K)
     mean reprojection error over the cameras used; ``per_view_px`` (C, F, I, K) each view's reprojection
-    error (NaN where that view was not used); ``used`` (C, F, I, K) which views made the point.
+    error (NaN where that view was not used); ``used`` (C, F, I, K) which views made the point; ``times_s``
+    (F,) the frames' times when the frame rates are known.
     """
 
     frames: np.ndarray
@@ -204,6 +309,12 @@ class Points3D:
     used: np.ndarray
     settings: dict[str, Any] = field(default_factory=dict)
     match: FrameMatch | None = None
+    times_s: np.ndarray | None = None
+    # the 2-D input, for the optimization (:func:`optimize_tracks`): the views' camera models, pixels
+    # (C, F, I, K, 2) NaN where not used, and weights (C, F, I, K), 0 below the confidence cut
+    models: list[CameraModel] | None = field(default=None, repr=False)
+    points_px: np.ndarray | None = field(default=None, repr=False)
+    weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_cameras(self) -> np.ndarray:
@@ -229,14 +340,18 @@ def triangulate_views(
     min_confidence: float | None = None,
     ransac_px: float | None = None,
     individuals: Sequence[str] | None = None,
+    fps: Mapping[str, float] | None = None,
+    offsets_s: Mapping[str, float] | None = None,
 ) -> Points3D:
     """2-D keypoints of named views (camera name -> table) -> :class:`Points3D`.
 
-    Views are matched by frame number; body parts and individuals by name (those all views share, in the
-    first view's order; ``individuals`` chooses some). Points below ``min_confidence`` are left out (default:
-    each view's format's cut, :func:`analysis.events.default_min_confidence`) and confidence weights the
-    rest; with ``ransac_px`` a view whose point reprojects farther than that is voted
-    out (:func:`analysis.geometry.triangulate_ransac`, which needs 3+ views to help).
+    Views are matched by frame number, or with ``fps`` (view -> frames per second) and ``offsets_s`` (view
+    -> seconds added to its times) by time where the rates differ (:func:`match_times`); body parts and
+    individuals by name (those all views share, in the first view's order; ``individuals`` chooses some).
+    Points below ``min_confidence`` are left out (default: each view's format's cut,
+    :func:`analysis.events.default_min_confidence`) and confidence weights the rest; with ``ransac_px`` a
+    view whose point reprojects farther than that is voted out (:func:`analysis.geometry.triangulate_ransac`,
+    which needs 3+ views to help).
     """
     names = list(tables)
     if len(names) < 2:
@@ -275,7 +390,9 @@ def triangulate_views(
             f"the views share no individual name ({names[0]}: {', '.join(first.individuals)}; "
             f"{names[1]}: {', '.join(tables[names[1]].individuals)}): choose one per view"
         )
-    match = match_frames(tables)
+    if offsets_s and not fps:
+        raise AnalysisError("a time offset needs the views' frame rates (--fps)")
+    match = match_times(tables, fps, offsets_s) if fps else match_frames(tables)
     n_f, n_i, n_k, n_c = len(match.frames), len(inds), len(parts), len(names)
     pts = np.full((n_c, n_f, n_i, n_k, 2), np.nan)
     conf = np.zeros((n_c, n_f, n_i, n_k))
@@ -318,8 +435,14 @@ def triangulate_views(
             else {n: float(c) for n, c in zip(names, cuts, strict=True)},
             "mode": "dlt" if ransac_px is None else "ransac",
             "ransac_px": ransac_px,
-        },
+        }
+        | ({"fps": dict(fps)} if fps else {})
+        | ({"offsets_s": dict(offsets_s)} if offsets_s else {}),
         match=match,
+        times_s=match.times_s,
+        models=cams,
+        points_px=flat.reshape(n_c, *shape, 2),
+        weights=w.reshape(n_c, *shape),
     )
 
 
@@ -383,6 +506,316 @@ def smooth_tracks(
     )
 
 
+# ----------------------------------------------------------------------------------------------- optimization
+OPTIM_LOSSES = ("soft_l1", "huber")
+_FTOL = 1e-3
+_MAXFEV = 10
+_TR_OPTIONS: dict[str, Any] = {"atol": 1e-4, "btol": 1e-4}
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The spatiotemporal optimization's weights (:func:`optimize_tracks`). Every residual is in pixels
+    or pixel-equivalents: reprojection ``sqrt(confidence) * f * (projected - observed)`` in normalized
+    undistorted coordinates times the focal length; smoothness ``smooth_px_per_mm`` times each track's
+    second difference over frames (mm); limb length ``length_px_per_mm`` times a skeleton pair's
+    distance minus its length (mm). ``loss`` (Huber or soft-L1, scale ``scale_px``) makes a residual past
+    the scale count linearly, not squared: a wrong 2-D point pulls little. Solved in chunks of ``chunk``
+    frames, each with ``overlap`` frames of context on both sides. A view counts as used for a point when
+    it reprojects within ``inlier_px``."""
+
+    smooth_px_per_mm: float = 10.0
+    length_px_per_mm: float = 2.0
+    loss: str = "soft_l1"
+    scale_px: float = 3.0
+    chunk: int = 1000
+    overlap: int = 20
+    inlier_px: float = 8.0
+
+    def check(self) -> None:
+        if self.loss not in OPTIM_LOSSES:
+            raise AnalysisError(f"optimization loss {self.loss!r}: expected one of {', '.join(OPTIM_LOSSES)}")
+        for name in ("smooth_px_per_mm", "length_px_per_mm"):
+            if not getattr(self, name) >= 0:
+                raise AnalysisError(f"optimization weight {name} {getattr(self, name)}: expected >= 0")
+        if not self.scale_px > 0 or not self.inlier_px > 0:
+            raise AnalysisError("optimization scale and inlier threshold must be > 0 px")
+        if self.chunk < 10 or self.overlap < 0:
+            raise AnalysisError(
+                f"optimization chunk {self.chunk} / overlap {self.overlap}: expected >= 10 / >= 0"
+            )
+
+
+def read_skeleton(path: str | Path, bodyparts: Sequence[str]) -> list[tuple[str, str]]:
+    """Limb pairs from a text file: one chain per line, keypoint names separated by commas, spaces or
+    ``-`` (``a, b`` is one pair; ``shoulder elbow wrist`` two); ``#`` starts a comment. Every name must be a
+    triangulated keypoint."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnalysisError(f"{path}: cannot read the skeleton ({exc})") from None
+    pairs: list[tuple[str, str]] = []
+    for no, line in enumerate(text.splitlines(), 1):
+        names = line.split("#", 1)[0].replace(",", " ").replace(" - ", " ").split()
+        if not names:
+            continue
+        if len(names) < 2:
+            raise AnalysisError(f"{path}, line {no}: {line.strip()!r}: expected two or more keypoint names")
+        for n in names:
+            if n not in bodyparts:
+                raise AnalysisError(
+                    f"{path}, line {no}: no keypoint {n!r} among the triangulated ({', '.join(bodyparts)})"
+                )
+        for a, b in pairwise(names):
+            if a == b:
+                raise AnalysisError(f"{path}, line {no}: {a!r} paired with itself")
+            if (a, b) not in pairs and (b, a) not in pairs:
+                pairs.append((a, b))
+    if not pairs:
+        raise AnalysisError(f"{path}: no keypoint pairs")
+    return pairs
+
+
+def limb_lengths(res: Points3D, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    """(I, L) each skeleton pair's length per individual: the median over frames of the distance between
+    the two points (mm), NaN where never both seen."""
+    a = np.array([res.bodyparts.index(p) for p, _ in pairs], dtype=np.int64)
+    b = np.array([res.bodyparts.index(q) for _, q in pairs], dtype=np.int64)
+    d = np.linalg.norm(res.xyz[:, :, a] - res.xyz[:, :, b], axis=-1)  # (F, I, L)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pair never seen together: NaN
+        return np.asarray(np.nanmedian(d, axis=0))
+
+
+def optimize_tracks(
+    res: Points3D,
+    skeleton: Sequence[tuple[str, str]] = (),
+    settings: OptimSettings | None = None,
+) -> Points3D:
+    """Spatiotemporal optimization of the 3-D tracks (like aniposelib's ``triangulate_optim``): minimize
+    the robust reprojection error of every 2-D point above the confidence cut, plus smoothness (second
+    differences over frames) and, with a ``skeleton`` (keypoint pairs), the deviation of each pair's
+    distance from its length (the median over the session of the starting estimate). ``res`` is the starting
+    estimate (best: RANSAC + :func:`smooth_tracks`) and carries the 2-D input; points NaN there stay NaN.
+    Solved by :func:`scipy.optimize.least_squares` (trust region, sparse Jacobian, LSMR) in overlapping
+    chunks of frames; cost grows linearly with the session's length."""
+    st = settings or OptimSettings()
+    st.check()
+    if res.models is None or res.points_px is None or res.weights is None:
+        raise AnalysisError("the optimization needs the 2-D input: start from triangulate_views()'s result")
+    if not len(res.frames):
+        return res
+    for a, b in skeleton:
+        for n in (a, b):
+            if n not in res.bodyparts:
+                raise AnalysisError(
+                    f"skeleton keypoint {n!r} is not triangulated ({', '.join(res.bodyparts)})"
+                )
+    from analysis.geometry import reprojection_errors, undistort_points
+
+    n_f, n_i, n_k = res.xyz.shape[:3]
+    n_c, n_p = len(res.cameras), n_i * n_k
+    full = np.arange(res.frames[0], res.frames[-1] + 1)
+    rows = res.frames - res.frames[0]
+    n_t = len(full)
+    start = np.full((n_t, n_p, 3), np.nan)
+    start[rows] = res.xyz.reshape(n_f, n_p, 3)
+    keep = np.isfinite(start[..., 0])  # output where the starting estimate has a point
+    # a starting point that no view it was seen in agrees with (a wrong start) starts from its neighbours
+    flat_px = res.points_px.reshape(n_c, -1, 2)
+    with np.errstate(invalid="ignore"):
+        e0 = np.nan_to_num(reprojection_errors(res.models, res.xyz.reshape(-1, 3), flat_px), nan=np.inf)
+    astray = np.isfinite(flat_px[..., 0]).any(axis=0) & (e0.min(axis=0) > st.inlier_px)
+    start[rows] = np.where(astray.reshape(n_f, n_p, 1), np.nan, start[rows])
+    x0 = _fill_tracks(start)  # every gap filled, for a starting value; tracks never seen stay NaN
+    tracks = np.isfinite(x0[0, :, 0])
+    # observations in normalized, undistorted coordinates; residuals scaled to pixels by the focal length
+    obs = np.full((n_c, n_t, n_p, 2), np.nan)
+    obs[:, rows] = undistort_points(res.models, res.points_px.reshape(n_c, -1, 2)).reshape(n_c, n_f, n_p, 2)
+    wt = np.zeros((n_c, n_t, n_p))
+    wt[:, rows] = res.weights.reshape(n_c, n_f, n_p)
+    good = np.isfinite(obs).all(axis=-1) & (wt > 0) & tracks[None, None, :]
+    focal = np.array([(m.matrix[0, 0] + m.matrix[1, 1]) / 2 for m in res.models])
+    rot = np.stack([m.rotation for m in res.models])
+    tvec = np.stack([np.asarray(m.tvec, dtype=np.float64).reshape(3) for m in res.models])
+    lengths = limb_lengths(res, skeleton) if skeleton else np.zeros((n_i, 0))
+    pa, pb, plen = [], [], []
+    for i in range(n_i):
+        for (a, b), length in zip(skeleton, lengths[i], strict=True):
+            ia, ib = i * n_k + res.bodyparts.index(a), i * n_k + res.bodyparts.index(b)
+            if np.isfinite(length) and tracks[ia] and tracks[ib]:
+                pa.append(ia)
+                pb.append(ib)
+                plen.append(float(length))
+    pairs = (np.array(pa, np.int64), np.array(pb, np.int64), np.array(plen))
+    out = x0.copy()
+    step = st.chunk
+    for lo in range(0, n_t, step):
+        hi = min(lo + step, n_t)
+        c0, c1 = max(lo - st.overlap, 0), min(hi + st.overlap, n_t)
+        sol = _solve_chunk(
+            x0[c0:c1], obs[:, c0:c1], wt[:, c0:c1], good[:, c0:c1], tracks, focal, rot, tvec, pairs, st
+        )
+        out[lo:hi] = sol[lo - c0 : hi - c0]
+    out[~keep] = np.nan
+    xyz = out[rows].reshape(n_f, n_i, n_k, 3)
+    per_view = reprojection_errors(res.models, xyz.reshape(-1, 3), flat_px)
+    used = (res.weights.reshape(n_c, -1) > 0) & (per_view <= st.inlier_px)
+    per_view = np.where(used, per_view, np.nan)
+    with np.errstate(invalid="ignore"):
+        err = np.nansum(per_view, axis=0) / np.maximum(used.sum(axis=0), 1)
+    err = np.where(used.any(axis=0) & np.isfinite(xyz.reshape(-1, 3)[:, 0]), err, np.nan)
+    return replace(
+        res,
+        xyz=xyz,
+        used=used.reshape(res.used.shape),
+        error_px=err.reshape(n_f, n_i, n_k),
+        per_view_px=per_view.reshape(res.per_view_px.shape),
+        settings=res.settings
+        | {
+            "optim": {
+                "smooth_px_per_mm": st.smooth_px_per_mm,
+                "length_px_per_mm": st.length_px_per_mm if skeleton else None,
+                "loss": st.loss,
+                "scale_px": st.scale_px,
+                "skeleton": [list(p) for p in skeleton],
+                "lengths_mm": {
+                    ind: {
+                        f"{a}-{b}": float(v) if np.isfinite(v) else None  # None: never both seen
+                        for (a, b), v in zip(skeleton, lengths[i], strict=True)
+                    }
+                    for i, ind in enumerate(res.individuals)
+                }
+                if skeleton
+                else {},
+            }
+        },
+    )
+
+
+def _fill_tracks(x: np.ndarray) -> np.ndarray:
+    """(T, P, 3) with NaN -> every gap of each track filled linearly (held at the ends); a track with no
+    point stays NaN."""
+    out = x.copy()
+    t = np.arange(len(x))
+    for p in range(x.shape[1]):
+        ok = np.isfinite(x[:, p, 0])
+        if ok.any() and not ok.all():
+            for d in range(3):
+                out[:, p, d] = np.interp(t, t[ok], x[ok, p, d])
+    return out
+
+
+def _solve_chunk(
+    x0: np.ndarray,
+    obs: np.ndarray,
+    wt: np.ndarray,
+    good: np.ndarray,
+    tracks: np.ndarray,
+    focal: np.ndarray,
+    rot: np.ndarray,
+    tvec: np.ndarray,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    st: OptimSettings,
+) -> np.ndarray:
+    """One chunk's least-squares problem; ``x0`` (T, P, 3) the start, the others as in
+    :func:`optimize_tracks` over the chunk's frames. Returns (T, P, 3), NaN for tracks never seen."""
+    from scipy import sparse
+    from scipy.optimize import least_squares
+
+    n_t = x0.shape[0]
+    tr = np.nonzero(tracks)[0]
+    n_p = len(tr)
+    col_of = np.full(len(tracks), -1, dtype=np.int64)
+    col_of[tr] = np.arange(n_p)
+    c_j, t_j, p_j = np.nonzero(good)
+    # a view the starting point lies behind (a wrong start) cannot reproject it: left out
+    depth = np.einsum("jb,jb->j", rot[c_j, 2], x0[t_j, p_j]) + tvec[c_j, 2]
+    front = depth > 1e-6
+    c_j, t_j, p_j = c_j[front], t_j[front], p_j[front]
+    var_j = (t_j * n_p + col_of[p_j]) * 3  # first of the point's 3 unknowns
+    uv = obs[c_j, t_j, p_j]
+    s_j = np.sqrt(wt[c_j, t_j, p_j]) * focal[c_j]
+    r_j, tv_j = rot[c_j], tvec[c_j]
+    n_obs = len(c_j)
+    # smoothness: second differences of every track coordinate over frames
+    n_s = max(n_t - 2, 0) * n_p * 3
+    s_idx = np.arange(n_s)  # residual (t, p, axis) is laid out like unknown X[t, p, axis]
+    lam = st.smooth_px_per_mm
+    pa, pb, plen = col_of[pairs[0]], col_of[pairs[1]], pairs[2]  # limb pairs (may be none)
+    n_l = n_t * len(pa)
+    mu = st.length_px_per_mm
+    n_x = n_t * n_p * 3
+    # Jacobian pattern (row, col) is fixed; values change with x
+    rows_r = np.repeat(np.arange(2 * n_obs), 3)
+    cols_r = (var_j[:, None, None] + np.arange(3)[None, None, :]).repeat(2, axis=1).reshape(-1)
+    rows_s = np.repeat(s_idx, 3) + 2 * n_obs
+    cols_s = (s_idx[:, None] + np.array([0, 3 * n_p, 6 * n_p])[None, :]).reshape(-1)
+    vals_s = np.tile([lam, -2 * lam, lam], n_s)
+    t_l = np.repeat(np.arange(n_t), len(pa))
+    ca = (t_l * n_p + np.tile(pa, n_t)) * 3
+    cb = (t_l * n_p + np.tile(pb, n_t)) * 3
+    rows_l = np.repeat(np.arange(n_l), 6) + 2 * n_obs + n_s
+    cols_l = np.concatenate([ca[:, None] + np.arange(3), cb[:, None] + np.arange(3)], axis=1).reshape(-1)
+    len_l = np.tile(plen, n_t)
+    n_res = 2 * n_obs + n_s + n_l
+    # the CSR layout of that pattern, once: each call then only reorders the values
+    all_rows, all_cols = [rows_r, rows_s, rows_l], [cols_r, cols_s, cols_l]
+    pattern = sparse.csr_matrix(
+        (
+            np.arange(1, sum(len(r) for r in all_rows) + 1, dtype=np.float64),
+            (np.concatenate(all_rows), np.concatenate(all_cols)),
+        ),
+        shape=(n_res, n_x),
+    )
+    order = pattern.data.astype(np.int64) - 1
+    indices, indptr = pattern.indices, pattern.indptr
+
+    def points(x: np.ndarray) -> np.ndarray:
+        return x.reshape(-1, 3)
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        pts = points(x)
+        xc = np.einsum("jab,jb->ja", r_j, pts[var_j // 3]) + tv_j
+        res_r = s_j[:, None] * (xc[:, :2] / xc[:, 2:3] - uv)
+        res_s = lam * (x[:n_s] - 2 * x[3 * n_p : 3 * n_p + n_s] + x[6 * n_p : 6 * n_p + n_s])
+        d = pts[ca // 3] - pts[cb // 3]
+        res_l = mu * (np.linalg.norm(d, axis=1) - len_l)
+        return np.concatenate([res_r.reshape(-1), res_s, res_l])
+
+    def jac(x: np.ndarray) -> Any:
+        pts = points(x)
+        xc = np.einsum("jab,jb->ja", r_j, pts[var_j // 3]) + tv_j
+        inv_z = 1.0 / xc[:, 2]
+        u, v = xc[:, 0] * inv_z, xc[:, 1] * inv_z
+        du = (r_j[:, 0] - u[:, None] * r_j[:, 2]) * (s_j * inv_z)[:, None]
+        dv = (r_j[:, 1] - v[:, None] * r_j[:, 2]) * (s_j * inv_z)[:, None]
+        d = pts[ca // 3] - pts[cb // 3]
+        g = mu * d / np.maximum(np.linalg.norm(d, axis=1), 1e-9)[:, None]
+        vals = [np.stack([du, dv], axis=1).reshape(-1), vals_s, np.concatenate([g, -g], axis=1).reshape(-1)]
+        return sparse.csr_matrix((np.concatenate(vals)[order], indices, indptr), shape=(n_res, n_x))
+
+    x_init = x0[:, tr].reshape(-1)
+    sol = least_squares(
+        fun,
+        x_init,
+        jac=jac,
+        method="trf",
+        tr_solver="lsmr",
+        loss=st.loss,
+        f_scale=st.scale_px,
+        x_scale=1.0,
+        ftol=_FTOL,
+        xtol=1e-6,
+        max_nfev=_MAXFEV,
+        tr_options=_TR_OPTIONS,
+    )
+    out = np.full(x0.shape, np.nan)
+    out[:, tr] = sol.x.reshape(n_t, n_p, 3)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- QA
 def qa_summary(res: Points3D) -> dict[str, Any]:
     """Fraction triangulated and reprojection error per keypoint and per view x keypoint, frames per view
@@ -405,6 +838,11 @@ def qa_summary(res: Points3D) -> dict[str, Any]:
         "keypoints": {},
         "views": {},
     }
+    if res.match is not None and res.match.reference is not None and res.match.tolerance_s is not None:
+        out["matched_by_time"] = {
+            "reference_view": res.match.reference,
+            "tolerance_ms": 1000 * res.match.tolerance_s,
+        }
     for k, p in enumerate(res.bodyparts):
         out["keypoints"][p] = {"fraction_triangulated": float(ok[:, :, k].mean())} | stats(
             res.error_px[:, :, k]
@@ -434,12 +872,27 @@ def summary_text(qa: Mapping[str, Any]) -> str:
             f", then temporal clean-up ({st['outliers_dropped']} outlying points dropped, gaps up to "
             f"{st['max_gap']} frames filled, Savitzky-Golay over {st['smooth_window']} frames)"
         )
+    if "optim" in st:
+        o = st["optim"]
+        mode += (
+            f", then spatiotemporal optimization ({o['loss']} reprojection, smoothness "
+            f"{o['smooth_px_per_mm']} px/mm"
+            + (f", {len(o['skeleton'])} limb lengths {o['length_px_per_mm']} px/mm" if o["skeleton"] else "")
+            + ")"
+        )
     lines = [
         f"{qa['frames']} frames ({qa['first_frame']}-{qa['last_frame']}), {mode}, confidence cut "
         f"{st['min_confidence']}: {100 * qa['fraction_triangulated']:.1f} % of points triangulated; "
         f"reprojection median / p90 {px(qa['reprojection'])} px",
         "view: frames, used, reprojection median / p90 px",
     ]
+    if "matched_by_time" in qa:
+        m = qa["matched_by_time"]
+        lines.insert(
+            1,
+            f"views matched by time to the frames of {m['reference_view']!r} (the slowest): each view's "
+            f"nearest frame within {m['tolerance_ms']:.4g} ms",
+        )
     for n, v in qa["views"].items():
         lines.append(
             f"  {n}: {v.get('frames', '?')} frames, {100 * v['fraction_used']:.1f} % of points used, {px(v)}"
@@ -479,11 +932,14 @@ def plot_qa(res: Points3D, path: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------------------------- output
 def to_frame(res: Points3D, individual: int = 0) -> Any:
-    """One individual's points as an anipose-style wide table: ``fnum`` then per keypoint ``<kp>_x``,
-    ``_y``, ``_z``, ``_error`` (px), ``_ncams``, ``_cameras`` (read back by ``reaching``)."""
+    """One individual's points as an anipose-style wide table: ``fnum`` (``time_s`` too when the frame
+    rates are known) then per keypoint ``<kp>_x``, ``_y``, ``_z``, ``_error`` (px), ``_ncams``, ``_cameras``
+    (read back by ``reaching``)."""
     import pandas as pd
 
     cols: dict[str, Any] = {"fnum": res.frames}
+    if res.times_s is not None:
+        cols["time_s"] = res.times_s
     ncams, used = res.n_cameras, res.cameras_used()
     for k, p in enumerate(res.bodyparts):
         for a, axis in enumerate("xyz"):

@@ -360,3 +360,283 @@ def test_multi_animal_views_give_one_file_per_individual(tmp_path, capsys):
         np.testing.assert_allclose(est, true[ind][:, 1], atol=1e-4)
     assert run_cli([*argv, "--individual", "m2"]) == 0
     assert (tmp_path / "o" / "points3d.csv").is_file()  # one individual chosen: one file
+
+
+# ----------------------------------------------------------------------------------------------- frame rates
+def _moving(t: np.ndarray) -> np.ndarray:
+    """(T, K, 3) mm at times ``t`` (s): the body of :func:`_truth` moving fast enough (~100 mm/s) that
+    pairing frames 10-20 ms apart shows as millimetres of error."""
+    centre = np.stack([40 * np.sin(3 * t), 25 * np.cos(4 * t), 300 + 15 * np.sin(2 * t)], axis=1)
+    offsets = np.array([[12.0, 0, 0], [6, 6, 3], [6, -6, 3], [-20, 0, 0]])
+    return centre[:, None, :] + offsets[None]
+
+
+def _rate_views(calib: Calibration, rng: np.random.Generator) -> tuple[dict, dict]:
+    """cam0 at 100 Hz (frames 0-299, 100-109 missing), cam1 at 50 Hz (frames 0-149), cam2 at 50 Hz whose
+    clock started 0.04 s late (its frame f is at f / 50 + 0.04 s). 0.3 px noise, no outliers."""
+    from analysis.io.pose import PoseTable
+
+    spec = {
+        "cam0": (100.0, 0.0, np.setdiff1d(np.arange(300), np.arange(100, 110))),
+        "cam1": (50.0, 0.0, np.arange(150)),
+        "cam2": (50.0, 0.04, np.arange(150)),
+    }
+    tables, pixels = {}, {}
+    for name, (fps, offset, frames) in spec.items():
+        xyz = _moving(frames / fps + offset)
+        px = calib[name].project(xyz.reshape(-1, 3)).reshape(len(frames), len(PARTS), 2)
+        px += rng.normal(0, 0.3, px.shape)
+        conf = np.full(px.shape[:2], 0.9)
+        tables[name] = PoseTable(px[:, None], conf[:, None], list(PARTS), ["m"], frames, f"{name}.csv")
+        pixels[name] = (frames, px, conf)
+    return tables, pixels
+
+
+def test_views_at_different_frame_rates_are_matched_by_time():
+    cams = camera_ring(3, distortion=(-0.15, 0.04, 0.001, -0.001, 0.0))
+    calib = Calibration({c.name: c for c in cams}, reference="cam0")
+    tables, _ = _rate_views(calib, np.random.default_rng(11))
+    fps = {"cam0": 100.0, "cam1": 50.0, "cam2": 50.0}
+    res = triangulate_views(calib, tables, fps=fps, offsets_s={"cam2": 0.04})
+    # the slowest view (cam1, the first at 50 Hz) sets the frames: 0..151 (cam2 reaches 149 + 2)
+    np.testing.assert_array_equal(res.frames, np.arange(152))
+    np.testing.assert_allclose(res.times_s, np.arange(152) / 50)
+    err = np.linalg.norm(res.xyz[:, 0] - _moving(res.times_s), axis=2)
+    assert np.nanmedian(err) < 0.3 and np.nanmax(err) < 1.5
+    m = res.match
+    assert m is not None and m.reference == "cam1" and m.tolerance_s == pytest.approx(0.01)
+    # cam0 lacks 1.00-1.09 s: its frame 99 (0.99 s) is within half a 50 Hz frame of 1.00 s, 110 of 1.10 s;
+    # its last frame (2.99 s) pairs with 3.00 s, not 3.02 s
+    np.testing.assert_array_equal(m.missing("cam0"), [51, 52, 53, 54, 151])
+    np.testing.assert_array_equal(m.missing("cam2"), [0, 1])  # before its clock started
+    np.testing.assert_array_equal(m.missing("cam1"), [150, 151])
+    # by time, never by row position: 1.20 s is cam0 frame 120 (row 110), cam2 frame 58
+    assert (
+        tables["cam0"].frames[m.rows["cam0"][60]] == 120 and tables["cam2"].frames[m.rows["cam2"][60]] == 58
+    )
+    assert m.report()[0] == (
+        "view 'cam0' has no frame within 10 ms of 5 of 152 times the other views have ('cam1' frames): "
+        "51-54, 151"
+    )
+    # the offset matters: without it cam2's frames are paired 40 ms off and the points are wrong
+    wrong = triangulate_views(calib, tables, fps=fps)
+    err_wrong = np.linalg.norm(wrong.xyz[:, 0] - _moving(wrong.times_s), axis=2)
+    assert np.nanmedian(err_wrong) > 5 * np.nanmedian(err)
+
+
+def test_one_frame_rate_everywhere_keeps_exact_frame_matching(rig):
+    tmp, calib = rig
+    tables = {n: read_view(tmp / f) for n, f in (("cam0", "cam0.csv"), ("cam1", "cam1.h5"))}
+    by_frame = triangulate_views(calib, tables, min_confidence=0.3)
+    by_rate = triangulate_views(calib, tables, min_confidence=0.3, fps={"cam0": 50.0, "cam1": 50.0})
+    np.testing.assert_array_equal(by_rate.frames, by_frame.frames)
+    np.testing.assert_array_equal(by_rate.xyz, by_frame.xyz)
+    assert by_rate.match is not None and by_rate.match.reference is None
+    np.testing.assert_allclose(by_rate.times_s, by_frame.frames / 50.0)
+
+
+def test_frame_rates_from_the_command(tmp_path, capsys):
+    cams = camera_ring(3, distortion=(-0.15, 0.04, 0.001, -0.001, 0.0))
+    calib = Calibration({c.name: c for c in cams}, reference="cam0")
+    save_calibration(calib, tmp_path / "rig.calib.yaml")
+    _, pixels = _rate_views(calib, np.random.default_rng(12))
+    for name, (frames, px, conf) in pixels.items():
+        _write_dlc(tmp_path / f"{name}.csv", frames, px, conf)
+    cams3 = ("cam0=cam0.csv", "cam1=cam1.csv", "cam2=cam2.csv")
+    argv = _cli(tmp_path, "--fps", "cam0=100", "--fps", "50", "--offset", "cam2=0.04", cams=cams3)
+    assert run_cli(argv) == 0
+    out = capsys.readouterr()
+    assert "has no frame within 10 ms of 5 of 152 times" in out.err
+    assert "views matched by time to the frames of 'cam1' (the slowest)" in out.out
+    df = pd.read_csv(tmp_path / "out" / "points3d.csv")
+    np.testing.assert_allclose(df["time_s"], df["fnum"] / 50)
+    est = np.stack([df[[f"{p}_x", f"{p}_y", f"{p}_z"]].to_numpy() for p in PARTS], axis=1)
+    assert np.nanmedian(np.linalg.norm(est - _moving(df["time_s"].to_numpy()), axis=2)) < 0.3
+    qa = json.loads((tmp_path / "out" / "qa.json").read_text())
+    assert qa["matched_by_time"] == {"reference_view": "cam1", "tolerance_ms": 10.0}
+    assert qa["settings"]["fps"] == {"cam0": 100.0, "cam1": 50.0, "cam2": 50.0}
+    for bad, msg in (
+        (("--fps", "cam0=100"), "no frame rate for view 'cam1'"),
+        (("--fps", "top=100", "--fps", "50"), "--fps 'top=100': no view named 'top'"),
+        (("--fps", "cam0=fast"), "--fps 'cam0=fast': expected NAME=NUMBER"),
+        (("--offset", "cam2=0.04"), "a time offset needs the views' frame rates"),
+        (("--fps", "cam0=0", "--fps", "50"), "frame rate of 'cam0': 0.0"),
+    ):
+        assert run_cli(_cli(tmp_path, *bad, cams=cams3)) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err, err
+
+
+# ----------------------------------------------------------------------------------------------- optimization
+def _errors(df: pd.DataFrame, truth: np.ndarray, parts=PARTS) -> np.ndarray:
+    est = np.stack([df[[f"{p}_x", f"{p}_y", f"{p}_z"]].to_numpy() for p in parts], axis=1)
+    return np.linalg.norm(est - truth, axis=2)
+
+
+def test_optim_mode_beats_robust_smooth_and_holds_limb_lengths(rig, capsys):
+    """The fixture's body is rigid: with a skeleton, each pair's length is the median over the session
+    and holds within a fraction of a millimetre in every frame."""
+    tmp, _ = rig
+    assert run_cli(_cli(tmp, "--ransac", "6", "--smooth", "5")) == 0
+    smooth = _errors(pd.read_csv(tmp / "out" / "points3d.csv"), _truth())
+    (tmp / "skeleton.txt").write_text("# the body\nsnout, ear_l\nsnout ear_r\near_l - tailbase - ear_r\n")
+    assert (
+        run_cli(
+            _cli(tmp, "--ransac", "6", "--smooth", "5", "--optim", "--skeleton", str(tmp / "skeleton.txt"))
+        )
+        == 0
+    )
+    assert "then spatiotemporal optimization (soft_l1 reprojection" in capsys.readouterr().out
+    df = pd.read_csv(tmp / "out" / "points3d.csv")
+    optim = _errors(df, _truth())
+    assert np.isfinite(optim).mean() >= np.isfinite(smooth).mean()  # outputs what the start has
+    assert np.nanmedian(optim) < np.nanmedian(smooth) and np.nanpercentile(optim, 90) < np.nanpercentile(
+        smooth, 90
+    )
+    qa = json.loads((tmp / "out" / "qa.json").read_text())
+    lengths = qa["settings"]["optim"]["lengths_mm"]["animal"]
+    true = _truth()[0]
+    for pair, got in lengths.items():
+        a, b = pair.split("-")
+        want = np.linalg.norm(true[PARTS.index(a)] - true[PARTS.index(b)])
+        assert abs(got - want) < 0.3, (pair, got, want)
+        est = np.linalg.norm(
+            df[[f"{a}_x", f"{a}_y", f"{a}_z"]].to_numpy() - df[[f"{b}_x", f"{b}_y", f"{b}_z"]].to_numpy(),
+            axis=1,
+        )
+        assert np.nanmax(np.abs(est - want)) < 0.5
+    # the views' reprojection is still reported, per view and keypoint
+    assert qa["views"]["cam0"]["keypoints"]["snout"]["median_px"] < 1.0
+
+
+def test_optim_without_data_for_a_keypoint_and_user_mistakes(rig, capsys):
+    tmp, calib = rig
+    (tmp / "bad.txt").write_text("snout, ear_l\nsnout, paw\n")
+    rc = run_cli(_cli(tmp, "--optim", "--skeleton", str(tmp / "bad.txt")))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "bad.txt, line 2: no keypoint 'paw' among the triangulated" in err and "\n" not in err
+    (tmp / "one.txt").write_text("snout\n")
+    assert run_cli(_cli(tmp, "--optim", "--skeleton", str(tmp / "one.txt"))) == 2
+    assert "one.txt, line 1: 'snout': expected two or more keypoint names" in capsys.readouterr().err
+    assert run_cli(_cli(tmp, "--skeleton", str(tmp / "one.txt"))) == 2
+    assert "--skeleton needs --optim" in capsys.readouterr().err
+    assert run_cli(_cli(tmp, "--optim", "--optim-smooth", "-1")) == 2
+    assert "optimization weight smooth_px_per_mm -1.0" in capsys.readouterr().err
+    # a keypoint no view ever saw stays NaN; the others are optimized
+    from analysis.triangulate import optimize_tracks, smooth_tracks
+
+    tables = {
+        n: read_view(tmp / f) for n, f in (("cam0", "cam0.csv"), ("cam1", "cam1.h5"), ("cam2", "cam2.csv"))
+    }
+    for tb in tables.values():
+        tb.points[:, :, PARTS.index("ear_r")] = np.nan
+    start = smooth_tracks(triangulate_views(calib, tables, ransac_px=6), window=5)
+    # a wrong starting point behind a camera (its view cannot reproject it) does not stop the solve
+    start.xyz[7, 0, 0] = calib["cam0"].center - 50 * calib["cam0"].rotation[2]
+    res = optimize_tracks(start)
+    assert np.isnan(res.xyz[:, :, PARTS.index("ear_r")]).all()
+    err = np.linalg.norm(res.xyz[:, 0] - _truth(), axis=2)
+    assert np.nanmedian(err[:, PARTS.index("snout")]) < 0.3 and err[7, 0] < 1.0
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+def test_triangulate_end_to_end_on_the_simulated_rig(tmp_path, capsys):
+    """As a user runs it (``deepbehavior triangulate`` through rig.cli.main): the simulated rig's
+    calibration, the paw's 3-D path from the simulated mouse's reaches, a digit 2 mm ahead of it; the
+    front view a DeepLabCut csv, the side view a SLEAP analysis file; 1 px noise, 4 % gross errors at
+    lower confidence, 3 % points missing, and the side camera's file starting 20 frames later."""
+    from analysis.camera import save_calibration
+    from rig.cli import main
+    from rig.config import SimulationConfig
+    from rig.sim.scene import synthetic_calibration
+    from rig.sim.world import FreeRunSchedule, World
+
+    fps, n = 100.0, 400
+    world = World(SimulationConfig(seed=4))
+    schedule = FreeRunSchedule(world, 1.5, 10)
+    paw = np.empty((n, 3))
+    for i in range(n):
+        schedule.step(i / fps)
+        paw[i] = world.step(i / fps).paw_xyz
+    assert np.ptp(paw[:, 1]) > 15  # the path holds reaches toward the pellet, not only rest
+    truth = np.stack([paw, paw + [0.0, 2.0, 0.0]], axis=1)  # (T, 2, 3): paw, digit
+    parts = ["paw", "digit"]
+    calib = synthetic_calibration()
+    save_calibration(calib, tmp_path / "rig.calib.yaml")
+    rng = np.random.default_rng(9)
+    views = {}
+    for name, cam in calib.cameras.items():
+        px = cam.project(truth.reshape(-1, 3)).reshape(n, 2, 2) + rng.normal(0, 1.0, (n, 2, 2))
+        conf = rng.uniform(0.75, 1.0, (n, 2))
+        u = rng.random((n, 2))
+        bad = u < 0.04
+        px[bad] += rng.uniform(15, 50, (int(bad.sum()), 2)) * rng.choice([-1, 1], (int(bad.sum()), 2))
+        conf[bad] = rng.uniform(0.5, 0.9, int(bad.sum()))
+        px[(u >= 0.04) & (u < 0.07)] = np.nan
+        views[name] = (px, conf)
+    frames = np.arange(n)
+    cols = pd.MultiIndex.from_product(
+        [["DLC"], parts, ["x", "y", "likelihood"]], names=["scorer", "bodyparts", "coords"]
+    )
+    px, conf = views["front"]
+    pd.DataFrame(
+        np.concatenate([px, conf[..., None]], axis=2).reshape(n, -1), index=frames, columns=cols
+    ).to_csv(tmp_path / "front.csv")
+    px, conf = views["side"]
+    with h5py.File(tmp_path / "side.analysis.h5", "w") as f:  # SLEAP numbers frames from 0: starts 20 later
+        f["tracks"] = np.transpose(px[20:, None], (1, 3, 2, 0))
+        f["point_scores"] = np.transpose(conf[20:, None], (1, 2, 0))
+        f["node_names"] = np.array([p.encode() for p in parts])
+        f["track_names"] = np.array([b"mouse"])
+    (tmp_path / "skeleton.txt").write_text("paw, digit\n")
+    # the side file's frame 0 is the front's frame 20: an offset of 0.2 s puts it there
+    base = [
+        "triangulate",
+        "--calibration",
+        str(tmp_path / "rig.calib.yaml"),
+        "--camera",
+        f"front={tmp_path / 'front.csv'}",
+    ]
+    base += [
+        "--camera",
+        f"side={tmp_path / 'side.analysis.h5'}",
+        "--fps",
+        "100",
+        "--offset",
+        "side=0.2",
+        "--min-confidence",
+        "0.7",
+    ]
+    results = {}
+    for mode, extra in (
+        ("plain", []),
+        ("smooth", ["--smooth", "7"]),
+        ("optim", ["--optim", "--skeleton", str(tmp_path / "skeleton.txt")]),
+    ):
+        out = tmp_path / mode
+        assert main([*base, *extra, "--out", str(out), "--nwb"]) == 0, capsys.readouterr().err
+        df = pd.read_csv(out / "points3d.csv")
+        np.testing.assert_array_equal(df["fnum"], frames)  # front's frame numbers, side placed by time
+        results[mode] = _errors(df, truth, parts)
+    err = capsys.readouterr().err
+    assert (
+        "view 'side' has no frame within 5 ms of 20 of 400 times the other views have ('front' frames): 0-19"
+        in err
+    )
+    plain, smooth, optim = results["plain"], results["smooth"], results["optim"]
+    assert np.isnan(plain[:20]).all()  # only the front view saw frames 0-19
+    assert np.isfinite(optim[20:]).mean() > 0.99  # the modes with a temporal step fill the gaps
+    # 1 px at ~90 mm with f ~ 640 px is ~0.15 mm; plain DLT carries the gross errors (p99 several mm),
+    # the optimization removes them and beats the robust + smooth mode's median
+    assert np.nanpercentile(plain, 99) > 3
+    assert np.nanmedian(optim) < 0.2 and np.nanpercentile(optim, 90) < 0.35 and np.nanmax(optim) < 1.0
+    assert np.nanpercentile(optim, 99) < 0.1 * np.nanpercentile(plain, 99)
+    assert np.nanmedian(optim) < np.nanmedian(smooth) < np.nanmedian(plain)
+    pytest.importorskip("ndx_pose")
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(tmp_path / "optim" / "points3d.nwb"), "r") as io:
+        behavior = io.read().processing["behavior"]
+        (name,) = [k for k in behavior.data_interfaces if k.startswith("pose_3d_")]
+        series = behavior[name].pose_estimation_series["paw"]
+        np.testing.assert_allclose(series.timestamps[:3], [0.0, 0.01, 0.02])
