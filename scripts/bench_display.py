@@ -4,7 +4,7 @@ gets ~4 new frames per camera, of which it draws the newest). Also the bridge's 
 downscale, TCP send) and a client's receive cost. Writes BENCHMARKS.md block "display".
 
 "Max rate" is 1000 / (p50 CPU ms per refresh): the display rate one free core sustains. Whatever the
-display's rate, the pipeline does not wait for it (see tests/test_display_live.py).
+display's rate, the pipeline does not wait for it (see tests/integration/test_display_live.py).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 The pins are whatever ``firmware/src/rig_firmware.cpp`` says (``static const uint8_t PIN_<NAME> = <n>;``);
 what each one is for and where its wire goes is written here, once per constant. A pin constant this
 script does not describe is an error, so a firmware change cannot leave docs/RIG.md silently behind
-(``tests/test_rig_configs.py`` checks the table there against this script's output).
+(``tests/integration/test_rig_configs.py`` checks the table there against this script's output).
 
     python scripts/wiring_table.py                      # print the table
     python scripts/wiring_table.py --update docs/RIG.md # rewrite the table between its markers
