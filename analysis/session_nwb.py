@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysis.errors import AnalysisError
+from analysis.io.rig_session import parse_events, read_session_meta
 from analysis.nwb import PoseSeries, export_nwb
 from analysis.tasks.reaching import TimeBase
 from analysis.textfile import read_text
@@ -68,23 +68,17 @@ def _read_csv(path: Path, numbers: Sequence[str] = ()) -> Any:
 
 
 def _read_events(path: Path, sec: Any) -> list[tuple[float, str]]:
-    """``events.jsonl`` as (seconds, label); a malformed line is left out with a warning naming it, a
-    torn last line (no newline: a crash mid-write) quietly."""
-    lines = read_text(path, "event log", AnalysisError).split("\n")
-    events = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n < len(lines):  # the last line has no newline when torn
-                log.warning("%s: line %d: not valid JSON (%s); left out", path, n, exc.msg)
-            continue
-        if isinstance(ev, dict) and isinstance(ev.get("t_host_ns"), int) and ev["t_host_ns"] >= 0:
+    """``events.jsonl`` (:func:`analysis.io.rig_session.parse_events`, the readers' one rule) as (seconds,
+    label); a malformed line is left out with a warning naming it, a torn last line quietly."""
+    events, bad, _torn = parse_events(read_text(path, "event log", AnalysisError))
+    for n, problem in bad:
+        log.warning("%s: line %d: %s; left out", path, n, problem)
+    out = []
+    for ev in events:
+        if isinstance(ev.get("t_host_ns"), int) and ev["t_host_ns"] >= 0:
             label = ":".join(str(ev[k]) for k in ("type", "kind") if ev.get(k)) or str(ev.get("topic"))
-            events.append((float(sec(ev["t_host_ns"])), label))
-    return events
+            out.append((float(sec(ev["t_host_ns"])), label))
+    return out
 
 
 @dataclass
@@ -139,19 +133,8 @@ def session_to_nwb(
     """Write ``session_dir`` as one NWB file at ``out_path``; returns the path."""
     d = Path(session_dir)
     meta_path = d / "session.json"
-    if not d.is_dir():
-        raise AnalysisError(f"{d}: no such session folder")
-    try:
-        meta = json.loads(read_text(meta_path, "session file", AnalysisError))
-    except json.JSONDecodeError as exc:
-        raise AnalysisError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise AnalysisError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
-    if meta.get("format") != "deepbehavior-session":
-        raise AnalysisError(f"{meta_path}: not a deepbehavior session (format {meta.get('format')!r})")
+    meta = read_session_meta(d, AnalysisError)
     cams = meta.get("cameras", [])
-    if not isinstance(cams, list) or not all(isinstance(c, str) and c for c in cams):
-        raise AnalysisError(f"{meta_path}: cameras: expected a list of camera names, got {cams!r}")
     frames = {}
     for cam in cams:
         f = _read_csv(

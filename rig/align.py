@@ -393,7 +393,7 @@ def read_clock_map(session: Path) -> HostToFirmware | None:
 def _events(session: Path, to_fw: HostToFirmware | None) -> list[dict[str, Any]]:
     """Trial events on the firmware clock: ``events.jsonl``'s task events (trial start, outcome, trial end,
     ...; host clock, through ``clock.json``) and apparatus firmware events (``SERIAL_EVENT_KINDS``)."""
-    from rig.session import parse_events
+    from analysis.io.rig_session import parse_events
 
     out: list[dict[str, Any]] = []
 

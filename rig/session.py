@@ -24,6 +24,7 @@ import numpy as np
 
 from analysis.camera import Calibration, load_calibration
 from analysis.errors import CalibrationFileError
+from analysis.io.rig_session import parse_events, read_session_meta
 from analysis.textfile import read_text, read_yaml
 from rig.errors import InputError
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SESSION_FORMAT = "deepbehavior-session"
 SESSION_FORMAT_VERSION = 1
 
 
@@ -350,32 +350,6 @@ def _read_trials(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, r)) for r in body]
 
 
-def parse_events(text: str) -> tuple[list[dict[str, Any]], list[tuple[int, str]], int]:
-    """The lines of ``events.jsonl``: ``(events, [(line number, problem)], torn line number or 0)``. A
-    malformed line is left out and reading goes on; a last line without its newline that does not parse
-    is a crash mid-write (torn), not a malformed line."""
-    lines = text.split("\n")
-    events: list[dict[str, Any]] = []
-    bad: list[tuple[int, str]] = []
-    torn = 0
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == len(lines):  # the last line has no newline: torn
-                torn = n
-                continue
-            bad.append((n, f"not valid JSON ({exc.msg}, column {exc.colno})"))
-            continue
-        if isinstance(ev, dict):
-            events.append(ev)
-        else:
-            bad.append((n, f"not a JSON object (a {type(ev).__name__})"))
-    return events, bad, torn
-
-
 def _read_events(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
     """``events.jsonl`` (:func:`parse_events`): each malformed line is a warning naming the file and line
     (appended to ``warnings`` and logged); a torn last line is left out quietly."""
@@ -396,20 +370,8 @@ def load_session(path: str | Path) -> Session:
     Problems that lose only part of a file (a malformed line in ``events.jsonl``) are warnings: logged,
     and listed in ``extra["read_warnings"]``."""
     p = Path(path)
-    meta_path = p / "session.json"
-    if not meta_path.exists():
-        raise InputError(f"{p}: not a session folder (no session.json)")
-    try:
-        meta = json.loads(read_text(meta_path, "session file", InputError))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise InputError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
-    if meta.get("format") != SESSION_FORMAT:
-        raise InputError(f"{meta_path}: not a {SESSION_FORMAT} file")
+    meta = read_session_meta(p, InputError)
     cameras = meta.get("cameras", [])
-    if not isinstance(cameras, list) or not all(isinstance(c, str) and c for c in cameras):
-        raise InputError(f"{meta_path}: cameras: expected a list of camera names, got {cameras!r}")
     try:
         calib = load_calibration(p / "calibration.yaml")
     except CalibrationFileError as exc:

@@ -17,11 +17,12 @@ import yaml
 
 from analysis.camera import Calibration, load_calibration, save_calibration
 from analysis.errors import CalibrationFileError
+from analysis.io.rig_session import SESSION_FORMAT
 from rig.config import LoadedConfig
 from rig.errors import CalibrationError, StorageError
 from rig.frames import process_identity
 from rig.provenance import versions
-from rig.session import SESSION_FORMAT, SESSION_FORMAT_VERSION, write_json_atomic
+from rig.session import SESSION_FORMAT_VERSION, write_json_atomic
 
 
 def resolve_calibration(loaded: LoadedConfig) -> Calibration:

@@ -29,7 +29,6 @@ The checks are pure functions of the tables' columns (``check_*``); :func:`verif
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import socket
@@ -40,9 +39,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from analysis.io.rig_session import parse_events, read_session_meta
 from rig.errors import InputError
 from rig.frames import pid_alive
-from rig.session import SESSION_FORMAT, parse_events, read_rows, write_json_atomic, writer_active
+from rig.session import read_rows, write_json_atomic, writer_active
 
 Level = Literal["PASS", "WARN", "FAIL"]
 FRAME_COLUMNS_NEEDED = ("seq", "trigger_index", "video_index", "dropped")
@@ -491,18 +491,7 @@ def count_video_frames(path: Path, decode: bool = False) -> tuple[int | None, st
 
 # ----------------------------------------------------------------------------- the folder
 def read_meta(path: Path) -> dict[str, Any]:
-    meta_path = path / "session.json"
-    if not path.is_dir():
-        raise InputError(f"{path}: not a folder")
-    if not meta_path.exists():
-        raise InputError(f"{path}: not a session folder (no session.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != SESSION_FORMAT:
-        raise InputError(f"{meta_path}: not a {SESSION_FORMAT} file")
-    return meta
+    return read_session_meta(path, InputError)
 
 
 def verify_session(

@@ -609,7 +609,7 @@ def _(d):
 def _(d):
     s = session(d)
     (s / "session.json").write_text('{"format": "other"}')
-    return info(s), rf"{esc(s / 'session.json')}: not a deepbehavior-session file$"
+    return info(s), rf"{esc(s / 'session.json')}: not a deepbehavior-session file \(format 'other'\)$"
 
 
 @case("session-json-cameras-not-a-list")
@@ -758,7 +758,7 @@ def _(d):
 
 @case("nwb-not-a-session-folder")
 def _(d):
-    return nwb(d / "none"), rf"{esc(d / 'none')}: no such session folder$"
+    return nwb(d / "none"), rf"{esc(d / 'none')}: not a session folder \(no such folder\)$"
 
 
 @case("nwb-frames-csv-not-utf8")

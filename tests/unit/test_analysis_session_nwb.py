@@ -56,11 +56,11 @@ def test_not_a_session_is_an_error(tmp_path, capsys):
     assert run_cli(["nwb-export", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "s.nwb").stat().st_size > 10000
     (tmp_path / "s" / "session.json").write_text('{"format": "other"}')
-    with pytest.raises(AnalysisError, match=r"session.json: not a deepbehavior session"):
+    with pytest.raises(AnalysisError, match=r"session.json: not a deepbehavior-session file"):
         session_to_nwb(tmp_path / "s", tmp_path / "x.nwb")
     assert not (tmp_path / "x.nwb").exists()
     assert run_cli(["nwb-export", str(tmp_path / "s"), "--out", str(tmp_path / "x.nwb")]) == 2
-    assert "not a deepbehavior session" in capsys.readouterr().err and not (tmp_path / "x.nwb").exists()
+    assert "not a deepbehavior-session file" in capsys.readouterr().err and not (tmp_path / "x.nwb").exists()
 
 
 def test_frames_are_timed_by_their_trigger_on_the_firmware_clock(tmp_path):
