@@ -284,13 +284,29 @@ def go_realtime(priority: int) -> str:
     return ""
 
 
-_terminated = threading.Event()
+class _Flag:
+    """A flag a signal handler may set: no lock. (``threading.Event.set`` takes a lock: a second SIGTERM
+    landing while the handler is inside it ran the handler again in the same thread, which then waited
+    for ever on the lock it held: a recorder that never finished its files after its supervisor died.)"""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+_terminated = _Flag()
 
 
 def _term_handler(signum: int, frame: Any) -> None:
     # Only a flag: the node's loop looks at it between steps (steps never block long). Raising here
     # would land anywhere in the main thread, in the middle of closing a file included, and one SIGTERM
-    # may come per exiting supervisor thread (PR_SET_PDEATHSIG) or from a service manager's stop.
+    # may come per exiting supervisor thread (PR_SET_PDEATHSIG) or from a service manager's stop: the
+    # handler may run again while it runs, so it takes no lock.
     _terminated.set()
 
 

@@ -38,8 +38,10 @@ TIMING_COLUMNS = {"t_start_ns", "t_end_ns"}  # the offline detector's own clock:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two trials of the default simulated rig (~750 frames per camera, crf-12 video, the bundled model)."""
-    r, s = run_session(tmp_path_factory.mktemp("rec"), "--trials", "2")
+    """Eight trials of the default simulated rig (~3000 frames per camera, crf-12 video, the bundled model):
+    re-detection lasts several of a worker's 2 s progress heartbeats even on an idle machine (two trials
+    were re-detected in ~2 s, before the test could see a worker detecting and cancel it)."""
+    r, s = run_session(tmp_path_factory.mktemp("rec"), "--trials", "8")
     assert r.returncode == 0 and s is not None, r.stderr
     return s.path
 
