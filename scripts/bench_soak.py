@@ -113,14 +113,18 @@ def main() -> int:
     fw = [ln for ln in verify.stdout.splitlines() if "firmware" in ln or "task commands" in ln]
     lines += ["", f"`session --verify` (exit {verify.returncode}): " + "; ".join(x.strip() for x in fw)]
     if samples:
-        # the first sample with every node running (start-up spawns them one by one), and the last
-        most = max(len(x) for _, x in samples)
-        first = next(x for _, x in samples if len(x) == most)
-        last = samples[-1][1]
-        lines += ["", "| node | RSS MB at start | RSS MB at end |", "|---|---|---|"]
-        for pid in sorted(first, key=lambda k: names.get(k, k)):
-            if pid in last:
-                lines.append(f"| {names.get(pid, 'pid ' + pid)} | {first[pid]:.0f} | {last[pid]:.0f} |")
+        # per process: its first and last sample (nodes start one by one and leave one by one at the end),
+        # and its largest
+        seen: dict[str, list[float]] = {}
+        for _, x in samples:
+            for pid, mb in x.items():
+                seen.setdefault(pid, []).append(mb)
+        lines += ["", "| node | RSS MB first | RSS MB last | max | samples |", "|---|---|---|---|---|"]
+        for pid in sorted(seen, key=lambda k: names.get(k, k)):
+            v = seen[pid]
+            lines.append(
+                f"| {names.get(pid, 'pid ' + pid)} | {v[0]:.0f} | {v[-1]:.0f} | {max(v):.0f} | {len(v)} |"
+            )
     p = s.points3d
     if p and len(p.get("t_frame_ns", [])):
         lat = (p["t_out_ns"] - p["t_frame_ns"]) / 1e6
