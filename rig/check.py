@@ -50,8 +50,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zmq
@@ -71,6 +72,7 @@ from rig.protocol import PROTOCOL_VERSION, Cmd
 from rig.serial_link import FirmwareVersionError, SerialLink, link_from_config
 from rig.sim.world import World
 
+E = TypeVar("E", bound=SerialEvent)
 log = logging.getLogger(__name__)
 
 DEFAULT_SECONDS = 3.0
@@ -121,7 +123,7 @@ class Board:
     def poll(self) -> None:
         for ev in self.link.poll():
             self.events.append(ev)
-            if self.world is not None and ev.kind == "dispense_done":
+            if self.world is not None and isinstance(ev, m.DispenseDoneEvent):
                 self.world.load_pellet(0.0)
         if self.sim is not None and self.world is not None:  # the beam sees a pellet on the platform
             beam = self.world.ir_beam_blocked()
@@ -130,23 +132,19 @@ class Board:
                 self.sim.set_ir(beam)
 
     def wait(
-        self, kind: str, timeout_s: float, since: int, pred: Callable[[SerialEvent], bool] = lambda e: True
-    ) -> SerialEvent | None:
+        self, kind: type[E], timeout_s: float, since: int, pred: Callable[[E], bool] = lambda e: True
+    ) -> E | None:
         """The first ``kind`` event from ``self.events[since:]`` on that satisfies ``pred``; polls the link
         until one arrives or ``timeout_s`` passes (None)."""
         deadline = time.monotonic() + timeout_s
         while True:
             for ev in self.events[since:]:
-                if ev.kind == kind and pred(ev):
+                if isinstance(ev, kind) and pred(ev):
                     return ev
             since = len(self.events)
             if time.monotonic() >= deadline:
                 return None
             self.poll()
-
-
-def _value_is(key: str, value: int) -> Callable[[SerialEvent], bool]:
-    return lambda e: int(e.values[key]) == value
 
 
 @contextmanager
@@ -397,11 +395,11 @@ def check_trigger(
             )
         except DeviceError as exc:
             return [CheckResult("trigger", "FAIL", str(exc)), *skipped]
-        stopped = board.wait("trigger_stopped", pulses / rate + 3.0, since)
+        stopped = board.wait(m.TriggerStoppedEvent, pulses / rate + 3.0, since)
         time.sleep(GRACE_S)
         board.poll()
     results = [trigger_result(board.events[since:], ack.values, rate, pulses, stopped)]
-    fired = int(stopped.values["count"]) if stopped is not None else pulses
+    fired = stopped.count if stopped is not None else pulses
     for name, g in grabbers.items():
         results.append(camera_result(name, g.frames, fired, g.error))
     if len(grabbers) > 1:
@@ -422,26 +420,30 @@ def _open_camera(
 
 
 def trigger_result(
-    events: list[SerialEvent], ack: dict[str, Any], rate: float, pulses: int, stopped: SerialEvent | None
+    events: list[SerialEvent],
+    ack: dict[str, Any],
+    rate: float,
+    pulses: int,
+    stopped: m.TriggerStoppedEvent | None,
 ) -> CheckResult:
     """The trigger run from its events: count, every report present, the rate on the firmware clock, each
     report against Timer1's periodic model, the firmware clock's drift against the host's."""
-    reports = [e for e in events if e.kind == "trigger"]
-    lost = sum(int(e.values.get("lost", 0)) for e in events if e.kind == "gap")
+    reports = [e for e in events if isinstance(e, m.TriggerEvent)]
+    lost = sum(e.lost for e in events if isinstance(e, m.GapEvent))
     model = TriggerModel(int(ack["prescaler"]), int(ack["top"]), int(ack["achieved_uhz"]), 1)
     fit = ClockFit()
     for e in reports:
-        model.add_report(int(e.values["index"]), e.t_fw_us)
-        fit.add(e.t_fw_us, int(e.values["t_recv_ns"]))
-    residual = max((abs(e.t_fw_us - model.t_fw_us(int(e.values["index"]))) for e in reports), default=0)
-    indices = [int(e.values["index"]) for e in reports]
+        model.add_report(e.index, e.t_fw_us)
+        fit.add(e.t_fw_us, e.t_recv_ns if e.t_recv_ns is not None else e.t_host_ns)
+    residual = max((abs(e.t_fw_us - model.t_fw_us(e.index)) for e in reports), default=0)
+    indices = [e.index for e in reports]
     measured = 0.0
     if len(reports) > 1 and reports[-1].t_fw_us > reports[0].t_fw_us:
         measured = (indices[-1] - indices[0]) / ((reports[-1].t_fw_us - reports[0].t_fw_us) / 1e6)
     error = measured / rate - 1.0
     line = fit.line()
     drift = round(line.drift_ppm, 1) if line is not None and fit.summary().get("drift_fitted") else None
-    count = int(stopped.values["count"]) if stopped is not None else None
+    count = stopped.count if stopped is not None else None
     values = {
         "config_hz": rate,
         "achieved_hz": int(ack["achieved_uhz"]) / 1e6,
@@ -483,17 +485,17 @@ def check_pellet(board: Board, arduino: ArduinoConfig, ask: Ask) -> list[CheckRe
     travel_s = abs(servo.up_us - servo.down_us) / servo.speed_us_per_s if servo.speed_us_per_s else 0.0
     ir_before = bool(board.link.status()["pellet_present"])
 
-    def move(up: bool) -> SerialEvent | None:
+    def move(up: bool) -> m.ServoDoneEvent | None:
         width = servo.up_us if up else servo.down_us
         since = len(board.events)
         board.link.command(Cmd.PLATFORM, up=int(up))
-        return board.wait("servo_done", travel_s + 1.5, since, _value_is("position_us", width))
+        return board.wait(m.ServoDoneEvent, travel_s + 1.5, since, lambda e: e.position_us == width)
 
     moves = [move(False)]
     since = len(board.events)
     board.link.command(Cmd.DISPENSE, pellets=1)
-    done = board.wait("dispense_done", stepper.steps_per_pellet / stepper.step_rate_hz + 2.0, since)
-    seen = board.wait("ir", IR_WAIT_S, since, _value_is("pellet_present", 1))
+    done = board.wait(m.DispenseDoneEvent, stepper.steps_per_pellet / stepper.step_rate_hz + 2.0, since)
+    seen = board.wait(m.IrEvent, IR_WAIT_S, since, lambda e: e.pellet_present == 1)
     moves += [move(True), move(False)]
 
     servo_ok = all(mv is not None for mv in moves)
@@ -505,7 +507,7 @@ def check_pellet(board: Board, arduino: ArduinoConfig, ask: Ask) -> list[CheckRe
         detail += "; operator: " + ("saw it move" if servo_ok else "did NOT see it move (servo power, D5?)")
     results = [CheckResult("platform", _pass_fail(servo_ok), detail, {"moves_done": moves.count(None) == 0})]
 
-    steps = int(done.values["steps"]) if done is not None else None
+    steps = done.steps if done is not None else None
     stepped = steps == stepper.steps_per_pellet
     ir_values = {"before": ir_before, "seen_after_dispense": seen is not None}
     landed: bool | None = True if seen is not None else None
@@ -555,16 +557,24 @@ def check_pellet(board: Board, arduino: ArduinoConfig, ask: Ask) -> list[CheckRe
 
 
 # ----------------------------------------------------------------------------- outputs
+def _sync_at(level: int, e: m.SyncEvent) -> bool:
+    return e.level == level
+
+
+def _fired_by(seq: int, e: m.TtlFiredEvent) -> bool:
+    return e.cmd_seq == seq
+
+
 def check_ttl(board: Board, arduino: ArduinoConfig) -> CheckResult:
     since = len(board.events)
     t0 = time.monotonic_ns()
     seq = board.link.send(Cmd.TTL_PULSE, width_us=0)
-    fired = board.wait("ttl_fired", 2.0, since, _value_is("cmd_seq", seq))
+    fired = board.wait(m.TtlFiredEvent, 2.0, since, lambda e: e.cmd_seq == seq)
     want = arduino.ttl.closed_loop_width_us
     if fired is None:
         return CheckResult("ttl", "FAIL", "no TTL_FIRED for TTL_PULSE within 2 s")
-    width = int(fired.values["width_us"])
-    host_ms = (int(fired.values["t_recv_ns"]) - t0) / 1e6
+    width = fired.width_us
+    host_ms = ((fired.t_recv_ns or fired.t_host_ns) - t0) / 1e6
     return CheckResult(
         "ttl",
         _pass_fail(width == want),
@@ -585,7 +595,7 @@ def check_sync(board: Board, arduino: ArduinoConfig) -> CheckResult:
         for level in (1, 0):
             since = len(board.events)
             board.link.command(Cmd.SYNC_LEVEL, level=level)
-            ev = board.wait("sync", 2.0, since, _value_is("level", level))
+            ev = board.wait(m.SyncEvent, 2.0, since, partial(_sync_at, level))
             levels.append(ev is not None)
         board.link.command(Cmd.SYNC_PULSE, width_us=arduino.ttl.mark_width_us)
     finally:
@@ -622,9 +632,9 @@ def check_loopback(board: Board, arduino: ArduinoConfig) -> CheckResult:
         since = len(board.events)
         t_send = time.monotonic_ns()
         seq = board.link.send(Cmd.TTL_PULSE, width_us=0)
-        fired = board.wait("ttl_fired", 2.0, since, _value_is("cmd_seq", seq))
-        rise = board.wait("loopback", 2.0, since, _value_is("level", 1))
-        fall = board.wait("loopback", 2.0 + want / 1e6, since, _value_is("level", 0))
+        fired = board.wait(m.TtlFiredEvent, 2.0, since, partial(_fired_by, seq))
+        rise = board.wait(m.LoopbackEvent, 2.0, since, lambda e: e.level == 1)
+        fall = board.wait(m.LoopbackEvent, 2.0 + want / 1e6, since, lambda e: e.level == 0)
         if fired is None or rise is None or fall is None:
             missing = (
                 "no TTL_FIRED" if fired is None else "no rising edge" if rise is None else "no falling edge"

@@ -24,6 +24,7 @@ from analysis.errors import AnalysisError
 from detection.base import DetectionError
 from rig.config import DEFAULT_CONFIG, deep_merge, load_config, parse_override
 from rig.errors import UserError
+from rig.session import SessionSummary
 
 # Modules that add their own subcommands with register(subparsers); missing ones are skipped.
 PLUGIN_MODULES = (
@@ -99,34 +100,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if res.status in ("complete", "stopped") else 1
 
 
-def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> str:
+def _summary_text(path: Path, status: str, reason: str, s: SessionSummary | None) -> str:
     lines = [f"\nsession {status}" + (f" ({reason})" if reason else "")]
-    if "trials" in s:
-        rate = s.get("success_rate")
-        lines.append(
-            f"  trials: {s['trials']}  outcomes: {s.get('outcomes', {})}"
-            + (f"  success rate: {rate:.0%}" if rate is not None else "")
-        )
-    for cam, f in s.get("frames", {}).items():
-        lines.append(f"  {cam}: {f['frames']} frames, {f['recorded']} recorded, {f['dropped']} dropped")
-    p = s.get("points3d")
+    if s is None:
+        return "\n".join([*lines, f"  session folder: {path}"])
+    rate = "" if s.success_rate is None else f"  success rate: {s.success_rate:.0%}"
+    lines.append(f"  trials: {s.trials}  outcomes: {s.outcomes}{rate}")
+    if s.read_back_error:
+        lines.append(f"  the session's files could not be read back: {s.read_back_error}")
+    for cam, f in (s.frames or {}).items():
+        lines.append(f"  {cam}: {f.frames} frames, {f.recorded} recorded, {f.dropped} dropped")
+    p = s.points3d
     if p:
         lines.append(
-            f"  3-D points: {p['n']} ({p['valid']} valid); "
-            f"frame->3D latency p50 {p['latency_ms_p50']:.2f} ms,"
-            f" p99 {p['latency_ms_p99']:.2f} ms"
+            f"  3-D points: {p.n} ({p.valid} valid); frame->3D latency p50 {p.latency_ms_p50:.2f} ms,"
+            f" p99 {p.latency_ms_p99:.2f} ms"
         )
-        e = p.get("error_vs_truth_mm")
-        if e:
-            lines.append(f"  3-D error vs simulator truth: median {e['median']:.2f}, p95 {e['p95']:.2f} mm")
-    c = s.get("closed_loop")
-    if c:
+        if e := p.error_vs_truth_mm:
+            lines.append(f"  3-D error vs simulator truth: median {e.median:.2f}, p95 {e.p95:.2f} mm")
+    if c := s.closed_loop:
         lines.append(
-            f"  closed loop: {c['pulses']} TTL pulses; trigger -> TTL pin "
-            f"p50 {c['trigger_to_ttl_ms_p50']:.2f} ms, p99 {c['trigger_to_ttl_ms_p99']:.2f} ms "
-            "(firmware clock)"
+            f"  closed loop: {c.pulses} TTL pulses; trigger -> TTL pin "
+            f"p50 {c.trigger_to_ttl_ms_p50:.2f} ms, p99 {c.trigger_to_ttl_ms_p99:.2f} ms (firmware clock)"
         )
-    for name, r in s.get("closed_loop_report", {}).get("truth", {}).items():
+    for name, r in (s.closed_loop_report or {}).get("truth", {}).items():
         delay = (
             f"true event -> pin p50 {r['delay_ms_p50']:.2f} ms, max {r['delay_ms_max']:.2f} ms"
             if "delay_ms_p50" in r
@@ -136,18 +133,18 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             f"  closed loop vs simulator truth, rule {name}: {r['expected']} true events, {delay} "
             f"({r['clock']} clock), {r['misses']} missed, {r['false_pulses']} false"
         )
-    if s.get("detector_skipped_late"):
+    if s.detector_skipped_late:
         lines.append(
-            f"  detector: {s['detector_skipped_late']} frames came too late to detect online (machine "
+            f"  detector: {s.detector_skipped_late} frames came too late to detect online (machine "
             "overloaded; they are recorded: `deepbehavior reanalyze --detect` covers them)"
         )
-    if s.get("detector_shed_for_recording"):
+    if s.detector_shed_for_recording:
         lines.append(
-            f"  detector: {s['detector_shed_for_recording']} frames left undetected online while the "
+            f"  detector: {s.detector_shed_for_recording} frames left undetected online while the "
             "recorder caught up (the recording comes first; they are recorded: `deepbehavior reanalyze "
             "--detect`)"
         )
-    rec = s.get("nodes", {}).get("recorder", {})
+    rec = (s.nodes or {}).get("recorder", {})
     spilled = {k.rsplit(".", 1)[0]: int(v) for k, v in rec.items() if k.endswith(".spilled") and v}
     if spilled:
         lines.append(
@@ -155,7 +152,7 @@ def _summary_text(path: Path, status: str, reason: str, s: dict[str, Any]) -> st
             + ", ".join(f"{cam} {n}" for cam, n in spilled.items())
             + "): none lost. A faster preset or more cores keeps them in RAM"
         )
-    for r in s.get("restarts", []):
+    for r in s.restarts:
         lines.append(f"  restart: {r}")
     lines.append(f"  session folder: {path}")
     return "\n".join(lines)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig.config import ClosedLoopConfig, PredictionConfig, RuleConfig, ZoneConfig
-from rig.messages import Command, Point3D
+from rig.messages import Command, Point3D, SyncPulseCmd, TtlPulseCmd
 
 Vec3 = tuple[float, float, float]
 NAN3: Vec3 = (math.nan, math.nan, math.nan)
@@ -392,15 +392,15 @@ class ClosedLoopRule:
         if out.kind == "task_event":
             return [Action(command=None, event=out.event or name, pulse=0, t_due_ns=start, **base)]
         if out.kind == "sync_mark":
-            cmd_name, width = "sync_pulse", out.width_us or DEFAULT_MARK_US
+            pulse: type[SyncPulseCmd | TtlPulseCmd] = SyncPulseCmd
+            width = out.width_us or DEFAULT_MARK_US
         else:
-            cmd_name, width = "ttl_pulse", out.width_us
+            pulse, width = TtlPulseCmd, out.width_us
         actions = []
         for k in range(out.count):
             t_due = start + round(k * out.period_ms * 1e6)
-            cmd = Command(
-                name=cmd_name,
-                args={"width_us": width},
+            cmd = pulse(
+                width_us=width,
                 cause_trigger_index=index,
                 cause_t_frame_ns=o.t_frame_ns,
                 t_host_ns=t_due,

@@ -26,13 +26,13 @@ with :class:`~rig.errors.SchemaMismatch` naming the topic and both versions.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
 from rig.errors import ProtocolError, SchemaMismatch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="type"):
@@ -158,24 +158,275 @@ class TaskEvent(Msg, tag="task", frozen=True):
     detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class SerialEvent(Msg, tag="serial", frozen=True):
-    """One event from the Arduino, numbered by the firmware (``fw_seq``) so gaps are provable."""
+class SerialEvent(Msg, frozen=True, kw_only=True):
+    """One event from the Arduino (``serial.event``), numbered by the firmware (``fw_seq``) so gaps are
+    provable. A base: every event is one of the subclasses below, one per firmware message of
+    ``rig.protocol.EVENT_BODY`` (their fields are that table's names, in order; a unit test holds them
+    to it), the ACK/NAK replies, and the link's own events (``fw_seq`` -1: a gap in the firmware's
+    numbering, the port lost or back, a firmware restart). ``kind`` is the protocol's lower-case name.
 
+    ``t_recv_ns`` is when the host read the frame (None for the link's own events); ``t_host_ns`` the
+    event's time on the host clock (through the firmware clock map once it has samples). An optional
+    field is None where it does not apply, and then left out of :attr:`values`.
+    """
+
+    kind: ClassVar[str] = ""
     fw_seq: int
-    kind: str
     t_fw_us: int
     t_host_ns: int
-    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    t_recv_ns: int | None = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The kind's own fields (everything but the numbering and times), as ``events.jsonl`` stores them."""
+        out = msgspec.to_builtins(self)
+        assert isinstance(out, dict)
+        return {k: v for k, v in out.items() if v is not None and k not in _SERIAL_COMMON}
 
 
-class Command(Msg, tag="cmd", frozen=True):
-    """A command for the Arduino, with the timestamps of the frame that caused it (if any)."""
+_SERIAL_COMMON = frozenset({"type", "schema", "fw_seq", "t_fw_us", "t_host_ns"})
 
-    name: str
-    args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+class BootEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.boot"):
+    kind: ClassVar[str] = "boot"
+    version: int
+    reset_flags: int
+
+
+class IrEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.ir"):
+    """The IR sensor's debounced state changed (1: a pellet sits in the beam)."""
+
+    kind: ClassVar[str] = "ir"
+    pellet_present: int
+
+
+class TriggerEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.trigger"):
+    """Every ``report_every``-th camera trigger pulse (its rising edge)."""
+
+    kind: ClassVar[str] = "trigger"
+    index: int
+
+
+class TriggerStoppedEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.trigger_stopped"):
+    kind: ClassVar[str] = "trigger_stopped"
+    count: int
+
+
+class ServoDoneEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.servo_done"):
+    kind: ClassVar[str] = "servo_done"
+    position_us: int
+
+
+class DispenseDoneEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.dispense_done"):
+    kind: ClassVar[str] = "dispense_done"
+    steps: int
+
+
+class TtlFiredEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.ttl_fired"):
+    """A TTL pulse went out; ``cmd_seq`` is the command's. The cause fields are the camera frame that
+    caused it (when a closed-loop rule sent it) and ``latency_ns`` frame -> pin on the host clock."""
+
+    kind: ClassVar[str] = "ttl_fired"
+    width_us: int
+    cmd_seq: int
+    cause_trigger_index: int | None = None
+    cause_t_frame_ns: int | None = None
+    latency_ns: int | None = None
+
+
+class WatchdogEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.watchdog"):
+    kind: ClassVar[str] = "watchdog"
+
+
+class RedeliveryEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.redelivery"):
+    kind: ClassVar[str] = "redelivery"
+    phase: int
+
+
+class SyncEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.sync"):
+    kind: ClassVar[str] = "sync"
+    level: int
+
+
+class RsyncEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.rsync"):
+    kind: ClassVar[str] = "rsync"
+    index: int
+
+
+class FrameClockEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.frame_clock"):
+    kind: ClassVar[str] = "frame_clock"
+    count: int
+
+
+class LoopbackEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.loopback"):
+    kind: ClassVar[str] = "loopback"
+    level: int
+    count: int
+
+
+class _Reply(SerialEvent, frozen=True, kw_only=True):
+    """Fields common to ACK and NAK: the command answered, its round trip and the frame that caused it."""
+
+    cmd: int
+    cmd_seq: int
+    cmd_name: str = ""
+    rtt_ns: int | None = None
+    cause_trigger_index: int | None = None
+    cause_t_frame_ns: int | None = None
+
+
+class AckEvent(_Reply, frozen=True, kw_only=True, tag="serial.ack"):
+    """``data``: the reply's fields for the commands whose ACK carries data (``rig.protocol.ACK_DATA``);
+    ``data_hex`` the bytes of a reply whose layout this program does not know."""
+
+    kind: ClassVar[str] = "ack"
+    data: dict[str, int] = msgspec.field(default_factory=dict)
+    data_hex: str | None = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        out = super().values
+        out.update(out.pop("data", {}))
+        if "data_hex" in out:
+            out["data"] = out.pop("data_hex")
+        return out
+
+
+class NakEvent(_Reply, frozen=True, kw_only=True, tag="serial.nak"):
+    kind: ClassVar[str] = "nak"
+    code: int = 0
+    reason: str = ""
+    firmware_version: int | None = None
+
+
+class UnknownEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.unknown"):
+    """A well-formed frame of a type this program does not know (a newer firmware): its body in hex."""
+
+    kind: ClassVar[str] = "unknown"
+    type_code: int
+    body: str
+
+
+class GapEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.gap"):
+    """The link's own: ``lost`` firmware frames never arrived (``expected`` .. ``got`` - 1)."""
+
+    kind: ClassVar[str] = "gap"
+    lost: int
+    expected: int
+    got: int
+
+
+class DisconnectedEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.disconnected"):
+    kind: ClassVar[str] = "disconnected"
+    reason: str
+
+
+class ReconnectedEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.reconnected"):
+    kind: ClassVar[str] = "reconnected"
+    port: str
+
+
+class AckTimeoutEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.ack_timeout"):
+    """The link's own: command ``cmd`` (its lower-case name) got neither ACK nor NAK in time."""
+
+    kind: ClassVar[str] = "ack_timeout"
+    cmd: str
+    cmd_seq: int
+
+
+class RebootEvent(SerialEvent, frozen=True, kw_only=True, tag="serial.reboot"):
+    """The firmware restarted mid-session (its numbering and clock begin again)."""
+
+    kind: ClassVar[str] = "reboot"
+    version: int
+
+
+AnySerialEvent = (
+    BootEvent
+    | IrEvent
+    | TriggerEvent
+    | TriggerStoppedEvent
+    | ServoDoneEvent
+    | DispenseDoneEvent
+    | TtlFiredEvent
+    | WatchdogEvent
+    | RedeliveryEvent
+    | SyncEvent
+    | RsyncEvent
+    | FrameClockEvent
+    | LoopbackEvent
+    | AckEvent
+    | NakEvent
+    | UnknownEvent
+    | GapEvent
+    | DisconnectedEvent
+    | ReconnectedEvent
+    | AckTimeoutEvent
+    | RebootEvent
+)
+SERIAL_EVENTS: dict[str, type[SerialEvent]] = {c.kind: c for c in AnySerialEvent.__args__}
+
+
+class Command(Msg, frozen=True, kw_only=True):
+    """A command for the Arduino (``cmd.arduino``), with the timestamps of the frame that caused it (if
+    any). A base: each command a task, a rule or a client may send is a subclass named after
+    ``rig.protocol.Cmd`` with that command's body fields (``rig.protocol.CMD_BODY``, held to it by a unit
+    test). The session set-up commands (HELLO, CONFIG, TRIGGER_START, ...) are the Arduino node's own and
+    never travel on the bus."""
+
+    name: ClassVar[str] = ""
     cause_trigger_index: int = -1
     cause_t_frame_ns: int = -1
     t_host_ns: int = 0
+
+    @property
+    def args(self) -> dict[str, int]:
+        """The command's body fields, for ``rig.protocol.encode_command``."""
+        return {f: int(getattr(self, f)) for f in self.__struct_fields__ if f not in _COMMAND_COMMON}
+
+
+_COMMAND_COMMON = frozenset({"schema", "cause_trigger_index", "cause_t_frame_ns", "t_host_ns"})
+
+
+class PlatformCmd(Command, frozen=True, kw_only=True, tag="cmd.platform"):
+    name: ClassVar[str] = "platform"
+    up: int
+
+
+class ServoUsCmd(Command, frozen=True, kw_only=True, tag="cmd.servo_us"):
+    name: ClassVar[str] = "servo_us"
+    target_us: int
+
+
+class DispenseCmd(Command, frozen=True, kw_only=True, tag="cmd.dispense"):
+    name: ClassVar[str] = "dispense"
+    pellets: int
+
+
+class TtlPulseCmd(Command, frozen=True, kw_only=True, tag="cmd.ttl_pulse"):
+    name: ClassVar[str] = "ttl_pulse"
+    width_us: int
+
+
+class SyncLevelCmd(Command, frozen=True, kw_only=True, tag="cmd.sync_level"):
+    name: ClassVar[str] = "sync_level"
+    level: int
+
+
+class SyncPulseCmd(Command, frozen=True, kw_only=True, tag="cmd.sync_pulse"):
+    name: ClassVar[str] = "sync_pulse"
+    width_us: int
+
+
+class RedeliveryCmd(Command, frozen=True, kw_only=True, tag="cmd.redelivery"):
+    name: ClassVar[str] = "redelivery"
+    enable: int
+
+
+AnyCommand = (
+    PlatformCmd | ServoUsCmd | DispenseCmd | TtlPulseCmd | SyncLevelCmd | SyncPulseCmd | RedeliveryCmd
+)
+COMMANDS: dict[str, type[Command]] = {c.name: c for c in AnyCommand.__args__}
 
 
 class Stats(Msg, tag="stats", frozen=True):
@@ -221,8 +472,8 @@ AnyMsg = (
     | Trigger
     | SimInput
     | TaskEvent
-    | SerialEvent
-    | Command
+    | AnySerialEvent
+    | AnyCommand
     | Stats
     | LogRecord
     | NodeStatus

@@ -33,7 +33,19 @@ import serial.tools.list_ports
 
 from rig.config import ArduinoConfig
 from rig.errors import DeviceError, ProtocolError
-from rig.messages import Command, SerialEvent
+from rig.messages import (
+    SERIAL_EVENTS,
+    AckEvent,
+    AckTimeoutEvent,
+    Command,
+    DisconnectedEvent,
+    GapEvent,
+    NakEvent,
+    RebootEvent,
+    ReconnectedEvent,
+    SerialEvent,
+    UnknownEvent,
+)
 from rig.protocol import (
     PROTOCOL_VERSION,
     Cmd,
@@ -344,7 +356,7 @@ class SerialLink:
 
     def send_command(self, command: Command) -> int:
         """Send a bus :class:`~rig.messages.Command` (its ``name`` and ``args``); returns the seq."""
-        return self.send(command.name, cause=command, **{k: int(v) for k, v in command.args.items()})
+        return self.send(command.name, cause=command, **command.args)
 
     def command(self, name: str | Cmd, timeout_s: float | None = None, **args: int) -> DeviceMessage:
         """Send a command and wait for its ACK (events arriving meanwhile are kept for :meth:`poll`).
@@ -402,7 +414,7 @@ class SerialLink:
             if p.reply is None and now > p.deadline_ns:
                 del self._pending[seq]
                 self.stats.ack_timeouts += 1
-                out.append(self._link_event("ack_timeout", cmd=p.cmd.name.lower(), cmd_seq=seq))
+                out.append(self._link_event(AckTimeoutEvent, cmd=p.cmd.name.lower(), cmd_seq=seq))
         return out
 
     def _read_messages(self) -> list[tuple[DeviceMessage, int]]:
@@ -422,7 +434,7 @@ class SerialLink:
     def _lost_port(self, exc: BaseException) -> None:
         if self.connected:
             log.warning("serial port %s vanished: %s", self.port_arg, exc)
-            self._out.append(self._link_event("disconnected", reason=str(exc)))
+            self._out.append(self._link_event(DisconnectedEvent, reason=str(exc)))
         self._close_port()
         self.connected = False
         self._last_reconnect_ns = time.monotonic_ns()
@@ -444,10 +456,10 @@ class SerialLink:
         log.warning("serial port %s is back", self.port_arg)
         out = self._out
         self._out = []
-        return [self._link_event("reconnected", port=str(self.port_arg)), *out]
+        return [self._link_event(ReconnectedEvent, port=str(self.port_arg)), *out]
 
-    def _link_event(self, kind: str, **values: Any) -> SerialEvent:
-        return SerialEvent(fw_seq=-1, kind=kind, t_fw_us=-1, t_host_ns=time.monotonic_ns(), values=values)
+    def _link_event(self, cls: type[SerialEvent], **values: Any) -> SerialEvent:
+        return cls(fw_seq=-1, t_fw_us=-1, t_host_ns=time.monotonic_ns(), **values)
 
     def _add_clock_sample(self, msg: DeviceMessage, cmd_seq: int, t_recv: int) -> None:
         p = self._pending.get(cmd_seq)
@@ -463,7 +475,7 @@ class SerialLink:
             # The firmware restarted: its sequence numbers and clock start again from zero.
             if self._next_rx_seq is not None:
                 self.stats.reboots += 1
-                out.append(self._link_event("reboot", version=msg.values["version"]))
+                out.append(self._link_event(RebootEvent, version=int(msg.values["version"])))
             self._rx_seq = _Unwrap(16)
             self._next_rx_seq = None
             self._fw_time = _Unwrap(32)
@@ -474,10 +486,11 @@ class SerialLink:
             self.stats.gaps += 1
             self.stats.lost += max(lost, 0)
             log.warning("serial %s: %d firmware frame(s) lost before seq %d", self.port_arg, lost, msg.seq)
-            out.append(self._link_event("gap", lost=lost, expected=self._next_rx_seq, got=seq))
+            out.append(self._link_event(GapEvent, lost=lost, expected=self._next_rx_seq, got=seq))
         self._next_rx_seq = seq + 1
         fw_us = self._fw_time(msg.t_us)
         values = dict(msg.values)
+        extra: dict[str, Any] = {}  # what the host adds to the firmware's fields
         if msg.kind in ("ack", "nak"):
             cmd_seq = int(values["cmd_seq"])
             p = self._pending.get(cmd_seq)
@@ -490,18 +503,18 @@ class SerialLink:
                 while len(self._recent) > 256:
                     self._recent.popitem(last=False)
                 if p.cause is not None:
-                    values["cause_trigger_index"] = p.cause.cause_trigger_index
-                    values["cause_t_frame_ns"] = p.cause.cause_t_frame_ns
-                values["rtt_ns"] = t_recv - p.t_send_ns
+                    extra["cause_trigger_index"] = p.cause.cause_trigger_index
+                    extra["cause_t_frame_ns"] = p.cause.cause_t_frame_ns
+                extra["rtt_ns"] = t_recv - p.t_send_ns
             if msg.kind == "nak":
                 self.stats.naks += 1
-                values["reason"] = nak_reason(int(values["code"]))
-                log.warning("serial %s: NAK %s", self.port_arg, values)
+                extra["reason"] = nak_reason(int(values["code"]))
+                log.warning("serial %s: NAK %s %s", self.port_arg, values, extra)
             try:
-                values["cmd_name"] = Cmd(int(values["cmd"])).name.lower()
+                extra["cmd_name"] = Cmd(int(values["cmd"])).name.lower()
             except ValueError:
-                values["cmd_name"] = f"0x{int(values['cmd']):02x}"
-            if values.get("cmd_name") == "ping" and msg.kind == "ack":
+                extra["cmd_name"] = f"0x{int(values['cmd']):02x}"
+            if extra["cmd_name"] == "ping" and msg.kind == "ack":
                 return out  # keep-alive: not an event anyone needs
         elif msg.kind == "ir":
             self.pellet_present = bool(values["pellet_present"])
@@ -510,12 +523,12 @@ class SerialLink:
             cause = self._recent.get(int(values["cmd_seq"]))
             if cause is not None and cause.cause is not None and cause.cause.cause_t_frame_ns >= 0:
                 # camera frame -> output pin, on the host clock (through the firmware clock map)
-                values["cause_trigger_index"] = cause.cause.cause_trigger_index
-                values["cause_t_frame_ns"] = cause.cause.cause_t_frame_ns
-                values["latency_ns"] = t_host - cause.cause.cause_t_frame_ns
-        values["t_recv_ns"] = t_recv
-        out.append(SerialEvent(fw_seq=seq, kind=msg.kind, t_fw_us=fw_us, t_host_ns=t_host, values=values))
-        log.debug("serial event %s seq %d t_fw %d %s", msg.kind, seq, fw_us, values)
+                extra["cause_trigger_index"] = cause.cause.cause_trigger_index
+                extra["cause_t_frame_ns"] = cause.cause.cause_t_frame_ns
+                extra["latency_ns"] = t_host - cause.cause.cause_t_frame_ns
+        ev = serial_event(msg, fw_seq=seq, t_fw_us=fw_us, t_host_ns=t_host, t_recv_ns=t_recv, **extra)
+        out.append(ev)
+        log.debug("serial event %s seq %d t_fw %d %s", msg.kind, seq, fw_us, ev.values)
         return out
 
     @property
@@ -553,3 +566,31 @@ def link_from_config(cfg: ArduinoConfig, port: str | Path | None = None) -> Seri
         watchdog_ms=cfg.watchdog_ms,
         ping_interval_s=cfg.ping_interval_s,
     )
+
+
+def serial_event(msg: DeviceMessage, **common: Any) -> SerialEvent:
+    """The bus event of one decoded firmware frame: its kind's typed struct (``rig.messages``) with the
+    firmware's fields and ``common`` (numbering, times, and what the host adds: cause, round trip)."""
+    v = msg.values
+    if msg.kind == "ack":
+        reply = {k: int(x) for k, x in v.items() if k not in ("cmd", "cmd_seq", "data")}
+        hex_ = v.get("data")
+        return AckEvent(
+            cmd=int(v["cmd"]),
+            cmd_seq=int(v["cmd_seq"]),
+            data=reply,
+            data_hex=None if hex_ is None else str(hex_),
+            **common,
+        )
+    if msg.kind == "nak":
+        fw = v.get("firmware_version")
+        return NakEvent(
+            cmd=int(v["cmd"]),
+            cmd_seq=int(v["cmd_seq"]),
+            code=int(v["code"]),
+            firmware_version=None if fw is None else int(fw),
+            **common,
+        )
+    if msg.kind == "unknown":
+        return UnknownEvent(type_code=msg.type, body=str(v["body"]), **common)
+    return SERIAL_EVENTS[msg.kind](**v, **common)

@@ -20,12 +20,14 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 from analysis.camera import Calibration, load_calibration
 from analysis.errors import CalibrationFileError
 from analysis.io.rig_session import parse_events, read_session_meta
 from analysis.textfile import read_text, read_yaml
+from rig import messages as m
 from rig.errors import InputError
 
 if TYPE_CHECKING:
@@ -151,6 +153,94 @@ class Table(AppendFile):
     def write(self, row: list[Any]) -> None:
         self.w.writerow(row)
         self.rows += 1
+
+
+class CameraFrames(msgspec.Struct, frozen=True):
+    """One camera's rows in its frame table: all, recorded (in the video) and dropped."""
+
+    frames: int
+    recorded: int
+    dropped: int
+
+
+class ErrorVsTruth(msgspec.Struct, frozen=True):
+    median: float
+    p95: float
+
+
+class PointsSummary(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The 3-D table: points, valid ones, frame -> 3-D latency (ms) and, in simulation, the error in mm."""
+
+    n: int
+    valid: int
+    latency_ms_p50: float
+    latency_ms_p99: float
+    error_vs_truth_mm: ErrorVsTruth | None = None
+
+
+class PulseSummary(msgspec.Struct, frozen=True):
+    """Closed-loop TTL pulses and their trigger -> pin latency on the firmware clock (ms)."""
+
+    pulses: int
+    trigger_to_ttl_ms_p50: float
+    trigger_to_ttl_ms_p99: float
+
+
+class SessionSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``session.json``'s ``summary``, read back from the session's own files when it ended. A part that
+    does not apply (no 3-D, no closed loop, nothing left undetected) is left out of the file;
+    ``success_rate`` is always there (null while a trial is unclassified). ``closed_loop_report`` is
+    :func:`rig.closed_loop_report.closed_loop_summary`'s report; ``nodes`` every node's last counters."""
+
+    trials: int
+    outcomes: dict[str, int]
+    restarts: list[str]
+    duration_s: float
+    success_rate: float | None
+    read_back_error: str | None = None
+    frames: dict[str, CameraFrames] | None = None
+    points3d: PointsSummary | None = None
+    closed_loop: PulseSummary | None = None
+    closed_loop_report: dict[str, Any] | None = None
+    detector_skipped_late: int | None = None
+    detector_shed_for_recording: int | None = None
+    nodes: dict[str, dict[str, float]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = msgspec.to_builtins(self)
+        assert isinstance(out, dict)
+        return out
+
+
+def event_record(topic: str, msg: m.Msg) -> str:
+    """One line of ``events.jsonl`` for a bus message: its fields and ``topic``. A serial event is stored
+    as ``kind`` + ``values`` (its kind's own fields) and a command as ``name`` + ``args`` beside the
+    numbering and times, whichever typed struct carried it on the bus, so the file keeps one shape per
+    topic for every reader (``rig.verify``, ``rig.align``, the closed-loop report, analyses)."""
+    rec: dict[str, Any] = {"topic": topic, **m.to_builtins(msg)}
+    if isinstance(msg, m.SerialEvent):
+        rec = {
+            "topic": topic,
+            "type": "serial",
+            "schema": msg.schema,
+            "fw_seq": msg.fw_seq,
+            "kind": msg.kind,
+            "t_fw_us": msg.t_fw_us,
+            "t_host_ns": msg.t_host_ns,
+            "values": msg.values,
+        }
+    elif isinstance(msg, m.Command):
+        rec = {
+            "topic": topic,
+            "type": "cmd",
+            "schema": msg.schema,
+            "name": msg.name,
+            "args": msg.args,
+            "cause_trigger_index": msg.cause_trigger_index,
+            "cause_t_frame_ns": msg.cause_t_frame_ns,
+            "t_host_ns": msg.t_host_ns,
+        }
+    return json.dumps(rec)
 
 
 class JsonLines(AppendFile):

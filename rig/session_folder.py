@@ -11,7 +11,6 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -22,7 +21,7 @@ from rig.config import LoadedConfig
 from rig.errors import CalibrationError, StorageError
 from rig.frames import process_identity
 from rig.provenance import versions
-from rig.session import SESSION_FORMAT_VERSION, write_json_atomic
+from rig.session import SESSION_FORMAT_VERSION, SessionSummary, write_json_atomic
 
 
 def resolve_calibration(loaded: LoadedConfig) -> Calibration:
@@ -129,7 +128,7 @@ RESERVE = ".space-reserve"
 RESERVE_BYTES = 1 << 20
 
 
-def finish_session(path: Path, status: str, summary: dict[str, Any], reason: str = "") -> None:
+def finish_session(path: Path, status: str, summary: SessionSummary, reason: str = "") -> None:
     # the reserve written at creation guarantees room for the final status even on a full disk
     (path / RESERVE).unlink(missing_ok=True)
     meta = json.loads((path / "session.json").read_text())
@@ -137,6 +136,6 @@ def finish_session(path: Path, status: str, summary: dict[str, Any], reason: str
         status=status,
         ended=dt.datetime.now().isoformat(timespec="seconds"),
         reason=reason,
-        summary=summary,
+        summary=summary.to_json(),
     )
     write_json_atomic(path / "session.json", meta)

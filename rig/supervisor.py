@@ -22,10 +22,11 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import numpy as np
 import zmq
 
@@ -45,7 +46,14 @@ from rig.nodes.base import (
     run_node,
 )
 from rig.recorder import available_memory, buffer_bytes
-from rig.session import load_session
+from rig.session import (
+    CameraFrames,
+    ErrorVsTruth,
+    PointsSummary,
+    PulseSummary,
+    SessionSummary,
+    load_session,
+)
 from rig.session_folder import create_session, finish_session, resolve_calibration, storage_error
 from rig.session_metrics import closed_loop_latencies_ms, error_vs_truth_mm
 from rig.task import success_rate
@@ -247,7 +255,7 @@ class SessionResult:
     path: Path
     status: str
     reason: str
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: SessionSummary | None = None
 
 
 class Supervisor:
@@ -624,64 +632,71 @@ class Supervisor:
                 self.stop_reason = f"recorder exited with code {code}; see session.log"
 
     # ------------------------------------------------------------------------------ summary
-    def _summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "trials": self.trials_done,
-            "outcomes": self.outcomes,
-            "restarts": self.restarts,
-            "duration_s": round(time.monotonic() - getattr(self, "t_start", time.monotonic()), 2),
-        }
+    def _summary(self) -> SessionSummary:
+        rate = success_rate(self.outcomes)  # None while a trial is unclassified (no 3-D: `record`)
+        base = SessionSummary(
+            trials=self.trials_done,
+            outcomes=self.outcomes,
+            restarts=self.restarts,
+            duration_s=round(time.monotonic() - getattr(self, "t_start", time.monotonic()), 2),
+            success_rate=None if rate is None else round(rate, 3),
+        )
         try:
             s = load_session(self.session_dir)
         except RigError as exc:
-            out["read_back_error"] = str(exc)
-            return out
+            return msgspec.structs.replace(base, read_back_error=str(exc))
         frames = {}
         for cam, t in s.frames.items():
             n = len(t.get("seq", []))
             dropped = int(np.sum(t["dropped"])) if n else 0
-            frames[cam] = {"frames": n, "recorded": n - dropped, "dropped": dropped}
-        out["frames"] = frames
+            frames[cam] = CameraFrames(frames=n, recorded=n - dropped, dropped=dropped)
+        points = None
         p = s.points3d
         if p and len(p.get("trigger_index", [])):
             lat = (p["t_out_ns"] - p["t_frame_ns"]) / 1e6
-            out["points3d"] = {
-                "n": len(lat),
-                "valid": int(np.sum(p["valid"])),
-                "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
-                "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
-            }
             err = error_vs_truth_mm(p, s.truth)["raw"]
-            if len(err):  # a simulated rig knows where the paw really was
-                out["points3d"]["error_vs_truth_mm"] = {
-                    "median": round(float(np.median(err)), 3),
-                    "p95": round(float(np.percentile(err, 95)), 3),
-                }
+            points = PointsSummary(
+                n=len(lat),
+                valid=int(np.sum(p["valid"])),
+                latency_ms_p50=round(float(np.percentile(lat, 50)), 3),
+                latency_ms_p99=round(float(np.percentile(lat, 99)), 3),
+                # a simulated rig knows where the paw really was
+                error_vs_truth_mm=ErrorVsTruth(
+                    median=round(float(np.median(err)), 3), p95=round(float(np.percentile(err, 95)), 3)
+                )
+                if len(err)
+                else None,
+            )
         cl = closed_loop_latencies_ms(s)
+        pulses = None
         if len(cl):
-            out["closed_loop"] = {
-                "pulses": len(cl),
-                "trigger_to_ttl_ms_p50": round(float(np.percentile(cl, 50)), 3),
-                "trigger_to_ttl_ms_p99": round(float(np.percentile(cl, 99)), 3),
-            }
-        if cl_report := closed_loop_summary(s):  # closed_loop.csv, and in simulation the truth's verdict
-            out["closed_loop_report"] = cl_report
+            pulses = PulseSummary(
+                pulses=len(cl),
+                trigger_to_ttl_ms_p50=round(float(np.percentile(cl, 50)), 3),
+                trigger_to_ttl_ms_p99=round(float(np.percentile(cl, 99)), 3),
+            )
         det = self.nodes.get("detector")
-        if det is not None and det.last_stats is not None:
-            for key in ("skipped_late", "shed_for_recording"):
-                if det.last_stats.extra.get(key):
-                    out[f"detector_{key}"] = int(det.last_stats.extra[key])
-        # every node's last 1 Hz stats: counters a lab may want after the fact (detector's incomplete sets
-        # and late frames, each encoder's returns to normal priority, ...)
-        out["nodes"] = {
-            name: {
-                "processed": st.processed,
-                "drops": st.drops,
-                **{k: round(v, 3) for k, v in st.extra.items() if math.isfinite(v)},
-            }
-            for name, n in self.nodes.items()
-            if (st := n.last_stats) is not None
-        }
-        rate = success_rate(self.outcomes)  # None while a trial is unclassified (no 3-D: `record`)
-        out["success_rate"] = None if rate is None else round(rate, 3)
-        return out
+        extra = det.last_stats.extra if det is not None and det.last_stats is not None else {}
+        return msgspec.structs.replace(
+            base,
+            frames=frames,
+            points3d=points,
+            closed_loop=pulses,
+            # closed_loop.csv, and in simulation the truth's verdict
+            closed_loop_report=closed_loop_summary(s) or None,
+            detector_skipped_late=int(extra["skipped_late"]) if extra.get("skipped_late") else None,
+            detector_shed_for_recording=(
+                int(extra["shed_for_recording"]) if extra.get("shed_for_recording") else None
+            ),
+            # every node's last 1 Hz stats: counters a lab may want after the fact (detector's incomplete
+            # sets and late frames, each encoder's returns to normal priority, ...)
+            nodes={
+                name: {
+                    "processed": st.processed,
+                    "drops": st.drops,
+                    **{k: round(v, 3) for k, v in st.extra.items() if math.isfinite(v)},
+                }
+                for name, n in self.nodes.items()
+                if (st := n.last_stats) is not None
+            },
+        )

@@ -35,7 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rig.config import ReachingTaskConfig
-from rig.messages import Command, Point3D, SerialEvent, TaskEvent
+from rig.messages import (
+    Command,
+    DisconnectedEvent,
+    DispenseCmd,
+    IrEvent,
+    PlatformCmd,
+    Point3D,
+    SerialEvent,
+    SyncLevelCmd,
+    TaskEvent,
+)
 
 Out = list[Command | TaskEvent]
 # outcomes the paw's path tells apart, then those the IR sensor alone can tell (no 3-D of the paw)
@@ -195,9 +205,9 @@ class ReachingTask:
 
     def on_serial(self, ev: SerialEvent, t_ns: int) -> Out:
         self._now = t_ns
-        if ev.kind == "ir":
-            self.pellet_present = bool(ev.values.get("pellet_present"))
-        if ev.kind == "disconnected" and self.state not in ("done", "paused"):
+        if isinstance(ev, IrEvent):
+            self.pellet_present = bool(ev.pellet_present)
+        if isinstance(ev, DisconnectedEvent) and self.state not in ("done", "paused"):
             self._abort_trial("serial link lost")
             self._pause_reason = "serial link lost"
             self._goto("paused")
@@ -229,7 +239,7 @@ class ReachingTask:
     # ------------------------------------------------------------------ states
     def _dispense(self, ev: str, data: Any) -> None:
         if ev == "entry":
-            self._command("dispense", pellets=1)
+            self._command(DispenseCmd(pellets=1, t_host_ns=self._now))
             self._timer(self.cfg.dispense_timeout_s)
         elif ev in ("dispense_done", "ir") and (self.pellet_present or not self.cfg.pellet_check):
             self._goto("raise")
@@ -244,7 +254,7 @@ class ReachingTask:
 
     def _raise(self, ev: str, data: Any) -> None:
         if ev == "entry":
-            self._command("platform", up=1)
+            self._command(PlatformCmd(up=1, t_host_ns=self._now))
             self._timer(self.cfg.platform_timeout_s)
         elif ev == "servo_done":
             self._goto("wait_response")
@@ -256,7 +266,7 @@ class ReachingTask:
         assert self._rec is not None
         if ev == "entry":
             self._rec.t_presented_ns = self._now
-            self._command("sync_level", level=1)
+            self._command(SyncLevelCmd(level=1, t_host_ns=self._now))
             self._timer(self.cfg.response_window_s)
         elif ev == "ir" and not self.pellet_present:
             self._rec.t_removed_ns = data.t_host_ns if isinstance(data, SerialEvent) else self._now
@@ -276,8 +286,8 @@ class ReachingTask:
 
     def _lower(self, ev: str, data: Any) -> None:
         if ev == "entry":
-            self._command("sync_level", level=0)
-            self._command("platform", up=0)
+            self._command(SyncLevelCmd(level=0, t_host_ns=self._now))
+            self._command(PlatformCmd(up=0, t_host_ns=self._now))
             self._timer(self.cfg.platform_timeout_s)
         elif ev in ("servo_done", "timeout"):
             self._goto("iti")
@@ -299,7 +309,7 @@ class ReachingTask:
     def _done(self, ev: str, data: Any) -> None:
         if ev == "entry":
             self.done = True
-            self._command("platform", up=0)
+            self._command(PlatformCmd(up=0, t_host_ns=self._now))
             self._emit("session_end", detail=self.stats.summary())
 
     # ------------------------------------------------------------------ helpers
@@ -353,8 +363,8 @@ class ReachingTask:
     def _timer(self, seconds: float) -> None:
         self._timer_ns = self._now + int(seconds * 1e9)
 
-    def _command(self, name: str, **args: int) -> None:
-        self._out.append(Command(name=name, args=args, t_host_ns=self._now))
+    def _command(self, cmd: Command) -> None:
+        self._out.append(cmd)
 
     def _emit(self, kind: str, outcome: str = "", detail: dict[str, Any] | None = None) -> None:
         self._out.append(

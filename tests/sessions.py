@@ -46,6 +46,18 @@ def wait_for_log(out: Path, pattern: str, timeout: float = 60) -> re.Match:
     raise TimeoutError(f"{pattern!r} not in session.log after {timeout} s")
 
 
+def wait_for_frames(out: Path, n: int, timeout: float = 120) -> None:
+    """Until every camera's frame table in the session under ``out`` has ``n`` rows (settled frames): the
+    session's own progress, whatever the machine's load."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tables = list(out.glob("*/*.frames.csv"))
+        if tables and all(t.read_bytes().count(b"\n") - 1 >= n for t in tables):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"fewer than {n} frames per camera under {out} after {timeout} s")
+
+
 def ctrl_c(proc: subprocess.Popen) -> None:
     """What a terminal does on Ctrl-C: SIGINT to the whole foreground process group."""
     os.killpg(proc.pid, signal.SIGINT)

@@ -247,9 +247,9 @@ class ArduinoNode(Node):
         # non-blocking when the port has a descriptor (the wait above already slept); while the port is
         # gone the link paces its own reconnect attempts
         for ev in self.link.poll(0 if self.serial_fd is not None else 0.001):
-            if ev.kind == "gap":
-                self.gaps += int(ev.values.get("lost", 0))
-            elif ev.kind == "reconnected":
+            if isinstance(ev, m.GapEvent):
+                self.gaps += ev.lost
+            elif isinstance(ev, m.ReconnectedEvent):
                 self.log.warning("arduino: link back; sending the configuration again")
                 self._reconfigure()
             self._note_event(ev)
@@ -313,23 +313,23 @@ class ArduinoNode(Node):
     # ------------------------------------------------------------------ the clock record
     def _note_event(self, ev: m.SerialEvent) -> None:
         """Feed a serial event to the clock map and the trigger record (may publish triggers)."""
-        if ev.kind == "reboot":
+        if isinstance(ev, m.RebootEvent):
             self._clock_reset()
             return
-        t_recv = ev.values.get("t_recv_ns")
-        if ev.fw_seq >= 0 and ev.t_fw_us >= 0 and t_recv is not None:
-            self.clock.add(ev.t_fw_us, int(t_recv))
-        table = {"rsync": self.sync_table, "frame_clock": self.frames_table}.get(ev.kind)
-        if table is not None:
-            key = "index" if ev.kind == "rsync" else "count"
+        if ev.fw_seq >= 0 and ev.t_fw_us >= 0 and ev.t_recv_ns is not None:
+            self.clock.add(ev.t_fw_us, ev.t_recv_ns)
+        if isinstance(ev, m.RsyncEvent | m.FrameClockEvent):
             line = self.clock.line()
             t_host = line.to_host_ns(ev.t_fw_us) if line is not None else -1
-            table.add(int(ev.values[key]), ev.t_fw_us, t_host)
+            if isinstance(ev, m.RsyncEvent) and self.sync_table is not None:
+                self.sync_table.add(ev.index, ev.t_fw_us, t_host)
+            elif isinstance(ev, m.FrameClockEvent) and self.frames_table is not None:
+                self.frames_table.add(ev.count, ev.t_fw_us, t_host)
         run = self.trun
         if run is None:
             return
-        if ev.kind == "trigger":
-            index = int(ev.values["index"])
+        if isinstance(ev, m.TriggerEvent):
+            index = ev.index
             resid = run.add_report(index, ev.t_fw_us)
             if abs(resid) > TRIGGER_CHECK_TOL_US:
                 self.check_violations += 1
@@ -340,8 +340,8 @@ class ArduinoNode(Node):
                         index, resid, run.period_us,
                     )  # fmt: skip
             self._publish_run(index)
-        elif ev.kind == "trigger_stopped":
-            self.run_count = int(ev.values["count"])
+        elif isinstance(ev, m.TriggerStoppedEvent):
+            self.run_count = ev.count
             self._publish_run(self.run_count - 1)
 
     def _clock_reset(self) -> None:

@@ -14,7 +14,6 @@ closes every file.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ from rig.session import (
     TRUTH_COLUMNS,
     JsonLines,
     Table,
+    event_record,
     hold_writer_lock,
 )
 from rig.session_folder import storage_error
@@ -220,10 +220,10 @@ class RecorderNode(Node):
             elif isinstance(msg, m.TaskEvent):
                 self.on_task_event(topic, msg)
             elif isinstance(msg, m.SerialEvent | m.Command):
-                self.events.write(json.dumps({"topic": topic, **m.to_builtins(msg)}))
+                self.events.write(event_record(topic, msg))
             elif isinstance(msg, m.Control):
                 if msg.command == "mark":
-                    self.events.write(json.dumps({"topic": topic, **m.to_builtins(msg)}))
+                    self.events.write(event_record(topic, msg))
                 elif msg.command == "stop" and topic == "ctl" and msg.detail in ("", self.name):
                     self._stop()
         except OSError as exc:
@@ -290,7 +290,7 @@ class RecorderNode(Node):
             )
 
     def on_task_event(self, topic: str, e: m.TaskEvent) -> None:
-        self.events.write(json.dumps({"topic": topic, **m.to_builtins(e)}))
+        self.events.write(event_record(topic, e))
         if e.kind == "trial_start":
             self.trial_start[e.trial] = e.t_host_ns
         elif e.kind == "trial_end":

@@ -74,10 +74,10 @@ class TaskNode(Node):
 
     def _note_pin(self, ev: m.SerialEvent) -> None:
         """A closed-loop command reached its pin: one trigger -> pin latency for the prediction."""
-        v = ev.values
-        pin = ev.kind == "ttl_fired" or (ev.kind == "ack" and v.get("cmd_name") == "sync_pulse")
-        if pin and int(v.get("cause_trigger_index", -1)) >= 0:
-            self.rule.note_pin(int(v["cause_trigger_index"]), ev.t_host_ns)
+        pin = isinstance(ev, m.TtlFiredEvent) or (isinstance(ev, m.AckEvent) and ev.cmd_name == "sync_pulse")
+        cause = getattr(ev, "cause_trigger_index", None) if pin else None
+        if cause is not None and cause >= 0:
+            self.rule.note_pin(cause, ev.t_host_ns)
 
     def step(self) -> None:
         assert self.sub is not None

@@ -85,11 +85,11 @@ class WorldNode(Node):
                     self.log.info("world: first trigger pulse received (firmware clock)")
                 self.index = msg.index
                 self._fire(msg.t_host_ns, (msg.t_fw_us - self.fw0_us) / 1e6)
-            elif isinstance(msg, m.Command) and msg.name == "platform":
-                self.world.platform(self._t_world(msg.t_host_ns), bool(msg.args.get("up")))
-            elif isinstance(msg, m.Command) and msg.name == "dispense":
+            elif isinstance(msg, m.PlatformCmd):
+                self.world.platform(self._t_world(msg.t_host_ns), bool(msg.up))
+            elif isinstance(msg, m.DispenseCmd):
                 self.world.new_trial(self.world.trial + 1)
-            elif isinstance(msg, m.SerialEvent) and msg.kind == "dispense_done":
+            elif isinstance(msg, m.DispenseDoneEvent):
                 self.world.load_pellet(self._t_world(msg.t_host_ns))
             elif (
                 isinstance(msg, m.NodeStatus)

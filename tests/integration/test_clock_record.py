@@ -268,7 +268,9 @@ def check_record(folder: Path, source: str) -> tuple[dict[str, np.ndarray], dict
     assert clock["wrap"] == {"bits": 32, "period_s": 4294.967296, "wraps": 0}
     t = clock["trigger"]
     assert t["source"] == source and t["stopped_count"] == n and t["published"] == n
-    assert t["check_violations"] == 0 and t["check_residual_us"]["max"] <= 8
+    # a report whose interrupt waited behind another is a few us late (the bound above); which reports
+    # meet another interrupt depends on when the host's commands reached the simulated AVR
+    assert t["check_violations"] == 0 and t["check_residual_us"]["max"] <= 20
     assert t["period_us"] == 8064.5 and t["f_cpu_mhz"] == 16
     return trig, clock
 

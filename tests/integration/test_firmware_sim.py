@@ -21,7 +21,7 @@ from rig.firmware_sim import (
     FirmwareSim,
     pulses,
 )
-from rig.messages import Command, SerialEvent
+from rig.messages import SerialEvent, TtlPulseCmd
 from rig.protocol import PROTOCOL_VERSION, Cmd, encode_command, encode_raw_command
 from rig.serial_link import FirmwareVersionError, SerialLink
 
@@ -157,7 +157,7 @@ def test_ttl_pulse_and_latency_fields(rig: tuple[FirmwareSim, SerialLink]) -> No
     since = sim.now_cycle()
     col = Collector(link)
     t_frame = time.monotonic_ns()
-    cmd = Command(name="ttl_pulse", args={"width_us": 300}, cause_trigger_index=41, cause_t_frame_ns=t_frame)
+    cmd = TtlPulseCmd(width_us=300, cause_trigger_index=41, cause_t_frame_ns=t_frame)
     seq = link.send_command(cmd)
     col.until(lambda ev: any(e.kind == "ttl_fired" for e in ev))
     fired = col.kinds("ttl_fired")[0]

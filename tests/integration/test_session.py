@@ -17,7 +17,7 @@ import pytest
 
 from rig.sim.render import Appearance, SceneRenderer
 from rig.sim.scene import PAW_RADIUS_MM
-from tests.sessions import ctrl_c, run_session, start_session, wait_for_log
+from tests.sessions import ctrl_c, run_session, start_session, wait_for_frames, wait_for_log
 
 pytestmark = [pytest.mark.slow, pytest.mark.firmware, pytest.mark.timeout(400)]
 
@@ -304,14 +304,13 @@ def test_full_disk_fails_cleanly_and_keeps_what_was_written(tmp_path):
 
 
 def test_nodes_stop_and_close_files_when_the_supervisor_is_killed(tmp_path):
-    import time
 
     import psutil
 
     proc = start_session(tmp_path, "--trials", "50")
     try:
         wait_for_log(tmp_path, r"node recorder starting", 60)
-        time.sleep(3)
+        wait_for_frames(tmp_path, 110)
         children = psutil.Process(proc.pid).children(recursive=True)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

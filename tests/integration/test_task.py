@@ -7,11 +7,18 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rig.config import ArduinoConfig, ReachingTaskConfig
-from rig.messages import Command, Point3D, SerialEvent, TaskEvent
+from rig.messages import (
+    SERIAL_EVENTS,
+    Command,
+    Point3D,
+    SerialEvent,
+    TaskEvent,
+)
 from rig.task import ReachingTask, success_rate, trial_outcome
 
 pytestmark = [pytest.mark.slow, pytest.mark.firmware]
@@ -20,8 +27,8 @@ S = 1_000_000_000
 REPO = Path(__file__).resolve().parents[2]
 
 
-def ev(kind: str, t: int, **values: int) -> SerialEvent:
-    return SerialEvent(fw_seq=0, kind=kind, t_fw_us=t // 1000, t_host_ns=t, values=values)
+def ev(kind: str, t: int, **values: Any) -> SerialEvent:
+    return SERIAL_EVENTS[kind](fw_seq=0, t_fw_us=t // 1000, t_host_ns=t, **values)
 
 
 def paw(t: int, xyz: tuple[float, float, float]) -> Point3D:
@@ -163,11 +170,11 @@ def test_pause_on_link_loss_and_resume() -> None:
     rig = FakeRig(task)
     rig.feed(task.start(0))
     rig.wait_state("wait_response")
-    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="disconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.feed(task.on_serial(ev("disconnected", rig.t, reason="unplugged"), rig.t))
     assert task.state == "paused"
     rig.advance(5.0)
     assert task.state == "paused"
-    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="reconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.feed(task.on_serial(ev("reconnected", rig.t, port="/dev/ttyACM0"), rig.t))
     rig.wait_state("done")
     kinds = [e.kind for e in rig.events]
     assert "paused" in kinds and "resumed" in kinds
@@ -209,12 +216,12 @@ def test_user_pause_during_link_loss_holds_after_reconnect() -> None:
     rig = FakeRig(task)
     rig.feed(task.start(0))
     rig.wait_state("wait_response")
-    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="disconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.feed(task.on_serial(ev("disconnected", rig.t, reason="unplugged"), rig.t))
     rig.feed(task.pause(rig.t))
     rig.feed(task.resume(rig.t + 1))  # a user's resume cannot end a link-loss pause
     rig.feed(task.pause(rig.t + 2))
     assert task.state == "paused"
-    rig.feed(task.on_serial(SerialEvent(fw_seq=-1, kind="reconnected", t_fw_us=-1, t_host_ns=rig.t), rig.t))
+    rig.feed(task.on_serial(ev("reconnected", rig.t, port="/dev/ttyACM0"), rig.t))
     rig.wait_state("paused")  # lowered, then held by the user's pause
     assert task.trial == 1 and rig.events[-1].detail["reason"] == "paused by user"
     rig.feed(task.resume(rig.t))

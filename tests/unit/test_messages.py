@@ -7,6 +7,9 @@ import pytest
 
 from rig import messages as m
 from rig.errors import ProtocolError, SchemaMismatch
+from rig.protocol import CMD_BODY, EVENT_BODY, Cmd, encode_device_message, parse_device_payload
+from rig.serial_link import serial_event
+from rig.session import event_record
 
 
 def test_every_message_round_trips():
@@ -39,9 +42,80 @@ def test_every_message_round_trips():
         m.TaskEvent(kind="trial_start", trial=1, t_host_ns=5, detail={"x": 1}),
         m.Stats(node="x", t_host_ns=1, fps=124.0, latency_p50_ms=1.0, latency_p99_ms=2.0, extra={"a": 1.0}),
         m.Control(command="stop", t_host_ns=1, detail="world"),
+        m.IrEvent(fw_seq=4, t_fw_us=100, t_host_ns=5, t_recv_ns=6, pellet_present=1),
+        m.NakEvent(fw_seq=5, t_fw_us=101, t_host_ns=6, cmd=0x7F, cmd_seq=2, code=1, reason="unknown"),
+        m.PlatformCmd(up=1, t_host_ns=3),
     ]
     for msg in samples:
         assert m.decode(m.encode(msg)) == msg
+
+
+def _own_fields(cls: type[msgspec.Struct], common: type[msgspec.Struct]) -> tuple[str, ...]:
+    return tuple(f for f in cls.__struct_fields__ if f not in common.__struct_fields__)
+
+
+def test_serial_events_follow_the_protocol_table():
+    """One typed event per firmware message of rig.protocol.EVENT_BODY, its own fields the table's names
+    in the table's order (what the host adds, the cause and latency of a TTL, comes after)."""
+    for msg, (_fmt, names) in EVENT_BODY.items():
+        cls = m.SERIAL_EVENTS[msg.name.lower()]
+        assert _own_fields(cls, m.SerialEvent)[: len(names)] == names, msg.name
+    host_only = {"ack", "nak", "unknown", "gap", "disconnected", "reconnected", "ack_timeout", "reboot"}
+    assert set(m.SERIAL_EVENTS) == {k.name.lower() for k in EVENT_BODY} | host_only
+
+
+def test_bus_commands_follow_the_protocol_table():
+    for name, cls in m.COMMANDS.items():
+        assert _own_fields(cls, m.Command) == CMD_BODY[Cmd[name.upper()]][1], name
+
+
+def test_a_decoded_firmware_frame_becomes_its_typed_event():
+    wire = encode_device_message(0x9C, 7, 123, bytes([1]) + (42).to_bytes(4, "little"))  # LOOPBACK
+    msg = parse_device_payload(_payload(wire))
+    assert msg is not None
+    ev = serial_event(msg, fw_seq=7, t_fw_us=123, t_host_ns=5, t_recv_ns=6)
+    assert isinstance(ev, m.LoopbackEvent) and (ev.level, ev.count) == (1, 42)
+    assert m.decode(m.encode(ev)) == ev
+
+
+def _payload(wire: bytes) -> bytes:
+    from rig.protocol import cobs_decode
+
+    decoded = cobs_decode(wire[:-1])
+    assert decoded is not None
+    return decoded[:-2]
+
+
+def test_events_jsonl_keeps_kind_values_and_name_args():
+    """The typed bus structs are stored in events.jsonl as the session format documents them: a serial
+    event as kind + values (optional fields left out when absent), a command as name + args."""
+    import json
+
+    ack = m.AckEvent(
+        fw_seq=3, t_fw_us=10, t_host_ns=20, t_recv_ns=21, cmd=0x10, cmd_seq=4, cmd_name="trigger_start",
+        rtt_ns=900, data={"achieved_uhz": 124_000_000, "prescaler": 8, "top": 16128},
+    )  # fmt: skip
+    rec = json.loads(event_record("serial.event", ack))
+    assert rec["kind"] == "ack" and rec["fw_seq"] == 3 and rec["t_fw_us"] == 10
+    assert rec["values"] == {
+        "t_recv_ns": 21, "cmd": 16, "cmd_seq": 4, "cmd_name": "trigger_start", "rtt_ns": 900,
+        "achieved_uhz": 124_000_000, "prescaler": 8, "top": 16128,
+    }  # fmt: skip
+    gap = json.loads(event_record("serial.event", m.GapEvent(fw_seq=-1, t_fw_us=-1, t_host_ns=1, lost=2,
+                                                             expected=5, got=7)))  # fmt: skip
+    assert gap["values"] == {"lost": 2, "expected": 5, "got": 7}
+    cmd = m.TtlPulseCmd(width_us=300, cause_trigger_index=41, cause_t_frame_ns=9, t_host_ns=10)
+    rec = json.loads(event_record("cmd.arduino", cmd))
+    assert (rec["name"], rec["args"], rec["cause_trigger_index"]) == ("ttl_pulse", {"width_us": 300}, 41)
+
+
+def test_a_serial_event_with_a_wrong_field_is_refused():
+    """A bus peer that sends an IR event without its field is refused like any malformed message."""
+    raw = msgspec.msgpack.encode(
+        {"type": "serial.ir", "schema": m.SCHEMA_VERSION, "fw_seq": 1, "t_fw_us": 1, "t_host_ns": 1}
+    )
+    with pytest.raises(ProtocolError, match="pellet_present"):
+        m.decode(raw, "serial.event")
 
 
 def test_other_schema_version_is_refused_with_both_versions():
