@@ -19,6 +19,7 @@ import numpy as np
 
 from analysis.camera import Calibration
 from rig import messages as m
+from rig.config import ClosedLoopConfig, Config
 
 DET_KEEP = 64  # detections kept per camera to match the frame on screen (0.5 s at 124 Hz)
 RECENT = 16  # sampled frames kept per camera to wait for their detections (~0.4 s at a 40 Hz refresh)
@@ -40,35 +41,44 @@ class Zone:
     size_mm: tuple[float, float, float] | None = None
 
 
-def zones_from_config(cfg: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
-    """The zones to draw and the configured pellet position, from a resolved config (as a dict:
-    ``Config.model_dump()``, a session's ``config.json`` or a bridge's info): the region of every closed-loop
-    rule that has one (the built-in zone and rest sphere, or the lab's own rules)."""
+def zones_of(cl: ClosedLoopConfig) -> list[Zone]:
+    """The zones to draw: the region of every closed-loop rule that has one (the built-in zone and rest
+    sphere, or the lab's own rules)."""
+    zones: list[Zone] = []
+    if not cl.enabled:
+        return zones
+    colors = iter(ZONE_COLORS * 8)
+    for name, rule in cl.active_rules().items():
+        z = rule.zone
+        if z is None:
+            continue
+        rest = rule.when in ("reach_onset", "reach_offset")
+        label = ("rest" if rest else "closed-loop zone") if not cl.rules else name
+        color = REST_COLOR if rest else next(colors)
+        if z.shape == "box" and z.size_mm is not None:
+            zones.append(Zone(label, _vec(z.center_mm), max(z.size_mm) / 2, color, _vec(z.size_mm)))
+        else:
+            zones.append(Zone(label, _vec(z.center_mm), float(z.radius_mm or 0), color))
+    return zones
+
+
+def zones_from_config(cfg: Config) -> tuple[list[Zone], tuple[float, float, float] | None]:
+    """The zones to draw and the configured pellet position of a session's resolved config."""
+    return zones_of(cfg.pipeline.closed_loop), _vec(cfg.experiment.reaching.pellet_xyz_mm)
+
+
+def zones_from_recorded_config(raw: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:
+    """The same from a recorded session's ``config`` (a dict, perhaps written by another version: what
+    does not validate is not outlined)."""
     from pydantic import ValidationError
 
-    from rig.config import ClosedLoopConfig
-
-    zones = []
     try:
-        cl = ClosedLoopConfig.model_validate((cfg.get("pipeline") or {}).get("closed_loop") or {})
+        cl = ClosedLoopConfig.model_validate((raw.get("pipeline") or {}).get("closed_loop") or {})
     except ValidationError:  # a session recorded by another version: nothing to outline
         cl = ClosedLoopConfig(enabled=False)
-    if cl.enabled:
-        colors = iter(ZONE_COLORS * 8)
-        for name, rule in cl.active_rules().items():
-            z = rule.zone
-            if z is None:
-                continue
-            rest = rule.when in ("reach_onset", "reach_offset")
-            label = ("rest" if rest else "closed-loop zone") if not cl.rules else name
-            color = REST_COLOR if rest else next(colors)
-            if z.shape == "box" and z.size_mm is not None:
-                zones.append(Zone(label, _vec(z.center_mm), max(z.size_mm) / 2, color, _vec(z.size_mm)))
-            else:
-                zones.append(Zone(label, _vec(z.center_mm), float(z.radius_mm or 0), color))
-    reaching = (cfg.get("experiment") or {}).get("reaching") or {}
+    reaching = (raw.get("experiment") or {}).get("reaching") or {}
     pellet = _vec(reaching["pellet_xyz_mm"]) if "pellet_xyz_mm" in reaching else None
-    return zones, pellet
+    return zones_of(cl), pellet
 
 
 def zones_from_bridge_info(raw: dict[str, Any]) -> tuple[list[Zone], tuple[float, float, float] | None]:

@@ -19,7 +19,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from rig import messages as m
-from rig.display.model import zones_from_config
+from rig.display.model import zones_from_recorded_config
 from rig.display.window import ViewerBase
 from rig.errors import InputError
 from rig.session import Session, y_plane
@@ -100,7 +100,7 @@ class ReviewWindow(ViewerBase):
         self.boxes = self._boxes(session.detections)
         self._points(session.points3d)
         self._pellet(session.truth)
-        zones, self.pellet_configured = zones_from_config(session.config or {})
+        zones, self.pellet_configured = zones_from_recorded_config(session.config or {})
         self.traces.set_zones(zones)
         self.trials = [
             (int(t["trial"]), int(t["t_start_ns"]), int(t["t_end_ns"]), t["outcome"]) for t in session.trials

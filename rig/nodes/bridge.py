@@ -80,7 +80,7 @@ class BridgeNode(Node):
         except Exception as exc:  # the bridge works without a calibration (no reprojection then)
             self.log.warning("bridge: no calibration for remote consumers: %s", exc)
             calib = None
-        zones, pellet = zones_from_config(self.cfg.model_dump(mode="json"))
+        zones, pellet = zones_from_config(self.cfg)
         self.info: dict[str, Any] = {
             "schema": m.SCHEMA_VERSION,
             "session_id": self.rt.session_id,

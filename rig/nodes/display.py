@@ -38,7 +38,7 @@ class DisplayNode(Node):
             self.log.warning("display: no calibration, no reprojection: %s", exc)
             calib = None
         self.state = LiveState(cams, calib)
-        self.state.zones, self.state.pellet_configured = zones_from_config(self.cfg.model_dump(mode="json"))
+        self.state.zones, self.state.pellet_configured = zones_from_config(self.cfg)
         for c, cc in self.cfg.rig.cameras.items():
             self.state.views[c].full_size = (cc.width, cc.height)
         self.source = BusSource(self.sub.sock, self.rt.session_id, self.publish, on_message=self._watch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rig.config import ClosedLoopConfig
-from rig.display.model import REST_COLOR, zones_from_config
+from rig.display.model import REST_COLOR, zones_from_recorded_config
 
 
 def _cfg(closed_loop: dict) -> dict:
@@ -14,7 +14,7 @@ def _cfg(closed_loop: dict) -> dict:
 
 
 def test_built_in_rules_give_the_zone_and_the_rest_sphere() -> None:
-    zones, _ = zones_from_config(
+    zones, _ = zones_from_recorded_config(
         _cfg({"enabled": True, "zone_center_mm": [1, 2, 3], "zone_radius_mm": 4, "rest_radius_mm": 7})
     )
     by = {z.label: z for z in zones}
@@ -24,7 +24,7 @@ def test_built_in_rules_give_the_zone_and_the_rest_sphere() -> None:
 
 def test_lab_rules_give_their_own_regions_spheres_and_boxes() -> None:
     out = {"kind": "ttl_pulse"}
-    zones, _ = zones_from_config(
+    zones, _ = zones_from_recorded_config(
         _cfg(
             {
                 "enabled": True,
@@ -51,7 +51,7 @@ def test_lab_rules_give_their_own_regions_spheres_and_boxes() -> None:
 def test_box_outline_is_its_twelve_edges() -> None:
     from rig.display.window import _box_edges  # Qt is imported, no window opened
 
-    zones, _ = zones_from_config(
+    zones, _ = zones_from_recorded_config(
         _cfg(
             {
                 "enabled": True,
@@ -70,3 +70,15 @@ def test_box_outline_is_its_twelve_edges() -> None:
     assert ((d > 0).sum(axis=1) == 1).all()  # each edge runs along one axis
     assert sorted(d.max(axis=1).tolist()) == [2.0] * 4 + [4.0] * 4 + [6.0] * 4
     assert np.allclose(p.reshape(-1, 3).mean(axis=0), [1, 1, 1])
+
+
+def test_live_and_recorded_configs_give_the_same_zones() -> None:
+    """The live display reads the typed config, the review a recorded session's dict: same outlines."""
+    from rig.config import DEFAULT_CONFIG, load_config
+    from rig.display.model import zones_from_config
+
+    over = {"pipeline": {"closed_loop": {"enabled": True, "zone_radius_mm": 3, "rest_radius_mm": 6}}}
+    cfg = load_config(DEFAULT_CONFIG, over).config
+    live = zones_from_config(cfg)
+    recorded = zones_from_recorded_config(cfg.model_dump(mode="json"))
+    assert live == recorded and {z.label for z in live[0]} == {"closed-loop zone", "rest"}
