@@ -26,6 +26,13 @@ One PASS/FAIL/SKIP line per check, a JSON report, exit 1 on any FAIL:
    +:data:`LOOPBACK_WIDTH_LONG_US`: the end is timed in the firmware's loop). It also reports host
    command -> pin (through the link's clock map). Without the declaration: SKIP with the reason. In
    simulation the harness wires D6 to D12.
+6. **frame clock**: with ``rig.arduino.frame_clock: true`` (an imaging system's frame-out wired to D8, the
+   record ``deepbehavior align`` uses) the check listens :data:`FRAME_CLOCK_S` seconds: PASS when at
+   least :data:`FRAME_CLOCK_MIN_EDGES` rising edges arrive with the firmware's edge counter unbroken,
+   with the rate measured on the firmware clock and any interval over 1.5 periods (a frame the imaging
+   system did not signal) in the detail; no edges: FAIL naming the wiring. In simulation D8 is driven
+   only by ``rig.arduino.simulator.imaging_clock`` (without it the check sees what an unwired board
+   shows). Without the declaration: SKIP with the reason.
 
 A user mistake (bad config, no board on the port, busy port, no permission, camera not found, no
 answer to the handshake) is one line and a non-zero exit, as everywhere in the CLI.
@@ -86,6 +93,8 @@ LOOPBACK_NOT_DECLARED = (
     "declared; wire one and set it to true to time the output"
 )
 LOOPBACK_PULSES = 5
+FRAME_CLOCK_S = 2.0  # how long the frame-clock check listens on D8
+FRAME_CLOCK_MIN_EDGES = 3
 LOOPBACK_MAX_US = (
     50.0  # TTL_FIRED's time vs the edge on D12: micros()' 4 us steps and the interrupt's own time
 )
@@ -680,6 +689,54 @@ def check_loopback(board: Board, arduino: ArduinoConfig) -> CheckResult:
     return CheckResult("loopback", _pass_fail(ok_latency and ok_width), detail, values)
 
 
+def check_frame_clock(board: Board, arduino: ArduinoConfig) -> CheckResult:
+    """Listen on D8 for the imaging system's frame clock (see the module's docstring)."""
+    if not arduino.frame_clock:
+        return CheckResult(
+            "frame clock", "SKIP", "rig.arduino.frame_clock is false: no imaging frame clock declared on D8"
+        )
+    board.link.command(Cmd.INPUTS, **arduino.inputs_command())
+    if board.sim is not None and arduino.simulator.imaging_clock is not None:
+        board.sim.command(arduino.simulator.imaging_clock.harness_command())
+    since = len(board.events)
+    deadline = time.monotonic() + FRAME_CLOCK_S
+    while time.monotonic() < deadline:
+        board.poll()
+    edges = [e for e in board.events[since:] if isinstance(e, m.FrameClockEvent)]
+    return frame_clock_result(edges)
+
+
+def frame_clock_result(edges: list[m.FrameClockEvent]) -> CheckResult:
+    """The frame clock from its FRAME_CLOCK events: edges seen, counter continuity, rate on the firmware
+    clock, intervals over 1.5 periods."""
+    if len(edges) < FRAME_CLOCK_MIN_EDGES:
+        return CheckResult(
+            "frame clock",
+            "FAIL",
+            f"{len(edges)} rising edge(s) on D8 in {FRAME_CLOCK_S:g} s: is the imaging system acquiring, "
+            "and its frame-out (TTL, 5 V or 3.3 V) wired to D8 with a common ground?",
+            {"edges": len(edges)},
+        )
+    counts = np.array([e.count for e in edges])
+    t_us = np.array([e.t_fw_us for e in edges], dtype=float)
+    skipped = int(np.sum(np.diff(counts) != 1))
+    dt = np.diff(t_us)
+    period = float(np.median(dt))
+    rate = (counts[-1] - counts[0]) / ((t_us[-1] - t_us[0]) / 1e6) if t_us[-1] > t_us[0] else 0.0
+    long_gaps = int(np.sum(dt > 1.5 * period))
+    ok = skipped == 0 and rate > 0
+    detail = (
+        f"{len(edges)} edges on D8 in {FRAME_CLOCK_S:g} s: {rate:.3f} Hz on the firmware clock, period "
+        f"median {period / 1000:.3f} ms, p99 deviation {np.percentile(np.abs(dt - period), 99):.0f} us"
+    )
+    if long_gaps:
+        detail += f"; {long_gaps} interval(s) over 1.5 periods (frames the imaging system did not signal?)"
+    if skipped:
+        detail += f": the firmware's edge counter jumped {skipped} time(s) (events lost on the way)"
+    values = {"edges": len(edges), "rate_hz": round(rate, 6), "period_us": period, "long_gaps": long_gaps}
+    return CheckResult("frame clock", _pass_fail(ok), detail, values)
+
+
 # ----------------------------------------------------------------------------- the whole check
 def _skip_all(names: list[str], reason: str) -> list[CheckResult]:
     return [CheckResult(n, "SKIP", reason) for n in names]
@@ -713,7 +770,7 @@ def run_checks(
         add([CheckResult("board", "SKIP", "no rig.arduino in the config: nothing to check on a board")])
         add(check_cameras_without_board(loaded))
         add(_skip_all(BOARD_CHECKS[1:], "no rig.arduino in the config"))
-        add([CheckResult("loopback", "SKIP", "no rig.arduino in the config")])
+        add(_skip_all(["loopback", "frame clock"], "no rig.arduino in the config"))
         return out
     with ExitStack() as stack:
         try:
@@ -721,7 +778,10 @@ def run_checks(
         except FirmwareVersionError as exc:
             add([CheckResult("board", "FAIL", str(exc))])
             add(
-                _skip_all(["trigger", "cameras", *BOARD_CHECKS[1:], "loopback"], "the board failed its check")
+                _skip_all(
+                    ["trigger", "cameras", *BOARD_CHECKS[1:], "loopback", "frame clock"],
+                    "the board failed its check",
+                )
             )
             return out
         board = Board(link, sim)
@@ -743,6 +803,7 @@ def run_checks(
         add(_guarded("ttl", lambda: [check_ttl(board, arduino)]))
         add(_guarded("sync", lambda: [check_sync(board, arduino)]))
         add(_guarded("loopback", lambda: [check_loopback(board, arduino)]))
+        add(_guarded("frame clock", lambda: [check_frame_clock(board, arduino)]))
         if board.link.stats.lost:
             add(
                 [

@@ -12,7 +12,17 @@ from typing import Any
 import pytest
 import yaml
 
-from rig.check import LOOPBACK_MAX_US, Board, Frame, camera_result, cameras_result, check_loopback, run_checks
+from rig.check import (
+    LOOPBACK_MAX_US,
+    Board,
+    Frame,
+    camera_result,
+    cameras_result,
+    check_frame_clock,
+    check_loopback,
+    frame_clock_result,
+    run_checks,
+)
 from rig.cli import main
 from rig.config import load_config
 from rig.simulate import sim_overrides
@@ -50,6 +60,8 @@ def test_reaching_rig_in_simulation_passes(
         assert f"PASS  {name} " in out  # one line per check
     loop = checks["loopback"]  # the template declares no jumper: the reason says how to get the check
     assert loop["status"] == "SKIP" and "rig.arduino.loopback" in loop["detail"], loop
+    clock = checks["frame clock"]  # nor an imaging frame clock on D8
+    assert clock["status"] == "SKIP" and "rig.arduino.frame_clock" in clock["detail"], clock
     trig = checks["trigger"]["values"]
     assert trig["pulses_fired"] == trig["reports"] == 124 * 3  # 3 s at 124 Hz
     assert abs(trig["measured_hz_fw_clock"] - 124) < 124e-3
@@ -159,6 +171,54 @@ def test_loopback_times_the_ttl_on_the_firmware_clock(firmware_built: None, jump
     v = result.values
     assert v["pulses"] == 5 and all(abs(x) <= LOOPBACK_MAX_US for x in v["edge_minus_fired_us"])
     assert all(1000 - 8 <= w <= 1000 + 300 for w in v["width_us"])
+
+
+@pytest.mark.firmware
+@pytest.mark.parametrize("wired", [True, False])
+def test_frame_clock_is_heard_on_d8_and_its_rate_measured(firmware_built: None, wired: bool) -> None:
+    """With rig.arduino.frame_clock the check listens on D8: the simulated imaging clock (40 Hz, 2 % of
+    its pulses missing) is heard with its rate on the firmware clock; declared but not driven (an
+    unwired board) it fails naming the wiring."""
+    import threading
+
+    from rig.config import ArduinoConfig, ImagingClockSimConfig, SimulatorConfig
+    from rig.firmware_sim import FirmwareSim
+    from rig.serial_link import SerialLink
+
+    imaging = ImagingClockSimConfig(rate_hz=40.0, drop_permille=20, jitter_us=50) if wired else None
+    cfg = ArduinoConfig(frame_clock=True, simulator=SimulatorConfig(imaging_clock=imaging))
+    with FirmwareSim(realtime=True) as sim:
+        link = SerialLink(sim.pty_path, watchdog_ms=0)
+        threading.Timer(0.2, sim.release).start()
+        link.open()
+        try:
+            result = check_frame_clock(Board(link, sim), cfg)
+        finally:
+            link.close()
+    if not wired:
+        assert result.status == "FAIL" and "wired to D8" in result.detail, result
+        return
+    assert result.status == "PASS", result
+    v = result.values
+    assert v["edges"] >= 40 and abs(v["rate_hz"] - 40.0) < 40 * 0.03, v  # dropped pulses lower the count
+    assert abs(v["period_us"] - 25_000) < 200, v
+
+
+def test_frame_clock_result_counts_gaps_and_counter_jumps() -> None:
+    from rig.messages import FrameClockEvent
+
+    def edges(counts: list[int], times_ms: list[float]) -> list[FrameClockEvent]:
+        return [
+            FrameClockEvent(fw_seq=i, t_fw_us=int(t * 1000), t_host_ns=0, count=c)
+            for i, (c, t) in enumerate(zip(counts, times_ms, strict=True))
+        ]
+
+    missing = frame_clock_result(edges([0, 1, 2, 3, 4], [0, 33.3, 66.7, 133.3, 166.7]))  # a pulse not sent
+    assert missing.status == "PASS" and missing.values["long_gaps"] == 1, missing
+    assert "1 interval(s) over 1.5 periods" in missing.detail
+    jumped = frame_clock_result(edges([0, 1, 3, 4, 5], [0, 33.3, 100, 133.3, 166.7]))  # an edge event lost
+    assert jumped.status == "FAIL" and "counter jumped 1 time" in jumped.detail, jumped
+    assert frame_clock_result(edges([0, 1], [0, 33.3])).status == "FAIL"
 
 
 def test_loopback_not_declared_is_a_skip_with_its_reason() -> None:
