@@ -3,9 +3,14 @@
 normal priority), then what the session folder holds.
 
 Reports per camera frames recorded vs trigger pulses, frames lost (dropped rows), firmware events lost
-(sequence gaps, from ``deepbehavior session --verify``), the RSS of every node at start and end (memory
-must stay flat), file sizes, and frame -> 3-D p50/p99 per window. Writes the ``soak`` (or ``soak-hog``)
-block of BENCHMARKS.md.
+(sequence gaps, from ``deepbehavior session --verify``), the memory of every node (memory must stay
+flat), file sizes, and frame -> 3-D p50/p99 per window. Writes the ``soak`` (or ``soak-hog``, or
+``--block``) block of BENCHMARKS.md.
+
+Memory per node: RSS (resident, including the shared-memory frame rings the node has touched: up to
+``ring_slots`` x frame size per camera it reads) and USS (its own pages only, what a leak grows), each
+at its first sample after ``--warm-s`` (models loaded, rings touched), at the end and at most, and the
+USS slope from a straight-line fit over the samples after warm-up, in MB per hour.
 
     python scripts/bench_soak.py --minutes 60
     python scripts/bench_soak.py --minutes 10 --hog 1
@@ -31,15 +36,43 @@ from benchlib import machine, pct, write_block
 CLI = [sys.executable, "-m", "rig.cli"]
 
 
-def child_rss(sup: psutil.Process) -> dict[str, float]:
-    """MB resident per child process of the supervisor, by pid (named from the session log later)."""
+def child_rss(sup: psutil.Process) -> dict[str, tuple[float, float]]:
+    """(RSS, USS) in MB per child process of the supervisor, by pid (named from the session log later)."""
     out = {}
     for p in sup.children(recursive=True):
         try:
-            out[f"{p.pid}"] = p.memory_info().rss / 1e6
+            mem = p.memory_full_info()
+            out[f"{p.pid}"] = (mem.rss / 1e6, mem.uss / 1e6)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
+
+
+def memory_table(
+    samples: list[tuple[float, dict[str, tuple[float, float]]]], names: dict[str, str], warm_s: float
+) -> list[str]:
+    """Per process, after warm-up (nodes start one by one and leave one by one at the end): RSS and USS
+    first / last / max, and the USS slope (MB/h) of a straight line through the warm samples."""
+    seen: dict[str, list[tuple[float, float, float]]] = {}
+    for t, x in samples:
+        for pid, (rss, uss) in x.items():
+            if t >= warm_s:
+                seen.setdefault(pid, []).append((t, rss, uss))
+    lines = [
+        "",
+        f"Memory after {warm_s:g} s of warm-up (RSS includes the frame rings a node reads; USS is its own):",
+        "",
+        "| node | RSS MB first | last | max | USS MB first | last | max | USS slope MB/h | samples |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pid in sorted(seen, key=lambda k: names.get(k, k)):
+        t, rss, uss = (np.array(c) for c in zip(*seen[pid], strict=True))
+        slope = float(np.polyfit(t / 3600, uss, 1)[0]) if len(t) >= 3 else float("nan")
+        lines.append(
+            f"| {names.get(pid, 'pid ' + pid)} | {rss[0]:.0f} | {rss[-1]:.0f} | {rss.max():.0f} | "
+            f"{uss[0]:.0f} | {uss[-1]:.0f} | {uss.max():.0f} | {slope:+.1f} | {len(t)} |"
+        )
+    return lines
 
 
 def pid_names(folder: Path) -> dict[str, str]:
@@ -58,7 +91,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--hog", type=int, default=0, help="busy loops at normal priority beside the session")
     ap.add_argument("--window-min", type=float, default=5.0, help="minutes per latency window")
-    ap.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS samples")
+    ap.add_argument("--sample-s", type=float, default=30.0, help="seconds between memory samples")
+    ap.add_argument("--warm-s", type=float, default=90.0, help="memory growth is counted after this")
+    ap.add_argument("--block", help="BENCHMARKS.md block to write (default soak, or soak-hog)")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-write", action="store_true")
@@ -73,7 +108,7 @@ def main() -> int:
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sup = psutil.Process(proc.pid)
-    samples: list[tuple[float, dict[str, float]]] = []
+    samples: list[tuple[float, dict[str, tuple[float, float]]]] = []
     try:
         while proc.poll() is None:
             time.sleep(min(args.sample_s, 5.0) if not samples else args.sample_s)
@@ -113,18 +148,7 @@ def main() -> int:
     fw = [ln for ln in verify.stdout.splitlines() if "firmware" in ln or "task commands" in ln]
     lines += ["", f"`session --verify` (exit {verify.returncode}): " + "; ".join(x.strip() for x in fw)]
     if samples:
-        # per process: its first and last sample (nodes start one by one and leave one by one at the end),
-        # and its largest
-        seen: dict[str, list[float]] = {}
-        for _, x in samples:
-            for pid, mb in x.items():
-                seen.setdefault(pid, []).append(mb)
-        lines += ["", "| node | RSS MB first | RSS MB last | max | samples |", "|---|---|---|---|---|"]
-        for pid in sorted(seen, key=lambda k: names.get(k, k)):
-            v = seen[pid]
-            lines.append(
-                f"| {names.get(pid, 'pid ' + pid)} | {v[0]:.0f} | {v[-1]:.0f} | {max(v):.0f} | {len(v)} |"
-            )
+        lines += memory_table(samples, names, args.warm_s)
     p = s.points3d
     if p and len(p.get("t_frame_ns", [])):
         lat = (p["t_out_ns"] - p["t_frame_ns"]) / 1e6
@@ -143,7 +167,7 @@ def main() -> int:
     print(report)
     if not args.no_write:
         write_block(
-            "soak-hog" if args.hog else "soak",
+            args.block or ("soak-hog" if args.hog else "soak"),
             f"### Soak{' beside CPU hogs' if args.hog else ''}\n\n" + report,
         )
     if args.keep:
