@@ -1,14 +1,17 @@
 """``deepbehavior detect ...``: the training workflow as CLI subcommands.
 
-    detect extract VIDEO OUT [-n 200]                 diverse frames (k-means) for labeling
+    detect extract VIDEO|SESSION OUT [-n 200]         diverse frames (k-means) for labeling
     detect label FRAMES LABELS.json [--names a,b]     the labeling tool (resumes where it stopped)
+    detect label FRAMES CollectedData_me.csv --points snout,tail   keypoints, DeepLabCut's table
     detect convert --from {seed,yolo,dlc} SRC --to {seed,yolo} DST [--names ...] [--group head=snout,leftear]
                    [--split 0.7,0.15,0.15 --seed 0]   seeded train/val/test split, stratified by source video
     detect train DATA OUT [--model yolo11n.yaml | --model my.pt] [--compare other.yaml|.pt] [--seed 0]
                    ends by picking the confidence threshold on val, storing it (best.json), evaluating test
     detect evaluate MODEL DATA OUT [--labels DIR] [--radius 20]   mAP (COCO), P/R, pixel error, worst.png
+                   (a keypoint model on DLC labels: pixel error per keypoint, [--calibration C --camera N] mm)
     detect train-points DLC.csv OUT [--parts a,b] [--steps 600]  keypoint (heatmap) model from scratch
-    detect mine MODEL VIDEO OUT [-n 50]               hard frames -> OUT/queue.json + PNGs
+    detect mine MODEL SESSION|VIDEO OUT [-n 50]       hard frames (views disagree in 3-D, low confidence)
+                                                      -> OUT/queue.csv (session) or queue.json + PNGs
     detect export CHECKPOINT OUT.onnx [--frames DIR] [--tensorrt]
 
 Class names come from ``--names a,b,c`` or a YAML file with a ``names`` list/dict (``--names-file``,
@@ -71,8 +74,12 @@ def _load(fmt: str, src: str, args: argparse.Namespace, option: str = "--from") 
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from detection.extract import extract_diverse
+    from detection.extract import extract_diverse, extract_session
 
+    if Path(args.video).is_dir():
+        paths = extract_session(args.video, args.out, n=args.n, stride=args.stride)
+        print(f"{len(paths)} frames ({args.n} per camera at most) -> {args.out}")
+        return 0
     paths = extract_diverse(args.video, args.out, n=args.n, stride=args.stride)
     print(f"{len(paths)} frames -> {args.out}")
     return 0
@@ -128,6 +135,7 @@ def cmd_train_points(args: argparse.Namespace) -> int:
 
     from detection import keypoints as kp
     from detection.datasets import parse_fractions, split_keys
+    from detection.evaluate import write_point_report
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
     ds = kp.load_dlc_points(args.csv, parts, skip_missing=args.skip_missing)
@@ -135,7 +143,7 @@ def cmd_train_points(args: argparse.Namespace) -> int:
     tr, va, te = (ds.subset(sp[s]) for s in ("train", "val", "test"))
     print(f"{len(ds)} labeled frames, parts {ds.names}: train {len(tr)}, val {len(va)}, test {len(te)}")
     recipe = kp.Recipe(steps=args.steps, crop=args.crop, arch=args.arch)
-    model = kp.train_keypoints(tr, recipe, seed=args.seed, threads=args.threads, progress=_say)
+    model = kp.train_keypoints(tr, recipe, seed=args.seed, threads=args.threads, progress=_say, search=True)
     runner = kp.TorchKeypointRunner(model, confidence=0.0)
     ev, cv, _ = kp.point_errors(runner, va)
     neg_v = kp.negative_confidences(runner, kp.negative_crops(va, args.crop, seed=args.seed))
@@ -143,20 +151,19 @@ def cmd_train_points(args: argparse.Namespace) -> int:
     out = Path(args.out)
     onnx = kp.export_keypoints_onnx(model, out / "keypoints.onnx")
     ds_eval, which = (te, "test") if len(te) else (va, "val")
-    err, conf, _ = kp.point_errors(runner, ds_eval)
-    neg = kp.negative_confidences(runner, kp.negative_crops(ds_eval, args.crop, seed=args.seed + 1))
-    res = kp.summarize_points(ds.names, err, conf, neg, model.confidence, args.radius)
+    res = kp.evaluate_points(kp.KeypointOnnxRunner(onnx, threads=args.threads), ds_eval, model.confidence,
+                             args.radius, crop_px=args.crop, seed=args.seed + 1)  # fmt: skip
+    rep = write_point_report(res, ds_eval, out / "report")
     card = {"confidence_threshold": model.confidence, "threshold_picked_on": f"val ({len(va)} frames)",
-            "train_s": round(model.train_s, 1), which: [r.__dict__ for r in res]}  # fmt: skip
+            "train_s": round(model.train_s, 1), "splits": {s: sorted(map(str, sp[s])) for s in sp},
+            which: [r.__dict__ for r in res.parts]}  # fmt: skip
     (out / "keypoints.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
     print(
         f"trained in {model.train_s / 60:.1f} min; "
         f"confidence threshold {model.confidence:.3f} (picked on val)"
     )
-    print(f"{which} split, {len(ds_eval)} frames, whole frames, radius {args.radius:g} px:")
-    for r in res:
-        print(f"{r.name:>12}: hits {r.hits}/{r.n}  error median {r.median_px:.1f} px  p90 {r.p90_px:.1f} px  "
-              f"false positives on {r.fp_negative}/{r.n_negative} crops without the animal")  # fmt: skip
+    print(f"{which} split: " + "\n".join(res.summary_lines()))
+    print(f"report {rep}, worst frames {rep.parent / 'worst.png'}")
     print(f"model: {onnx} (runner 'onnxruntime'; a {recipe.box_px:g}-px box per keypoint, class = keypoint)")
     return 0
 
@@ -169,15 +176,47 @@ def _runner(model: str, conf: float, imgsz: int | None) -> Any:
     return UltralyticsRunner(model, confidence=conf, input_size=imgsz)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detection.evaluate import candidates_runner, evaluate_predictions, predict_dataset, write_report
+def _evaluate_points(args: argparse.Namespace) -> int:
+    """``detect evaluate`` of a keypoint model on DeepLabCut labels (:func:`keypoints.evaluate_points`)."""
+    from detection import keypoints as kp
+    from detection.datasets import image_shape
+    from detection.evaluate import mm_per_px, write_point_report
     from detection.runners import resolve_confidence
 
+    if not args.data.lower().endswith(".csv") or args.labels:
+        raise DetectionError(f"{args.model} is a keypoint model: DATA is a DeepLabCut CollectedData CSV")
+    runner = kp.KeypointOnnxRunner(args.model, confidence=0.0, input_size=args.imgsz)
+    ds = kp.load_dlc_points(args.data, runner.names, skip_missing=args.skip_missing)
+    scale, note = None, ""
+    if args.calibration:
+        widths = {image_shape(k, args.data)[1] for k in ds.items}
+        if len(widths) > 1:
+            raise DetectionError(
+                f"{args.data}: frames of widths {sorted(widths)}: mm need one camera's frames"
+            )
+        scale, note = mm_per_px(args.calibration, args.camera, args.distance_mm, widths.pop())
+    conf = resolve_confidence(args.conf, args.model)
+    ev = kp.evaluate_points(runner, ds, conf, args.radius, runner.crop, mm_per_px=scale, mm_note=note)
+    rep = write_point_report(ev, ds, args.out)
+    print("\n".join(ev.summary_lines()))
+    print(f"report {rep}, worst frames {Path(args.out) / 'worst.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detection.evaluate import candidates_runner, evaluate_predictions, predict_dataset, write_report
+    from detection.keypoints import is_keypoint_model
+    from detection.runners import resolve_confidence
+
+    if is_keypoint_model(args.model):
+        return _evaluate_points(args)
+    if args.calibration:
+        raise DetectionError("--calibration is for keypoint models")
     if args.labels and args.format != "yolo":
         raise DetectionError("--labels is for --format yolo (a YOLO labels folder)")
     ds = _load(args.format, args.data, args, "--format")
     conf = resolve_confidence(args.conf, args.model)
-    preds = predict_dataset(candidates_runner(_runner(args.model, 0.001, args.imgsz)), ds)
+    preds = predict_dataset(candidates_runner(_runner(args.model, 0.001, args.imgsz or 320)), ds)
     res = evaluate_predictions(ds, preds, report_conf=conf, radius_px=args.radius)
     rep = write_report(res, args.out, title=Path(args.model).name, truth=ds, preds=preds)
     print("\n".join(res.summary_lines()))
@@ -185,12 +224,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mine(args: argparse.Namespace) -> int:
-    from detection.mining import mine_video
+def _mining_runner(model: str, floor: float, imgsz: int | None) -> Any:
+    """A runner of a box or keypoint model (``.onnx`` / ``.pt``) returning boxes down to ``floor``."""
+    from detection.runners import make_runner
+    from detection.settings import DetectorSettings
 
-    q = mine_video(_runner(args.model, 0.1, args.imgsz), args.video, args.out, n=args.n,
-                   n_classes=len(_names(args)), stride=args.stride)  # fmt: skip
-    print(f"queue: {q}")
+    if not Path(model).is_file():
+        raise DetectionError(f"model file {model} does not exist")
+    kind = "ultralytics" if Path(model).suffix.lower() == ".pt" else "onnxruntime"
+    return make_runner(
+        DetectorSettings(runner=kind, model=model, confidence=floor, options={"input_size": imgsz})
+    )
+
+
+def cmd_mine(args: argparse.Namespace) -> int:
+    from detection.mining import mine_session, mine_video
+    from detection.runners import resolve_confidence
+
+    if not Path(args.video).is_dir():
+        imgsz = args.imgsz or 320
+        q = mine_video(_runner(args.model, 0.1, imgsz), args.video, args.out, n=args.n,
+                       n_classes=len(_names(args)), stride=args.stride)  # fmt: skip
+        print(f"queue: {q}")
+        return 0
+    threshold = resolve_confidence(args.conf, args.model)
+    runner = _mining_runner(args.model, min(0.05, threshold / 2), args.imgsz)
+    names = list(getattr(runner, "names", None) or _names(args))
+    res = mine_session(runner, args.video, args.out, names, threshold, n=args.n, stride=args.stride,
+                       reproj_px=args.reproj_px)  # fmt: skip
+    print(f"{res.triggers} triggers scored (every {args.stride}), operating confidence {threshold:.3f}, "
+          f"reprojection limit {args.reproj_px:g} px")  # fmt: skip
+    print("\n".join(res.summary))
+    gap = 5 * args.stride
+    print(f"queued: the {len(res.chosen)} hardest triggers (at least {gap} apart), {res.rows} images")
+    print(f"queue: {res.queue} (open it with: deepbehavior detect label {res.queue} LABELS)")
     return 0
 
 
@@ -234,6 +301,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     from detection.label_tool import main as label_main
 
     extra = ["--yolo", args.yolo] if args.yolo else []
+    for opt in ("points", "scorer", "root"):
+        if getattr(args, opt):
+            extra += [f"--{opt}", getattr(args, opt)]
     return label_main([args.frames, args.labels, "--names", ",".join(_names(args)), *extra])
 
 
@@ -287,10 +357,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="DLC: leave out (with a warning) rows whose image is missing",
         )
 
-    q = add("extract", "diverse frames from a video by k-means")
-    q.add_argument("video")
-    q.add_argument("out")
-    q.add_argument("-n", type=int, default=200)
+    q = add("extract", "diverse frames (k-means) from a video, or from each camera of a session folder")
+    q.add_argument("video", metavar="SOURCE", help="a video, or a session folder (every camera's video)")
+    q.add_argument("out", help="folder for the PNGs (for DeepLabCut tables: PROJECT/labeled-data/NAME)")
+    q.add_argument("-n", type=int, default=200, help="frames (per camera for a session)")
     q.add_argument("--stride", type=int, default=1)
     q.set_defaults(func=_safe(cmd_extract))
 
@@ -310,10 +380,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     names_args(q)
     q.set_defaults(func=_safe(cmd_convert))
 
-    q = add("label", "labeling tool (Qt): two clicks per box; writes seed JSON (+ YOLO txt)")
-    q.add_argument("frames")
-    q.add_argument("labels", help="seed JSON file (created, or resumed where it stopped)")
+    q = add(
+        "label",
+        "labeling tool (Qt): boxes (two clicks each; seed JSON + YOLO txt) or, with --points, keypoints "
+        "(one click per body part; DeepLabCut CollectedData csv + h5)",
+    )
+    q.add_argument("frames", help="folder of images, or the queue.csv 'detect mine' wrote")
+    q.add_argument(
+        "labels",
+        help="seed JSON file, or a DeepLabCut CollectedData_<scorer>.csv (created, or resumed where it "
+        "stopped; rows of images not in FRAMES are kept as they are)",
+    )
     q.add_argument("--yolo", help="also write YOLO txt under this folder")
+    q.add_argument(
+        "--points", "--parts", dest="points", help="points mode: body parts, comma-separated (snout,leftear)"
+    )
+    q.add_argument("--scorer", help="points mode: the table's scorer (default: from the file name)")
+    q.add_argument(
+        "--root",
+        help="points mode: folder the table's image paths are relative to (default: DLC project root)",
+    )
     names_args(q)
     q.set_defaults(func=_safe(cmd_label))
 
@@ -339,8 +425,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     q = add(
         "train-points",
-        "train a keypoint (heatmap) model from scratch on DeepLabCut labels: seeded split, threshold picked "
-        "on val, test evaluation, ONNX export (OUT/keypoints.onnx, OUT/keypoints.json)",
+        "train a keypoint (heatmap) model and its whole-frame search network from scratch on DeepLabCut "
+        "labels: seeded split, threshold picked on val, test evaluation (OUT/report: report.json, "
+        "worst.png), ONNX export (OUT/keypoints.onnx, OUT/keypoints.json)",
     )
     q.add_argument("csv", help="DeepLabCut CollectedData_*.csv (single animal)")
     q.add_argument("out")
@@ -351,7 +438,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q.add_argument("--crop", type=int, default=128, help="training crop side, px (the online ROI's scale)")
     q.add_argument(
         "--arch", choices=["base", "lite"], default="base",
-        help="network: base (most accurate) or lite (~4x less compute, for whole-frame search on a CPU)",
+        help="the fine network: base (most accurate) or lite (~4x less compute); a lite whole-frame search "
+        "network is always trained beside it (whole frames run coarse to fine)",
     )  # fmt: skip
     q.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     q.add_argument("--radius", type=float, default=10.0, help="a hit: within this many px of the label")
@@ -360,31 +448,71 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     q = add(
         "evaluate",
-        "mAP50 / mAP50-95 (COCO), and at the operating threshold precision/recall, IoU, "
+        "box models: mAP50 / mAP50-95 (COCO), and at the operating threshold precision/recall, IoU, "
         "centre error (median, p90), hits within --radius, false positives on frames without the object; "
-        "report.json, report.png and worst.png (the worst frames)",
+        "report.json, report.png and worst.png (the worst frames). Keypoint models (from train-points) on "
+        "DeepLabCut labels: per keypoint the pixel error (median, p90; in mm with --calibration), hits "
+        "within --radius, precision/recall and false positives on frames and crops without the part, at "
+        "the operating threshold; report.json and worst.png",
     )
-    q.add_argument("model", help=".onnx or .pt")
-    q.add_argument("data", help="YOLO images folder, seed JSON or DLC CollectedData CSV (see --format)")
+    q.add_argument("model", help=".onnx or .pt (box model), or a keypoint .onnx")
+    q.add_argument(
+        "data",
+        help="YOLO images folder, seed JSON or DLC CollectedData CSV (see --format); keypoint models: a DLC "
+        "CollectedData CSV",
+    )
     q.add_argument("out")
     q.add_argument("--format", choices=["seed", "yolo", "dlc"], default="yolo", help="dlc needs --group")
     q.add_argument("--labels", help="YOLO labels folder (default: 'labels' beside the 'images' folder)")
-    q.add_argument("--imgsz", type=int, default=320)
+    q.add_argument(
+        "--imgsz", type=int, default=None,
+        help="box models: letterbox size (default 320); keypoint models: letterbox each frame to this for "
+        "the fine network alone (default: frames as they are, coarse to fine)",
+    )  # fmt: skip
     q.add_argument(
         "--conf", type=float, default=None,
         help="operating confidence threshold (default: the one stored with the model, else 0.25)",
     )  # fmt: skip
     q.add_argument("--radius", type=float, default=20.0, help="a hit: predicted centre within this many px")
+    q.add_argument(
+        "--calibration",
+        help="keypoint models: a camera calibration (this project's .calib.yaml/json, anipose toml, OpenCV "
+        "stereo yaml, Bouguet .mat) to also give the error in mm: pixel error x mm per pixel, where mm per "
+        "pixel = working distance / the camera's focal length in px. It assumes every point lies at the "
+        "working distance (a point at depth Z has its error scaled by Z / distance) near the image centre",
+    )
+    q.add_argument("--camera", help="keypoint models: the calibrated camera that took the frames")
+    q.add_argument(
+        "--distance-mm", type=float,
+        help="keypoint models: working distance from the camera along its axis, mm (default: the depth of "
+        "the point where the calibration's cameras' optical axes pass closest)",
+    )  # fmt: skip
     names_args(q)
     q.set_defaults(func=_safe(cmd_evaluate))
 
-    q = add("mine", "queue hard frames of a video for labeling")
-    q.add_argument("model")
-    q.add_argument("video")
+    q = add(
+        "mine",
+        "queue hard frames for labeling: of a session folder (the views disagree in 3-D, a part seen in "
+        "one view only, low confidence) or of one video; PNGs + OUT/queue.csv (session) or queue.json",
+    )
+    q.add_argument("model", help="box or keypoint model (.onnx or .pt)")
+    q.add_argument("video", metavar="SOURCE", help="a session folder (two or more cameras) or one video")
     q.add_argument("out")
-    q.add_argument("-n", type=int, default=50)
-    q.add_argument("--stride", type=int, default=1)
-    q.add_argument("--imgsz", type=int, default=320)
+    q.add_argument("-n", type=int, default=50, help="hard frames (triggers) to queue")
+    q.add_argument("--stride", type=int, default=1, help="look at every this many frames")
+    q.add_argument(
+        "--imgsz", type=int, default=None,
+        help="model input size (default: the model's own; a keypoint model: native resolution; "
+        "one video with a .pt: 320)",
+    )  # fmt: skip
+    q.add_argument(
+        "--conf", type=float, default=None,
+        help="session: operating confidence; below it is 'low confidence' (default: stored with the model)",
+    )  # fmt: skip
+    q.add_argument(
+        "--reproj-px", type=float, default=10.0,
+        help="session: views disagree when the 3-D point reprojects farther than this from a view's box",
+    )  # fmt: skip
     names_args(q)
     q.set_defaults(func=_safe(cmd_mine))
 

@@ -11,6 +11,9 @@
   frames without that class.
 * A report folder: ``report.json``, ``report.png`` (bars, IoU histogram, error CDF) and ``worst.png`` (a
   picture sheet of the worst frames: labels green, predictions red).
+* Keypoint models: the numbers come from :func:`detection.keypoints.evaluate_points`; here their report
+  (:func:`write_point_report`: ``report.json`` and ``worst.png``) and the pixel -> mm scale from a camera
+  calibration (:func:`mm_per_px`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from detection.base import Det, Runner
+from detection.base import Det, DetectionError, Runner
 from detection.datasets import Box, BoxDataset, DatasetError
+
+if TYPE_CHECKING:
+    from detection.keypoints import FramePoints, PointDataset, PointEvaluation
 
 log = logging.getLogger(__name__)
 IOU_MATCH = 0.5
@@ -172,16 +178,7 @@ class EvalResult:
     frame_fp: dict[str, int] = field(default_factory=dict)  # image -> unmatched detections at conf
 
     def to_json(self) -> dict[str, Any]:
-        def clean(x: Any) -> Any:
-            if isinstance(x, float) and not math.isfinite(x):
-                return None if math.isnan(x) else "inf"
-            if isinstance(x, dict):
-                return {k: clean(v) for k, v in x.items()}
-            if isinstance(x, list):
-                return [clean(v) for v in x]
-            return x
-
-        return dict(clean(asdict(self)))
+        return dict(json_clean(asdict(self)))
 
     def summary_lines(self) -> list[str]:
         """What ``detect train`` / ``detect evaluate`` print."""
@@ -204,6 +201,17 @@ class EvalResult:
 
 def _px(v: float) -> str:
     return f"{v:.1f} px" if math.isfinite(v) else "inf (over half missed)"
+
+
+def json_clean(x: Any) -> Any:
+    """``x`` with NaN as null and infinities as the string "inf" (JSON has neither)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else "inf"
+    if isinstance(x, dict):
+        return {k: json_clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_clean(v) for v in x]
+    return x
 
 
 def centre_errors(truth: Sequence[Box], dets: Sequence[Det]) -> list[float]:
@@ -327,6 +335,27 @@ def evaluate(
     return evaluate_predictions(ds, predict_dataset(candidates_runner(runner), ds), report_conf, radius_px)
 
 
+def picture_sheet(tiles: Sequence[tuple[np.ndarray, str]], out_png: str | Path, tile: int = 240) -> Path:
+    """(frame, caption) pairs -> one PNG: each frame scaled into a ``tile``-px tile under its caption,
+    four to a row."""
+    cells = []
+    for im, caption in tiles:
+        s = tile / max(im.shape[:2])
+        im = cv2.resize(im, (round(im.shape[1] * s), round(im.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        t = np.zeros((tile + 18, tile, 3), np.uint8)
+        t[18 : 18 + im.shape[0], : im.shape[1]] = im
+        cv2.putText(t, caption, (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        cells.append(t)
+    cols = 4
+    while len(cells) % cols:
+        cells.append(np.zeros_like(cells[0]) if cells else np.zeros((tile + 18, tile, 3), np.uint8))
+    rows = [np.hstack(cells[i : i + cols]) for i in range(0, len(cells), cols)]
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.vstack(rows) if rows else np.zeros((10, 10, 3), np.uint8))
+    return out
+
+
 def worst_sheet(
     truth: BoxDataset, preds: dict[Path, list[Det]], res: EvalResult, out_png: str | Path, n: int = 12,
     tile: int = 240,
@@ -339,9 +368,8 @@ def worst_sheet(
         e = res.frame_errors.get(str(k), 0.0)
         return (e if math.isfinite(e) else 1e9, res.frame_fp.get(str(k), 0))
 
-    keys = sorted(truth.items, key=badness, reverse=True)[:n]
     tiles = []
-    for k in keys:
+    for k in sorted(truth.items, key=badness, reverse=True)[:n]:
         im = read_image(k)
         dets = [d for d in preds.get(k, []) if d.confidence >= res.conf]
         for b in truth.items[k]:
@@ -350,22 +378,125 @@ def worst_sheet(
             cv2.rectangle(im, (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2)), (0, 0, 255), 2)
             cv2.putText(im, f"{d.confidence:.2f}", (int(d.x1), max(int(d.y1) - 3, 10)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)  # fmt: skip
-        s = tile / max(im.shape[:2])
-        im = cv2.resize(im, (round(im.shape[1] * s), round(im.shape[0] * s)), interpolation=cv2.INTER_AREA)
-        t = np.zeros((tile + 18, tile, 3), np.uint8)
-        t[18 : 18 + im.shape[0], : im.shape[1]] = im
         e = res.frame_errors.get(str(k))
         what = "no object" if e is None else ("missed" if not math.isfinite(e) else f"{e:.1f} px")
-        cv2.putText(t, f"{k.name[:22]} {what}", (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
-        tiles.append(t)
-    cols = 4
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]) if tiles else np.zeros((tile + 18, tile, 3), np.uint8))
-    rows = [np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)]
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.vstack(rows) if rows else np.zeros((10, 10, 3), np.uint8))
-    return out
+        tiles.append((im, f"{k.name[:22]} {what}"))
+    return picture_sheet(tiles, out_png, tile)
+
+
+def worst_frames(ev: PointEvaluation, n: int) -> list[FramePoints]:
+    """The ``n`` worst frames: a labeled part missed first, then by largest error, then by the number of
+    points reported for parts that are not labeled there."""
+
+    def badness(f: FramePoints) -> tuple[float, int]:
+        w = f.worst_px()
+        fp = sum(e is None and p is not None for e, p in zip(f.error_px, f.points))
+        return (1e9 if w is not None and not math.isfinite(w) else (w or 0.0), fp)
+
+    return sorted(ev.frames, key=badness, reverse=True)[:n]
+
+
+def point_worst_sheet(
+    ev: PointEvaluation, truth: PointDataset, out_png: str | Path, n: int = 12, tile: int = 240
+) -> Path:
+    """The keypoint model's ``n`` worst frames (largest error, misses first, then frames with a point
+    reported for a part that is not labeled): labels green dots, reported points red dots with the
+    keypoint's index and a line to their label."""
+    names = [r.name for r in ev.parts]
+    tiles = []
+    for f in worst_frames(ev, n):
+        k = Path(f.image)
+        im = read_image(k)
+        r = max(2, round(max(im.shape[:2]) / 160))  # dots stay visible once the frame is shrunk
+        for j, (lab, p) in enumerate(zip(truth.items[k], f.points)):
+            if np.isfinite(lab).all():
+                cv2.circle(im, (round(lab[0]), round(lab[1])), r, (0, 200, 0), -1)
+            if p is not None:
+                if np.isfinite(lab).all():
+                    cv2.line(im, (round(lab[0]), round(lab[1])), (round(p[0]), round(p[1])), (0, 0, 255), 1)
+                cv2.circle(im, (round(p[0]), round(p[1])), r, (0, 0, 255), -1)
+                cv2.putText(im, str(j), (round(p[0]) + r, round(p[1]) - r), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.4 * r / 2, (0, 0, 255), 1)  # fmt: skip
+        worst = [(e, nm) for e, nm in zip(f.error_px, names) if e is not None]
+        if not worst:
+            what = "no part labeled"
+        else:
+            e, nm = max(worst)
+            what = f"{nm} missed" if not math.isfinite(e) else f"{nm} {e:.1f} px"
+        tiles.append((im, f"{k.name[:18]} {what}"))
+    return picture_sheet(tiles, out_png, tile)
+
+
+def write_point_report(ev: PointEvaluation, truth: PointDataset, out_dir: str | Path) -> Path:
+    """``report.json`` (:meth:`PointEvaluation.to_json`: per keypoint and per frame) and ``worst.png``
+    (:func:`point_worst_sheet`) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(ev.to_json(), indent=1) + "\n")
+    point_worst_sheet(ev, truth, out / "worst.png")
+    return out / "report.json"
+
+
+def mm_per_px(
+    calib_path: str | Path, camera: str | None, distance_mm: float | None, frame_width: int
+) -> tuple[float, str]:
+    """The scale that turns a pixel error into mm for frames of ``camera`` in the calibration at
+    ``calib_path`` (this project's calibration YAML/JSON, anipose TOML, OpenCV stereo YAML or Bouguet
+    .mat): ``distance_mm / f``, with ``f`` the camera's focal length in px (the mean of fx and fy, scaled
+    by ``frame_width`` / the calibrated width when the frames were resized). Without ``distance_mm`` the
+    working distance is the depth, in that camera, of the point nearest to every camera's optical axis (where
+    the cameras are aimed). Assumes the point lies at that distance, near the image centre (pinhole, lens
+    distortion and depth differences ignored): a point at depth Z has its error scaled by Z /
+    distance. Returns the scale and one line saying what was computed. Raises DetectionError."""
+    from analysis.errors import AnalysisError
+    from analysis.triangulate import load_calibration_any
+
+    try:
+        calib = load_calibration_any([calib_path])
+    except AnalysisError as e:
+        raise DetectionError(str(e)) from None
+    names = list(calib.cameras)
+    if camera is None:
+        if len(names) != 1:
+            raise DetectionError(
+                f"{calib_path}: has cameras {', '.join(names)}: say which one took the frames (--camera)"
+            )
+        camera = names[0]
+    if camera not in calib.cameras:
+        raise DetectionError(f"{calib_path}: no camera named {camera!r} (it has {', '.join(names)})")
+    cam = calib.cameras[camera]
+    f = cam.focal_px * frame_width / cam.size[0]
+    how = "given (--distance-mm)"
+    if distance_mm is None:
+        if len(names) < 2:
+            raise DetectionError(
+                f"{calib_path}: one camera: the working distance cannot be found; give --distance-mm"
+            )
+        a = np.zeros((3, 3))
+        b = np.zeros(3)
+        for c in calib.cameras.values():
+            d = c.rotation.T @ np.array([0.0, 0.0, 1.0])  # optical axis in world coordinates
+            m = np.eye(3) - np.outer(d, d)
+            a += m
+            b += m @ c.center
+        if abs(np.linalg.det(a)) < 1e-9:
+            raise DetectionError(f"{calib_path}: the cameras' optical axes are parallel; give --distance-mm")
+        distance_mm = float(cam.to_camera(np.linalg.solve(a, b))[0, 2])
+        if distance_mm <= 0:
+            raise DetectionError(
+                f"{calib_path}: the cameras' axes meet behind camera {camera!r}; give --distance-mm"
+            )
+        how = "where the cameras' optical axes pass closest (--distance-mm to set it)"
+    scale = distance_mm / f
+    resized = (
+        f", {cam.focal_px:.1f} px at the calibrated width {cam.size[0]}" if frame_width != cam.size[0] else ""
+    )
+    note = (
+        f"{scale:.4f} mm/px = working distance {distance_mm:.1f} mm ({how}) / focal length {f:.1f} px "
+        f"(camera {camera!r} of {calib_path}{resized}); a point nearer or farther than that distance, or "
+        "far off the image centre, has a different scale"
+    )
+    return scale, note
 
 
 def write_report(
@@ -413,7 +544,10 @@ __all__ = [
     "evaluate",
     "evaluate_predictions",
     "match_detections",
+    "mm_per_px",
     "pick_threshold",
+    "point_worst_sheet",
     "worst_sheet",
+    "write_point_report",
     "write_report",
 ]

@@ -1,5 +1,6 @@
 """Frame extraction for labeling: pick diverse frames from videos by k-means over downscaled frames (the
-seed recommends 200-600 frames to start): one frame per cluster, the one nearest its centre."""
+seed recommends 200-600 frames to start): one frame per cluster, the one nearest its centre. From one
+video, or from every camera's video of a rig session folder (:func:`extract_session`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,22 @@ def extract_diverse(video: str | Path, out_dir: str | Path, n: int = 200, stride
     cap.release()
     log.info("extracted %d diverse frames of %d from %s", len(paths), len(idx), video)
     return sorted(paths)
+
+
+def extract_session(
+    session: str | Path, out_dir: str | Path, n: int = 20, stride: int = 1, seed: int = 0
+) -> list[Path]:
+    """``n`` diverse frames from each camera's video (``<camera>.mkv``) of a session folder, written as
+    ``<camera>_frame<video index>.png`` into ``out_dir`` (one folder: the session's ``labeled-data/``
+    folder)."""
+    from analysis.io.rig_session import read_session_meta
+
+    folder = Path(session)
+    meta = read_session_meta(folder, DetectionError)
+    paths: list[Path] = []
+    for cam in meta["cameras"]:
+        video = folder / f"{cam}.mkv"
+        if not video.is_file():
+            raise DetectionError(f"{folder}: camera {cam!r} has no video ({video.name})")
+        paths += extract_diverse(video, out_dir, n=n, stride=stride, seed=seed)
+    return paths

@@ -6,7 +6,9 @@ the box detector, run by the same runner interface.
 * **Network** (:func:`build_net`): four stride-2 stages (16-32-64-64 channels), a two-step upsampling
   path with skips, one heatmap per keypoint at stride 4, sigmoid; fully convolutional, so it runs on an
   online ROI crop or on a whole (scaled) frame. ~200 k parameters ("base"; "lite": ~47 k, depthwise-
-  separable, ~4x less compute); no downloaded weights.
+  separable, ~4x less compute); no downloaded weights. A model is two of them: the fine network and a lite
+  whole-frame search network (:func:`train_keypoints` with ``search``); a whole frame runs coarse to fine
+  (:class:`KeypointRunner`), an online ROI crop through the fine network alone.
 * **Recipe for few labels** (:class:`Recipe`): training on crops at the online ROI's scale (``crop`` px,
   scale jitter around 1 and down to the full-frame search scale), brightness/contrast, blur and noise,
   small rotations, **no flips** (left/right parts stay left/right), crops without any labeled part as
@@ -17,12 +19,17 @@ the box detector, run by the same runner interface.
   the threshold: a ``box_px`` square centred on the point, ``class_id`` = the keypoint's index, so the
   online ROI tracking (box centre) and triangulation work unchanged.
 * **Export**: ONNX (dynamic H, W) with metadata ``deepbehavior_kind = heatmap-keypoints``, the keypoint
-  names, stride, box size and the confidence threshold picked on validation;
+  names, stride, box size, the confidence threshold picked on validation and the search network (its ONNX,
+  base64, under ``search_model``);
   :func:`detection.runners.make_runner` gives such a file a :class:`KeypointOnnxRunner`.
+* **Evaluation** (:func:`evaluate_points`): per keypoint the pixel error (and mm), hits, precision/recall
+  and false positives at the operating threshold; ``detect train-points`` and ``detect evaluate`` both
+  use it, :mod:`detection.evaluate` writes its report.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -32,7 +39,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +300,7 @@ class KeypointModel:
     confidence: float = 0.25
     train_s: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    search: KeypointModel | None = None  # the whole-frame search network (see KeypointRunner)
 
 
 def read_bgr(path: Path) -> np.ndarray:
@@ -308,8 +316,11 @@ def train_keypoints(
     seed: int = 0,
     threads: int = 1,
     progress: Callable[[str], None] | None = None,
+    search: bool = False,
 ) -> KeypointModel:
-    """Train a :func:`build_net` from scratch on ``ds`` with ``recipe`` (CPU, ``threads`` torch threads)."""
+    """Train a :func:`build_net` from scratch on ``ds`` with ``recipe`` (CPU, ``threads`` torch threads);
+    with ``search``, then its whole-frame search network with :func:`search_recipe` for ``ds``'s largest
+    frames (same data and steps): the model :class:`KeypointRunner` runs coarse to fine."""
     import torch
 
     if not len(ds):
@@ -349,7 +360,13 @@ def train_keypoints(
                 f"keypoints: step {step + 1}/{recipe.steps}  loss {run:.3f}  {time.monotonic() - t0:.0f} s"
             )
     net.eval()
-    return KeypointModel(net, list(ds.names), recipe, train_s=time.monotonic() - t0)
+    model = KeypointModel(net, list(ds.names), recipe, train_s=time.monotonic() - t0)
+    if search:
+        say = (lambda line: progress("search network: " + line)) if progress is not None else None
+        frame_px = max(max(image_shape(k)) for k in ds.items)
+        model.search = train_keypoints(ds, search_recipe(recipe, frame_px), seed + 1, threads, say)
+        model.train_s += model.search.train_s
+    return model
 
 
 # -- decoding and running ------------------------------------------------------------------------------
@@ -375,21 +392,79 @@ def decode_heatmaps(hm: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.
     return pts / scale, conf
 
 
+SEARCH_PX = 160  # the search network's input: a whole frame resized to this long side
+FINE_PX = 64  # the fine network's crops around each searched point, at the frame's own scale
+
+
+def search_recipe(r: Recipe, frame_px: int = 640) -> Recipe:
+    """The whole-frame search network's recipe: ``r`` with the lite network, trained down to the scale that
+    frames of ``frame_px`` on their long side have once resized to :data:`SEARCH_PX` (0.9 of it, and 0.22
+    at most: the scale measured best for 640-px frames)."""
+    return replace(r, arch="lite", scale_min=min(0.22, 0.9 * SEARCH_PX / frame_px))
+
+
 class KeypointRunner(Runner):
     """Heatmaps -> one :class:`Det` per keypoint above ``confidence``: a ``box_px`` square around the point,
-    ``class_id`` the keypoint's index. Subclasses implement :meth:`run_raw`."""
+    ``class_id`` the keypoint's index. Subclasses implement :meth:`run_raw` (and, with a search network,
+    :meth:`run_search_raw`).
+
+    **Coarse to fine** (a model with a search network, no ``input_size``): an image whose long side is over
+    ``search_px`` (a whole frame, not a small online ROI crop) is resized to ``search_px`` on its long side
+    for the small search network; then the fine network runs on a ``fine_px`` crop of the frame, at its own
+    scale, around each keypoint's searched peak (keypoints inside an earlier crop, away from its border,
+    share it). The points and confidences are the fine network's, so the stored threshold means the same on
+    a whole frame and on an ROI crop, and the cost of a whole frame is one small search plus at most K small
+    crops."""
 
     name = "keypoints"
     confidence: float = 0.25
     input_size: int | None = None
     box_px: float = 16.0
     names: list[str]
+    has_search: bool = False
+    search_px: int = SEARCH_PX
+    fine_px: int = FINE_PX
 
     def infer_points(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per frame (K, 2) points in that frame's pixels and (K,) confidences (no threshold)."""
-        x, scales = preprocess(images, self.input_size)
-        hm = self.run_raw(x)
-        return [decode_heatmaps(hm[i], scales[i]) for i in range(len(images))]
+        whole = [
+            self.has_search and self.input_size is None and max(im.shape[:2]) > self.search_px
+            for im in images
+        ]
+        out: list[tuple[np.ndarray, np.ndarray]] = [self._coarse_to_fine(im) if w else (np.empty(0),) * 2
+                                                    for im, w in zip(images, whole)]  # fmt: skip
+        direct = [i for i, w in enumerate(whole) if not w]
+        if direct:
+            x, scales = preprocess([images[i] for i in direct], self.input_size)
+            hm = self.run_raw(x)
+            for j, i in enumerate(direct):
+                out[i] = decode_heatmaps(hm[j], scales[j])
+        return out
+
+    def _coarse_to_fine(self, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, (s,) = preprocess([im], self.search_px)
+        coarse, cconf = decode_heatmaps(self.run_search_raw(x)[0], s)
+        h, w = im.shape[:2]
+        c, m = self.fine_px, self.fine_px // 4  # a point within m px of a crop's border gets its own crop
+        origins: list[tuple[int, int]] = []
+        owner = np.zeros(len(coarse), int)
+        for k in np.argsort(-cconf):
+            px, py = coarse[k]
+            for j, (x0, y0) in enumerate(origins):
+                if x0 + m <= px < x0 + c - m and y0 + m <= py < y0 + c - m:
+                    owner[k] = j
+                    break
+            else:
+                owner[k] = len(origins)
+                origins.append((int(np.clip(round(px - c / 2), 0, max(w - c, 0))),
+                                int(np.clip(round(py - c / 2), 0, max(h - c, 0)))))  # fmt: skip
+        crops = [np.ascontiguousarray(im[y0 : y0 + c, x0 : x0 + c]) for x0, y0 in origins]
+        hm = self.run_raw(preprocess(crops, None)[0])
+        pts, conf = np.zeros((len(coarse), 2)), np.zeros(len(coarse))
+        for k, j in enumerate(owner):
+            p, cf = decode_heatmaps(hm[j, k : k + 1])
+            pts[k], conf[k] = p[0] + origins[j], cf[0]
+        return pts, conf
 
     def infer(self, images: Sequence[np.ndarray]) -> list[list[Det]]:
         out = []
@@ -408,6 +483,10 @@ class KeypointRunner(Runner):
         """(B, 3, H, W) float32 in [0, 1] -> (B, K, H/4, W/4) heatmaps."""
         raise NotImplementedError
 
+    def run_search_raw(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`run_raw` of the search network."""
+        raise NotImplementedError
+
 
 class TorchKeypointRunner(KeypointRunner):
     """A :class:`KeypointModel` in PyTorch (training, evaluation)."""
@@ -421,10 +500,16 @@ class TorchKeypointRunner(KeypointRunner):
         self.names = model.names
         self.confidence = model.confidence if confidence is None else confidence
         self.input_size, self.box_px = input_size, model.recipe.box_px
+        self.has_search = model.search is not None
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return np.asarray(self.model.net(self._torch.from_numpy(x)).numpy())
+
+    def run_search_raw(self, x: np.ndarray) -> np.ndarray:
+        assert self.model.search is not None
+        with self._torch.inference_mode():
+            return np.asarray(self.model.search.net(self._torch.from_numpy(x)).numpy())
 
 
 class KeypointOnnxRunner(KeypointRunner):
@@ -455,15 +540,30 @@ class KeypointOnnxRunner(KeypointRunner):
             if providers
             else [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail]
         )
+        providers = [p for p in want if p in avail]
         try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=[p for p in want if p in avail])
+            self.session = ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as e:
             raise DetectionError(f"model file {self.path} is not a loadable ONNX model: {e}") from e
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.search_session = None
+        if meta.get("search_model"):  # the search network travels inside the file (base64 ONNX)
+            try:
+                blob = base64.b64decode(meta["search_model"])
+                self.search_session = ort.InferenceSession(blob, so, providers=providers)
+                self.search_px = int(meta.get("search_px", SEARCH_PX))
+                self.fine_px = int(meta.get("fine_px", FINE_PX))
+            except Exception as e:
+                raise DetectionError(f"model file {self.path}: its search network does not load: {e}") from e
+            self.has_search = True
         if meta.get(KIND_KEY) != KIND:
             raise DetectionError(f"model file {self.path}: not a keypoint model (no {KIND_KEY}: {KIND})")
         self.names = json.loads(meta.get("names", "[]"))
         self.box_px = float(meta.get("box_px", 16))
+        try:  # the training crop: the size of the crops without the animal an evaluation runs on
+            self.crop = int(json.loads(meta.get("recipe", "{}")).get("crop", Recipe.crop))
+        except (ValueError, TypeError, AttributeError):
+            self.crop = Recipe.crop
         stored = meta.get(THRESHOLD_KEY)
         self.confidence = float(confidence if confidence is not None else (stored or 0.25))
         self.input_size = input_size
@@ -472,6 +572,10 @@ class KeypointOnnxRunner(KeypointRunner):
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input_name: x})[0])
+
+    def run_search_raw(self, x: np.ndarray) -> np.ndarray:
+        assert self.search_session is not None
+        return np.asarray(self.search_session.run(None, {self.input_name: x})[0])
 
 
 def is_keypoint_model(path: str | os.PathLike[str]) -> bool:
@@ -498,21 +602,28 @@ def _export(torch: Any, net: Any, x: Any, out: Path) -> None:
 
 
 def export_keypoints_onnx(model: KeypointModel, out: str | Path) -> Path:
-    """ONNX (opset 17, dynamic batch/H/W) with the keypoint metadata and stored threshold."""
+    """ONNX (opset 17, dynamic batch/H/W) with the keypoint metadata and stored threshold; a search
+    network goes into the same file (metadata ``search_model``: its ONNX, base64)."""
     import onnx
     import torch
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(1, 3, model.recipe.crop, model.recipe.crop)
-    model.net.eval()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
-        warnings.simplefilter("ignore", DeprecationWarning)
-        _export(torch, model.net, x, out)
-    m = onnx.load(str(out))
     meta = {KIND_KEY: KIND, "names": json.dumps(model.names), "stride": str(STRIDE),
             "box_px": f"{model.recipe.box_px:g}", THRESHOLD_KEY: f"{model.confidence:.6g}",
             "recipe": json.dumps(asdict(model.recipe))}  # fmt: skip
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if model.search is not None:
+            model.search.net.eval()
+            _export(torch, model.search.net, x, out)
+            meta["search_model"] = base64.b64encode(out.read_bytes()).decode("ascii")
+            meta.update(search_px=str(SEARCH_PX), fine_px=str(FINE_PX),
+                        search_recipe=json.dumps(asdict(model.search.recipe)))  # fmt: skip
+        model.net.eval()
+        _export(torch, model.net, x, out)
+    m = onnx.load(str(out))
     for k, v in meta.items():
         m.metadata_props.add(key=k, value=v)
     onnx.save(m, str(out))
@@ -524,16 +635,51 @@ def export_keypoints_onnx(model: KeypointModel, out: str | Path) -> Path:
 
 @dataclass
 class PointResult:
-    """Per keypoint: error of the top peak to the label (median, p90, px), hits within ``radius_px`` at the
-    operating threshold (a peak below it is a miss), and false positives on crops without the part."""
+    """One keypoint's numbers at the operating threshold (a peak under it is not reported):
+
+    * ``median_px`` / ``p90_px``: error of the reported point to the label over the frames where the part
+      is labeled (a frame with nothing reported counts as infinitely far); ``*_mm``: the same times the
+      evaluation's mm per pixel (None without a calibration);
+    * ``hits``: labeled frames with a reported point within ``radius_px``; ``n_reported``: labeled frames
+      with a reported point at all;
+    * ``precision`` = hits / every report on whole frames (the labeled ones and those without the part);
+      ``recall`` = hits / labeled frames;
+    * ``fp_absent`` of ``n_absent``: frames where the part is not labeled (not visible) that got a report;
+      ``fp_negative`` of ``n_negative``: crops of the frames with no labeled part in them that got one."""
 
     name: str
     n: int = 0
     median_px: float = 0.0
     p90_px: float = 0.0
+    median_mm: float | None = None
+    p90_mm: float | None = None
     hits: int = 0
+    n_reported: int = 0
+    precision: float = 0.0
+    recall: float = 0.0
+    n_absent: int = 0
+    fp_absent: int = 0
     n_negative: int = 0
     fp_negative: int = 0
+
+
+def predict_frames(
+    runner: KeypointRunner, ds: PointDataset, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Whole frames (resized by ``scale``) -> (N, K, 2) points in original pixels and (N, K) confidences,
+    frames in sorted order (the third value)."""
+    keys = sorted(ds.items)
+    pts = np.full((len(keys), len(ds.names), 2), np.nan)
+    conf = np.zeros((len(keys), len(ds.names)))
+    for i, k in enumerate(keys):
+        im = read_bgr(k)
+        if scale != 1.0:
+            im = cv2.resize(
+                im, (round(im.shape[1] * scale), round(im.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
+        p, conf[i] = runner.infer_points([im])[0]
+        pts[i] = p / scale
+    return pts, conf, keys
 
 
 def point_errors(
@@ -541,19 +687,9 @@ def point_errors(
 ) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Whole frames (resized by ``scale``) -> (N, K) errors in original pixels (NaN: unlabeled) and (N, K)
     confidences."""
-    keys = sorted(ds.items)
-    err = np.full((len(keys), len(ds.names)), np.nan)
-    conf = np.zeros_like(err)
-    for i, k in enumerate(keys):
-        im = read_bgr(k)
-        if scale != 1.0:
-            im = cv2.resize(
-                im, (round(im.shape[1] * scale), round(im.shape[0] * scale)), interpolation=cv2.INTER_AREA
-            )
-        pts, c = runner.infer_points([im])[0]
-        err[i] = np.hypot(*(pts / scale - ds.items[k]).T)
-        conf[i] = c
-    return err, conf, keys
+    pts, conf, keys = predict_frames(runner, ds, scale)
+    labels = np.stack([ds.items[k] for k in keys]) if keys else np.zeros((0, len(ds.names), 2))
+    return np.hypot(*(pts - labels).transpose(2, 0, 1)), conf, keys
 
 
 def negative_crops(ds: PointDataset, size: int, n_per_image: int = 4, seed: int = 0) -> list[np.ndarray]:
@@ -605,15 +741,26 @@ def summarize_points(
     neg_conf: np.ndarray,
     threshold: float,
     radius_px: float,
+    mm_per_px: float | None = None,
 ) -> list[PointResult]:
+    """Per keypoint :class:`PointResult` from (N, K) errors (NaN: the part is not labeled in that frame),
+    (N, K) confidences and (M, K) confidences on crops without the animal."""
     out = []
     for k, name in enumerate(names):
         lab = ~np.isnan(err[:, k])
-        e = np.where(conf[:, k] >= threshold, err[:, k], np.inf)[lab]
-        r = PointResult(name, n=int(lab.sum()), n_negative=len(neg_conf))
+        shown = conf[:, k] >= threshold
+        e = np.where(shown, err[:, k], np.inf)[lab]
+        r = PointResult(name, n=int(lab.sum()), n_absent=int((~lab).sum()), n_negative=len(neg_conf))
+        r.fp_absent = int((shown & ~lab).sum())
+        r.n_reported = int((shown & lab).sum())
         if r.n:
             r.median_px, r.p90_px = _percentile(e, 50), _percentile(e, 90)
             r.hits = int((e <= radius_px).sum())
+            r.recall = r.hits / r.n
+            if mm_per_px is not None:
+                r.median_mm, r.p90_mm = r.median_px * mm_per_px, r.p90_px * mm_per_px
+        reports = r.n_reported + r.fp_absent
+        r.precision = r.hits / reports if reports else 0.0
         r.fp_negative = int((neg_conf[:, k] >= threshold).sum()) if len(neg_conf) else 0
         out.append(r)
     return out
@@ -624,3 +771,96 @@ def negative_confidences(runner: KeypointRunner, crops: Sequence[np.ndarray]) ->
     if not crops:
         return np.zeros((0, len(runner.names)))
     return np.stack([c for _, c in (runner.infer_points([x])[0] for x in crops)])
+
+
+@dataclass
+class FramePoints:
+    """One evaluated frame: the reported points (None: under the threshold) and their errors (None: the
+    part is not labeled; ``inf``: labeled but nothing reported)."""
+
+    image: str
+    points: list[list[float] | None]
+    confidence: list[float]
+    error_px: list[float | None]
+
+    def worst_px(self) -> float | None:
+        """The frame's largest error (inf when a labeled part was missed; None: nothing labeled)."""
+        e = [x for x in self.error_px if x is not None]
+        return max(e) if e else None
+
+
+@dataclass
+class PointEvaluation:
+    """A keypoint model on labeled frames: per keypoint :class:`PointResult`, per frame
+    :class:`FramePoints`, and what the numbers are at."""
+
+    parts: list[PointResult]
+    frames: list[FramePoints]
+    threshold: float
+    radius_px: float
+    negative_crop_px: int
+    mm_per_px: float | None = None
+    mm_note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        from detection.evaluate import json_clean
+
+        return dict(json_clean(asdict(self)))
+
+    def summary_lines(self) -> list[str]:
+        """What ``detect train-points`` and ``detect evaluate`` print."""
+        n = len(self.frames)
+        lines = [
+            f"{n} frames (whole frames), at confidence {self.threshold:.3f}, radius {self.radius_px:g} px:"
+        ]
+        for r in self.parts:
+            mm = f" ({_mm(r.median_mm)} / {_mm(r.p90_mm)})" if self.mm_per_px is not None else ""
+            lines.append(
+                f"{r.name:>12}: hits {r.hits}/{r.n}  error median {_px(r.median_px)} "
+                f"p90 {_px(r.p90_px)}{mm}  "
+                f"P {r.precision:.3f} R {r.recall:.3f}  false positives on {r.fp_absent}/{r.n_absent} "
+                f"frames without it, {r.fp_negative}/{r.n_negative} crops without the animal"
+            )
+        if self.mm_per_px is not None:
+            lines.append(f"mm: {self.mm_note}")
+        return lines
+
+
+def _px(v: float) -> str:
+    return f"{v:.1f} px" if math.isfinite(v) else "inf (missed)"
+
+
+def _mm(v: float | None) -> str:
+    return "-" if v is None else (f"{v:.2f} mm" if math.isfinite(v) else "inf")
+
+
+def evaluate_points(
+    runner: KeypointRunner,
+    ds: PointDataset,
+    threshold: float,
+    radius_px: float,
+    crop_px: int = 128,
+    seed: int = 0,
+    mm_per_px: float | None = None,
+    mm_note: str = "",
+) -> PointEvaluation:
+    """Run ``runner`` on ``ds``'s whole frames and on ``crop_px`` crops of them with no labeled part (4 per
+    frame, ``seed``), and score it at ``threshold`` (:class:`PointResult`). The one evaluation of a
+    keypoint model: ``detect train-points`` (its test split) and ``detect evaluate`` both call it."""
+    pts, conf, keys = predict_frames(runner, ds)
+    labels = np.stack([ds.items[k] for k in keys]) if keys else np.zeros((0, len(ds.names), 2))
+    err = np.hypot(*(pts - labels).transpose(2, 0, 1))
+    neg = negative_confidences(runner, negative_crops(ds, crop_px, seed=seed))
+    parts = summarize_points(ds.names, err, conf, neg, threshold, radius_px, mm_per_px)
+    frames = []
+    for i, k in enumerate(keys):
+        shown = conf[i] >= threshold
+        frames.append(
+            FramePoints(
+                str(k),
+                [[float(x), float(y)] if s else None for (x, y), s in zip(pts[i], shown)],
+                [float(c) for c in conf[i]],
+                [None if np.isnan(e) else (float(e) if s else math.inf) for e, s in zip(err[i], shown)],
+            )
+        )
+    return PointEvaluation(parts, frames, threshold, radius_px, crop_px, mm_per_px, mm_note)

@@ -325,15 +325,24 @@ class FirmwareSim:
         return self.edges(pin, since_cycle)
 
 
+SESSION_KEEP_EDGES = 1024  # a session reads edges from its subscription; the history only grows memory
+
+
 def start_simulated_arduino(
-    cfg: ArduinoConfig, link_path: Path | str | None = None
+    cfg: ArduinoConfig, link_path: Path | str | None = None, keep_edges: int = SESSION_KEEP_EDGES
 ) -> tuple[FirmwareSim, SerialLink]:
     """Start the simulator, open a link to it (port first, then release), send ``cfg``'s CONFIG and
-    re-delivery setting. Returns both; stop with ``link.close(); sim.stop()``."""
+    re-delivery setting. Returns both; stop with ``link.close(); sim.stop()``. A session's Arduino node
+    takes every edge from its :meth:`FirmwareSim.subscribe` queue, so the simulator keeps only the last
+    ``keep_edges`` per pin (the 200,000 a test keeps by default were ~65 MB per busy pin after 14 minutes
+    of a session: measured with ``scripts/bench_soak.py``)."""
     from rig.serial_link import link_from_config
 
     sim = FirmwareSim(
-        elf=cfg.simulator.elf or DEFAULT_ELF, realtime=cfg.simulator.realtime, link_path=link_path
+        elf=cfg.simulator.elf or DEFAULT_ELF,
+        realtime=cfg.simulator.realtime,
+        link_path=link_path,
+        keep_edges=keep_edges,
     )
     try:
         link = link_from_config(cfg, port=link_path or sim.pty_path)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Small-data benchmark: how well each training recipe finds labeled points after training on a handful of
 real frames, how long it trains on the CPU and how fast it runs. Written to BENCHMARKS.md (block
-``small-data``).
+``small-data-whole-frame``).
 
 Data: the DeepLabCut open-field frames in the shared data folder (``dlc-openfield-pranav``: mouse from above,
 640 x 480, snout / left ear / right ear / tail base), split with ``--seed`` into ``--n-train`` training
@@ -9,20 +9,22 @@ frames, ``--n-val`` validation frames (the confidence threshold is picked there)
 
 Recipes:
 
+* ``heatmap`` (``heatmap-lite``: a lite fine network): :mod:`detection.keypoints` as ``detect
+  train-points`` trains it (a small heatmap network from scratch, crops at the ROI's scale, photometric /
+  blur / small rotation / scale augmentation, no flips, and its whole-frame search network); measured
+  coarse to fine and, as ``fine net alone``, with the search network switched off.
 * ``yolo-box-centre``: a box per keypoint (``--box`` px square, one class per part) trained with
   Ultralytics from random init (the bundled paw model's architecture ``paw-yolo11p.yaml``), imgsz 320,
   no left/right flips; the point is the centre of the class's top box.
-* ``heatmap`` (``heatmap-lite``: its "lite" network): :mod:`detection.keypoints` (a small heatmap
-  network from scratch, crops at the ROI's scale,
-  photometric / blur / small rotation / scale augmentation, no flips).
 
 Each is measured on whole test frames (native, and at the online full-frame search scale 0.5) and on the
 online ROI path (a ``--roi`` px crop around each labeled point, offset by up to a quarter of the crop, as a
 tracker's prediction would be). Hits: the predicted point above the stored threshold within ``--radius`` px of
 the label. False positives: crops of test frames with no labeled part in them that get a point above the
-threshold. ms/frame: ONNX Runtime, one thread, median and p99 over ``--n-time`` runs.
+threshold. ms/frame: ONNX Runtime, one thread, wall and CPU time, median and p99 over ``--n-time`` calls.
 
-Usage: ``python scripts/bench_small_data.py [--n-train 10] [--epochs 60] [--steps 600] [--no-write]``
+Usage: ``python scripts/bench_small_data.py [--n-train 10] [--epochs 300] [--steps 600] [--recipes heatmap]
+[--no-write]``
 (set ``DEEPBEHAVIOR_SHARED_DATA`` if the data folder is elsewhere). Run it under ``nice`` on a shared machine.
 """
 
@@ -111,17 +113,49 @@ def negatives(predict: Predict, crops: list[np.ndarray], k: int) -> np.ndarray:
     return np.array([predict(c)[1] for c in crops]).reshape(-1, k)
 
 
-def timing(runner: Runner, shape: tuple[int, int], n: int) -> tuple[float, float]:
-    im = np.full((*shape, 3), 100, np.uint8)
-    for _ in range(5):
+def timing(runner: Runner, frames: list[np.ndarray], n: int) -> tuple[list[float], list[float]]:
+    """ms per ``runner.infer`` of one frame, cycling through ``frames`` ``n`` times: (wall p50, p99) and
+    (CPU time of this process p50, p99). Wall time includes waiting for a core on a loaded machine; CPU time
+    does not."""
+    for im in frames[:5]:
         runner.infer([im])
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
+    wall, cpu = [], []
+    for i in range(n):
+        im = frames[i % len(frames)]
+        t, c = time.perf_counter(), time.process_time()
         runner.infer([im])
-        ts.append((time.perf_counter() - t) * 1e3)
-    p50, p99 = pct(ts)
-    return p50, p99
+        wall.append((time.perf_counter() - t) * 1e3)
+        cpu.append((time.process_time() - c) * 1e3)
+    return pct(wall), pct(cpu)
+
+
+def test_frames(ds: kp.PointDataset, scale: float) -> list[np.ndarray]:
+    out = []
+    for k in sorted(ds.items):
+        im = kp.read_bgr(k)
+        if scale != 1.0:
+            im = cv2.resize(
+                im, (round(im.shape[1] * scale), round(im.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            )
+        out.append(im)
+    return out
+
+
+def roi_frames(ds: kp.PointDataset, roi: int, seed: int) -> list[np.ndarray]:
+    """A ``roi`` crop around each frame's first labeled point, offset as in :func:`roi_errors`."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in sorted(ds.items):
+        im = kp.read_bgr(k)
+        h, w = im.shape[:2]
+        lab = ds.items[k][np.isfinite(ds.items[k]).all(1)]
+        if not len(lab):
+            continue
+        cx, cy = lab[0] + rng.uniform(-roi / 4, roi / 4, 2)
+        x0 = int(np.clip(round(cx - roi / 2), 0, w - roi))
+        y0 = int(np.clip(round(cy - roi / 2), 0, h - roi))
+        out.append(np.ascontiguousarray(im[y0 : y0 + roi, x0 : x0 + roi]))
+    return out
 
 
 # -- recipes ------------------------------------------------------------------------------------------------
@@ -177,7 +211,7 @@ def heatmap_recipe(
     tr: kp.PointDataset, va: kp.PointDataset, work: Path, a: argparse.Namespace, arch: str = "base"
 ) -> tuple[Predict, Runner, float]:
     recipe = kp.Recipe(steps=a.steps, arch=arch)
-    model = kp.train_keypoints(tr, recipe, seed=a.seed, threads=1, progress=print)
+    model = kp.train_keypoints(tr, recipe, seed=a.seed, threads=1, progress=print, search=True)
     onnx = kp.export_keypoints_onnx(model, work / f"heatmap-{arch}.onnx")
     runner = kp.KeypointOnnxRunner(onnx, confidence=0.0, threads=1, providers=["CPUExecutionProvider"])
 
@@ -198,7 +232,7 @@ def main() -> int:
     ap.add_argument("--roi", type=int, default=96, help="online ROI crop side, px")
     ap.add_argument("--radius", type=float, default=10.0, help="a hit: within this many px of the label")
     ap.add_argument("--n-time", type=int, default=200)
-    ap.add_argument("--recipes", default="heatmap,heatmap-lite,yolo-box-centre")
+    ap.add_argument("--recipes", default="heatmap,yolo-box-centre")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -220,53 +254,74 @@ def main() -> int:
         "heatmap-lite": lambda *x: heatmap_recipe(*x, arch="lite"),
         "yolo-box-centre": yolo_recipe,
     }
+    frames = {"whole frame 640x480": test_frames(te, 1.0), "whole frame 0.5x (320x240)": test_frames(te, 0.5),
+              f"ROI {a.roi} px": roi_frames(te, a.roi, a.seed)}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.recipes.split(","):
             predict, runner, minutes = recipes[name](tr, va, Path(tmp), a)
-            ev, cv = frame_errors(predict, va, 1.0)
-            thr = kp.pick_point_threshold(ev, cv, negatives(predict, neg_val, k), a.radius)
-            neg_conf = negatives(predict, neg_te, k)
-            fp = int((neg_conf >= thr).any(1).sum())
-            t_roi = timing(runner, (a.roi, a.roi), a.n_time)
-            t_half = timing(runner, (240, 320), a.n_time)
-            for what, (err, conf), ms in (
-                ("whole frame 640x480", frame_errors(predict, te, 1.0), None),
-                ("whole frame 0.5x (320x240)", frame_errors(predict, te, 0.5), t_half),
-                (f"ROI {a.roi} px", roi_errors(predict, te, a.roi, a.seed), t_roi),
-            ):
-                e = np.where(conf >= thr, err, np.inf)[~np.isnan(err)]
-                hits = int((e <= a.radius).sum())
-                med, p90 = kp._percentile(e, 50), kp._percentile(e, 90)
-                msf = f"{ms[0]:.2f} / {ms[1]:.2f}" if ms else "-"
-                if what.startswith("whole frame 640") and name == "yolo-box-centre":
-                    msf = "(letterboxed to 320)"
-                rows.append(f"| {name} | {what} | {hits}/{e.size} | {med:.1f} | {p90:.1f} | "
-                            f"{fp}/{len(neg_conf)} | {thr:.3f} | {minutes:.1f} | {msf} |")  # fmt: skip
-                summary[f"{name} {what}"] = {"hits": hits, "n": int(e.size), "median_px": med, "p90_px": p90}
-            per_part = np.nanmedian(np.where(cv >= thr, ev, np.nan), 0)
-            print(name, "val median per part", dict(zip(ds.names, np.round(per_part, 1).tolist())))
+            variants = [name]
+            if getattr(runner, "has_search", False):  # the same model without its search network
+                variants.append(f"{name}, fine net alone")
+            for variant in variants:
+                if variant != name:
+                    runner.has_search = False  # type: ignore[attr-defined]
+                ev, cv = frame_errors(predict, va, 1.0)
+                thr = kp.pick_point_threshold(ev, cv, negatives(predict, neg_val, k), a.radius)
+                neg_conf = negatives(predict, neg_te, k)
+                fp = int((neg_conf >= thr).any(1).sum())
+                for what, (err, conf) in (
+                    ("whole frame 640x480", frame_errors(predict, te, 1.0)),
+                    ("whole frame 0.5x (320x240)", frame_errors(predict, te, 0.5)),
+                    (f"ROI {a.roi} px", roi_errors(predict, te, a.roi, a.seed)),
+                ):
+                    e = np.where(conf >= thr, err, np.inf)[~np.isnan(err)]
+                    hits = int((e <= a.radius).sum())
+                    med, p90 = kp._percentile(e, 50), kp._percentile(e, 90)
+                    if name == "yolo-box-centre" and what.startswith("whole frame 640"):
+                        wall, cpu = "(letterboxed to 320)", "-"
+                    else:
+                        tw, tc = timing(runner, frames[what], a.n_time)
+                        wall, cpu = f"{tw[0]:.2f} / {tw[1]:.2f}", f"{tc[0]:.2f} / {tc[1]:.2f}"
+                    rows.append(
+                        f"| {variant} | {what} | {hits}/{e.size} | {med:.1f} | {p90:.1f} | "
+                        f"{fp}/{len(neg_conf)} | {thr:.3f} | {minutes:.1f} | {wall} | {cpu} |"
+                    )
+                    summary[f"{variant} {what}"] = {
+                        "hits": hits, "n": int(e.size), "median_px": med, "p90_px": p90,
+                        "ms_wall": wall, "ms_cpu": cpu,
+                    }  # fmt: skip
+                    print(rows[-1], flush=True)
+    load_after = os.getloadavg()[0]
     text = (
-        "## Small-data training on real frames (`scripts/bench_small_data.py`)\n\n"
-        f"Machine: {machine(load)}. Command: `nice -n 10 python scripts/bench_small_data.py "
-        f"--n-train {a.n_train} --epochs {a.epochs} --steps {a.steps} --seed {a.seed} "
-        f"--recipes {a.recipes}`; "
-        "torch and ONNX Runtime on 1 thread.\n"
+        "## Keypoint model, whole frames coarse to fine (`scripts/bench_small_data.py`)\n\n"
+        f"Machine: {machine(load)}, {load_after:.1f} after. Command: `nice -n 10 python "
+        f"scripts/bench_small_data.py --n-train {a.n_train} --epochs {a.epochs} --steps {a.steps} "
+        f"--seed {a.seed} "
+        f"--recipes {a.recipes} --n-time {a.n_time}`; torch and ONNX Runtime on 1 thread.\n"
         f"Data: `dlc-openfield-pranav` ({len(ds)} labeled 640x480 frames of one video; parts "
         f"{', '.join(ds.names)}): "
         f"{len(tr)} train, {len(va)} val (threshold picked there, best F1), {len(te)} test; hits within "
         f"{a.radius:g} px; a point under the threshold is a miss (inf error). False positives: of "
         f"{len(neg_te)} {a.roi}-px crops of test frames with no labeled part, those with any point above the "
-        "threshold. ms/frame: ONNX Runtime, one thread, median / p99.\n"
+        "threshold. `heatmap`: what `detect train-points` makes (the base network and its whole-frame search "
+        "network; an image over 160 px on its long side runs coarse to fine); `heatmap, fine net alone`: the "
+        "same model with the search network switched off (the base network on the whole frame). ms/frame: "
+        "one "
+        "`runner.infer` of one frame (the test frames in turn, resized as the row says; ROI: a crop around "
+        f"each test frame's first labeled point), ONNX Runtime on one thread, {a.n_time} calls, median / "
+        "p99, "
+        "as wall time and as the process's CPU time (`time.process_time`: what one core spends, without the "
+        "waits for a core on a loaded machine).\n"
         "Caveat: the 30 frames are consecutive frames of one video, so test frames are neighbours of "
         "training frames; the figures rank recipes, they do not promise the same error on a new session.\n\n"
         "| recipe | input | hits | median px | p90 px | false positives | threshold | train min "
-        "| ms/frame p50 / p99 |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
+        "| ms/frame wall p50 / p99 | ms/frame CPU p50 / p99 |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n"
     )
     print(text)
     print(json.dumps(summary, indent=1))
     if not a.no_write:
-        write_block("small-data", text)
+        write_block("small-data-whole-frame", text)
     return 0
 
 

@@ -4,6 +4,8 @@ through make_runner / ONNX Runtime and the online ROI tracker, and stays dark on
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +48,13 @@ def test_targets_and_decoding_agree_to_a_fraction_of_a_pixel() -> None:
     np.testing.assert_allclose(got2, pts[:2] / 0.5, atol=1.2)
 
 
+def test_search_network_sees_frames_at_their_search_scale() -> None:
+    # a whole frame reaches the search network at 160 px on its long side: it is trained down to that scale
+    assert kp.search_recipe(kp.Recipe(), 640).scale_min == pytest.approx(0.22)
+    r = kp.search_recipe(kp.Recipe(steps=77), 1280)
+    assert r.scale_min == pytest.approx(0.9 * 160 / 1280) and r.arch == "lite" and r.steps == 77
+
+
 def test_augmented_crops_keep_points_on_their_pixels(dlc: Path) -> None:
     ds = kp.load_dlc_points(dlc, skip_missing=True)
     img_path, pts = sorted(ds.items.items())[5]
@@ -85,9 +94,12 @@ def test_short_training_finds_held_out_points(dlc: Path, tmp_path: Path) -> None
     val = ds.subset([keys[i] for i in perm[10:15]])
     test = ds.subset([keys[i] for i in perm[15:]])
     lines: list[str] = []
-    model = kp.train_keypoints(train, kp.Recipe(steps=200), seed=0, threads=1, progress=lines.append)
-    assert len(lines) == 10 and lines[-1].startswith("keypoints: step 200/200")
+    model = kp.train_keypoints(
+        train, kp.Recipe(steps=200), seed=0, threads=1, progress=lines.append, search=True
+    )
+    assert len(lines) == 20 and lines[-1].startswith("search network: keypoints: step 200/200")
     runner = kp.TorchKeypointRunner(model, confidence=0.0)
+    assert runner.has_search  # whole frames below run coarse to fine
     ev, cv, _ = kp.point_errors(runner, val)
     neg_val = kp.negative_confidences(runner, kp.negative_crops(val, 96))
     model.confidence = kp.pick_point_threshold(ev, cv, neg_val, radius_px=10)
@@ -108,6 +120,18 @@ def test_short_training_finds_held_out_points(dlc: Path, tmp_path: Path) -> None
     assert info.class_names == ds.names and "keypoint" in info.notes[0]
     assert r.confidence == pytest.approx(model.confidence, rel=1e-5)
     frame = kp.read_bgr(sorted(test.items)[0])
+    searched: list[tuple[int, ...]] = []
+    run_search = r.run_search_raw
+
+    def spy(x: np.ndarray) -> np.ndarray:
+        searched.append(x.shape)
+        return run_search(x)
+
+    r.run_search_raw = spy  # type: ignore[method-assign]
+    r.infer_points([frame[:128, :128]])  # an ROI crop: the fine network alone
+    assert searched == []
+    r.infer_points([frame])  # a whole frame: the search network on it resized to 160 px, then fine crops
+    assert searched == [(1, 3, 128, 160)]
     (p_onnx, c_onnx), (p_torch, c_torch) = r.infer_points([frame])[0], runner.infer_points([frame])[0]
     np.testing.assert_allclose(p_onnx, p_torch, atol=0.05)
     np.testing.assert_allclose(c_onnx, c_torch, atol=1e-3)
@@ -119,3 +143,64 @@ def test_short_training_finds_held_out_points(dlc: Path, tmp_path: Path) -> None
     assert online.stats["roi"] >= 2
     snout = [d for d in dets if d.class_id == 0]
     assert snout and np.hypot(*(np.array(snout[0].center()) - truth)) < 10
+
+
+@pytest.mark.slow
+def test_train_points_and_evaluate_give_the_same_numbers(
+    dlc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train-points``' own test evaluation and ``detect evaluate`` are one code path: the same frames give
+    the same points, confidences and errors; with a calibration, the mm are the pixels times its scale."""
+    from analysis.camera import Calibration, camera_ring, save_calibration
+    from detection.commands import main as cli
+
+    out = tmp_path / "m"
+    rc = cli(
+        ["detect", "train-points", str(dlc), str(out), "--steps", "100", "--skip-missing", "--radius", "10"]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0 and "test split: " in printed and "hits" in printed and "worst frames" in printed
+    card = json.loads((out / "keypoints.json").read_text())
+    own = json.loads((out / "report" / "report.json").read_text())
+    assert (out / "report" / "worst.png").is_file()
+    assert sorted(f["image"] for f in own["frames"]) == card["splits"]["test"]
+
+    # two cameras of f = 900 px at 640 px aimed at a point 313.2 mm away
+    rig = Calibration({c.name: c for c in camera_ring(2)})
+    calib = save_calibration(rig, tmp_path / "rig.calib.yaml")
+    ev_dir = tmp_path / "ev"
+    args = ["detect", "evaluate", str(out / "keypoints.onnx"), str(dlc), str(ev_dir), "--skip-missing"]
+    rc = cli([*args, "--radius", "10", "--calibration", str(calib), "--camera", "cam0"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "mm: 0.3480 mm/px = working distance 313.2 mm" in printed, printed
+    ev = json.loads((ev_dir / "report.json").read_text())
+    assert (ev_dir / "worst.png").is_file()
+    assert ev["threshold"] == pytest.approx(card["confidence_threshold"], rel=1e-5)
+    by_image = {f["image"]: f for f in ev["frames"]}
+    assert len(by_image) == 30
+    for f in own["frames"]:
+        g = by_image[f["image"]]
+        np.testing.assert_allclose(g["confidence"], f["confidence"], atol=1e-6)
+        assert [e is None for e in g["error_px"]] == [e is None for e in f["error_px"]]
+        for a, b in zip(g["error_px"], f["error_px"]):
+            if isinstance(a, float):
+                assert a == pytest.approx(b, abs=1e-4)
+            else:
+                assert a == b  # None (not labeled) or "inf" (missed)
+    scale = 300 * math.sqrt(1.09) / 900
+    assert ev["mm_per_px"] == pytest.approx(scale, rel=1e-6)
+    for p in ev["parts"]:
+        if isinstance(p["median_px"], float):
+            assert p["median_mm"] == pytest.approx(p["median_px"] * scale)
+
+    # mistakes: one line naming what is wrong, exit 2
+    rc = cli(["detect", "evaluate", str(out / "keypoints.onnx"), str(dlc.parent), str(ev_dir)])
+    err = capsys.readouterr().err
+    assert (
+        rc == 2 and "keypoint model: DATA is a DeepLabCut CollectedData CSV" in err and "Traceback" not in err
+    )
+    rc = cli([*args, "--calibration", str(calib)])
+    err = capsys.readouterr().err
+    assert (
+        rc == 2 and "rig.calib.yaml: has cameras cam0, cam1: say which one took the frames (--camera)" in err
+    )

@@ -218,3 +218,80 @@ def test_worst_sheet_draws_the_worst_frames(dlc: Path, tmp_path: Path) -> None:
     png = worst_sheet(ds, preds, r, tmp_path / "worst.png", n=8)
     im = cv2.imread(str(png))
     assert im is not None and im.shape[1] == 4 * 240 and im.shape[0] == 2 * (240 + 18)
+
+
+def test_mm_per_px_from_a_calibration(tmp_path: Path) -> None:
+    from analysis.camera import Calibration, camera_ring, save_calibration
+    from detection.evaluate import mm_per_px
+
+    # three cameras 313.2 mm (300 * sqrt(1 + 0.3^2)) from the point they all look at, f = 900 px at 640 px
+    cams = {c.name: c for c in camera_ring(3)}
+    calib = save_calibration(Calibration(cams), tmp_path / "rig.calib.yaml")
+    dist = 300 * math.sqrt(1 + 0.3**2)
+    scale, note = mm_per_px(calib, "cam1", None, 640)
+    assert scale == pytest.approx(dist / 900, rel=1e-6)
+    assert "313.2 mm" in note and "900.0 px" in note and "cam1" in note
+    half, note = mm_per_px(calib, "cam1", None, 320)  # frames resized to half: twice the mm per pixel
+    assert half == pytest.approx(2 * scale, rel=1e-6) and "calibrated width 640" in note
+    assert mm_per_px(calib, "cam0", 450.0, 640)[0] == pytest.approx(0.5)
+    with pytest.raises(DetectionError, match=r"rig\.calib\.yaml: has cameras cam0, cam1, cam2.*--camera"):
+        mm_per_px(calib, None, None, 640)
+    with pytest.raises(DetectionError, match=r"no camera named 'top'"):
+        mm_per_px(calib, "top", None, 640)
+    one = save_calibration(Calibration({"cam0": cams["cam0"]}), tmp_path / "one.calib.yaml")
+    with pytest.raises(DetectionError, match=r"one\.calib\.yaml: one camera.*--distance-mm"):
+        mm_per_px(one, None, None, 640)
+    assert mm_per_px(one, None, 900.0, 640)[0] == pytest.approx(1.0)
+    (tmp_path / "bad.calib.yaml").write_text("format: something-else\n")
+    with pytest.raises(DetectionError, match=r"bad\.calib\.yaml"):
+        mm_per_px(tmp_path / "bad.calib.yaml", None, None, 640)
+
+
+def test_keypoint_numbers_at_the_threshold() -> None:
+    from detection.keypoints import summarize_points
+
+    nan, inf = math.nan, math.inf
+    # 5 frames x 2 parts: errors (NaN: the part is not labeled there) and peak confidences
+    err = np.array([[1.0, nan], [2.0, 3.0], [30.0, 4.0], [5.0, nan], [inf, 50.0]])
+    conf = np.array([[0.9, 0.8], [0.9, 0.2], [0.9, 0.9], [0.1, 0.1], [0.9, 0.9]])
+    neg = np.array([[0.6, 0.1], [0.2, 0.1], [0.1, 0.1]])
+    a, b = summarize_points(["a", "b"], err, conf, neg, threshold=0.5, radius_px=10, mm_per_px=0.1)
+    # a: labeled in all 5; reported in 4 (frame 3 under the threshold: a miss), hits frames 0, 1
+    assert (a.n, a.hits, a.n_reported, a.n_absent, a.fp_absent) == (5, 2, 4, 0, 0)
+    assert a.precision == pytest.approx(2 / 4) and a.recall == pytest.approx(2 / 5)
+    assert a.median_px == pytest.approx(30.0) and a.p90_px == inf  # errors 1, 2, 30, inf, inf
+    assert a.median_mm == pytest.approx(3.0) and a.fp_negative == 1 and a.n_negative == 3
+    # b: labeled in 3 (frame 1 under the threshold), reported on frame 0 where it is not labeled
+    assert (b.n, b.hits, b.n_reported, b.n_absent, b.fp_absent) == (3, 1, 2, 2, 1)
+    assert b.precision == pytest.approx(1 / 3) and b.recall == pytest.approx(1 / 3)
+    assert b.median_px == pytest.approx(50.0) and b.fp_negative == 0
+
+
+def test_keypoint_worst_frames_and_report(dlc: Path, tmp_path: Path) -> None:
+    import cv2
+
+    from detection import keypoints as kp
+    from detection.evaluate import worst_frames, write_point_report
+
+    ds = kp.load_dlc_points(dlc, ["snout", "tailbase"], skip_missing=True)
+    keys = sorted(ds.items)[:6]
+    sub = ds.subset(keys)
+
+    def frame(i: int) -> kp.FramePoints:
+        lab = sub.items[keys[i]]
+        pts = [[float(x) + i, float(y)] for x, y in lab]
+        errs: list[float | None] = [float(i), float(i)]
+        if i == 2:  # snout missed
+            pts[0], errs[0] = None, math.inf  # type: ignore[call-overload]
+        return kp.FramePoints(str(keys[i]), pts, [0.9, 0.9], errs)  # type: ignore[arg-type]
+
+    parts = [kp.PointResult("snout"), kp.PointResult("tailbase")]
+    ev = kp.PointEvaluation(parts, [frame(i) for i in range(6)], 0.5, 10.0, 128)
+    order = [Path(f.image) for f in worst_frames(ev, 3)]
+    assert order == [keys[2], keys[5], keys[4]]
+    rep = write_point_report(ev, sub, tmp_path / "r")
+    doc = json.loads(rep.read_text())
+    assert doc["frames"][2]["error_px"][0] == "inf" and doc["frames"][2]["points"][0] is None
+    assert doc["threshold"] == 0.5 and [p["name"] for p in doc["parts"]] == ["snout", "tailbase"]
+    im = cv2.imread(str(tmp_path / "r" / "worst.png"))
+    assert im is not None and im.shape[:2] == (2 * (240 + 18), 4 * 240)
