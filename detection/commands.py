@@ -134,12 +134,18 @@ def cmd_train_points(args: argparse.Namespace) -> int:
     import json
 
     from detection import keypoints as kp
-    from detection.datasets import parse_fractions, split_keys
+    from detection.datasets import carry_split, parse_fractions, split_keys
     from detection.evaluate import write_point_report
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
     ds = kp.load_dlc_points(args.csv, parts, skip_missing=args.skip_missing)
-    sp = split_keys(list(ds.items), parse_fractions(args.split), seed=args.seed)
+    if args.keep_split:
+        sp, gone = carry_split(list(ds.items), args.keep_split)
+        print(f"split carried over from {args.keep_split}; new labeled frames go to train")
+        if gone:
+            print(f"  {len(gone)} frame(s) of that split are no longer labeled, e.g. {gone[0]}")
+    else:
+        sp = split_keys(list(ds.items), parse_fractions(args.split), seed=args.seed)
     tr, va, te = (ds.subset(sp[s]) for s in ("train", "val", "test"))
     print(f"{len(ds)} labeled frames, parts {ds.names}: train {len(tr)}, val {len(va)}, test {len(te)}")
     recipe = kp.Recipe(steps=args.steps, crop=args.crop, arch=args.arch)
@@ -433,6 +439,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q.add_argument("out")
     q.add_argument("--parts", help="body parts, comma-separated (default: all in the CSV)")
     q.add_argument("--split", default="0.7,0.15,0.15", help="TRAIN,VAL,TEST fractions")
+    q.add_argument(
+        "--keep-split",
+        metavar="KEYPOINTS_JSON",
+        help="retraining after mining: keep the previous round's split (its keypoints.json); frames labeled "
+        "since go to train, so val and test stay the same frames",
+    )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--steps", type=int, default=600, help="training steps (batches of 24 crops)")
     q.add_argument("--crop", type=int, default=128, help="training crop side, px (the online ROI's scale)")

@@ -151,6 +151,35 @@ def split_keys(
     return out
 
 
+def carry_split(images: Sequence[Path], card: str | Path) -> tuple[dict[str, list[Path]], list[str]]:
+    """The split of a model card (``keypoints.json``'s ``splits``) carried over to a grown label set, for
+    the active-learning loop: an image keeps the split it had (matched by its last two path parts,
+    ``<video>/<image>``, as DeepLabCut's rows name it), a new one goes to ``train`` (a mined hard frame is
+    for training), so validation and test stay the same frames from round to round. Returns the split and
+    the previous split's images that are no longer labeled."""
+    import json
+
+    card = Path(card)
+    try:
+        old = json.loads(read_text(card, "model card", DatasetError))["splits"]
+        prev = {"/".join(Path(p).parts[-2:]): s for s in SPLITS for p in old.get(s, [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DatasetError(
+            f"{card}: not a model card with 'splits' (train-points writes keypoints.json)"
+        ) from None
+    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    seen = set()
+    for img in sorted(images):
+        key = "/".join(img.parts[-2:])
+        seen.add(key)
+        out[prev.get(key, "train")].append(img)
+    if not out["val"]:
+        raise DatasetError(
+            f"{card}: none of its validation images is in the labels: nothing to pick a threshold on"
+        )
+    return out, sorted(set(prev) - seen)
+
+
 _shape_cache: dict[Path, tuple[int, int]] = {}
 
 

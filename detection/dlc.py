@@ -111,6 +111,14 @@ def _cell(v: float) -> str:
     return "" if math.isnan(v) else repr(float(v))
 
 
+def _number(v: str) -> bool:
+    try:
+        float(v) if v.strip() else None
+    except ValueError:
+        return False
+    return True
+
+
 def read_dlc_csv(path: str | Path) -> DlcTable:
     """A CollectedData CSV -> :class:`DlcTable`. DatasetError names the file (and line) at fault."""
     path = Path(path)
@@ -146,7 +154,10 @@ def read_dlc_csv(path: str | Path) -> DlcTable:
         try:
             vals = np.array([float(v) if v.strip() else np.nan for v in row[levels:]])
         except ValueError:
-            raise DatasetError(f"{path}: line {n}: a cell that is not a number") from None
+            part = next(p for (p, _c), v in zip(columns, row[levels:], strict=True) if not _number(v))
+            raise DatasetError(
+                f"{path}: line {n}: body part {part!r}: no number in its x/y columns"
+            ) from None
         key = tuple(row[:levels])
         if key in table.rows:
             raise DatasetError(f"{path}: line {n}: image {'/'.join(key)} has a second row")

@@ -30,8 +30,6 @@ the box detector, run by the same runner interface.
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import logging
 import math
@@ -46,7 +44,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from analysis.textfile import read_text
 from detection.base import Det, DetectionError, Runner
 from detection.datasets import DatasetError, image_shape
 from detection.runners import THRESHOLD_KEY, preprocess
@@ -81,51 +78,39 @@ def load_dlc_points(
     root: str | Path | None = None,
     skip_missing: bool = False,
 ) -> PointDataset:
-    """DeepLabCut ``CollectedData_*.csv`` (single animal) -> points of ``parts`` (default: all body parts,
-    in the CSV's order). Image paths are relative to the project root (default: two folders above the
-    CSV's folder). DatasetError names the file and line at fault; a missing image is an error, or with
-    ``skip_missing`` a warning and the row is left out."""
+    """DeepLabCut ``CollectedData_*.csv`` or ``.h5`` (single animal; read by :func:`detection.dlc.read_dlc`,
+    either index form) -> points of ``parts`` (default: all body parts, in the table's order). Image paths
+    are relative to the project root (default: two folders above the table's folder). DatasetError names
+    the file (and image) at fault; a missing image is an error, or with ``skip_missing`` a warning and the
+    row is left out."""
+    from detection.dlc import read_dlc
+
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent.parent.parent
-    try:
-        rows = list(csv.reader(io.StringIO(read_text(csv_path, "DeepLabCut CSV", DatasetError), newline="")))
-    except csv.Error as e:
-        raise DatasetError(f"{csv_path}: not a valid CSV: {e}") from None
-    header = {r[0]: r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")}
-    if "bodyparts" not in header or "coords" not in header:
-        raise DatasetError(f"{csv_path}: not a DeepLabCut CollectedData CSV (no bodyparts/coords rows)")
-    if "individuals" in header:
-        raise DatasetError(f"{csv_path}: a multi-animal CSV; keypoint training takes single-animal labels")
-    bp, co = header["bodyparts"], header["coords"]
-    cols = {(bp[j], co[j]): j for j in range(1, len(bp))}
-    all_parts = list(dict.fromkeys(bp[1:]))
+    table = read_dlc(csv_path)
+    all_parts = table.bodyparts
     names = list(parts) if parts else all_parts
     for p in names:
-        if (p, "x") not in cols or (p, "y") not in cols:
-            raise DatasetError(f"{csv_path}: body part {p!r} not in the CSV (it has {', '.join(all_parts)})")
+        if p not in all_parts:
+            what = "CSV" if csv_path.suffix.lower() == ".csv" else "table"
+            raise DatasetError(
+                f"{csv_path}: body part {p!r} not in the {what} (it has {', '.join(all_parts)})"
+            )
+    pick = [all_parts.index(p) for p in names]
     ds = PointDataset(names=names)
     skipped = 0
-    for ri, row in enumerate(rows[len(header) :], len(header) + 1):
-        if not row or not row[0]:
-            continue
-        img = root / row[0]
+    for key in table.rows:
+        rel = table.rel_path(key)
+        img = root / rel
         if not img.is_file() and skip_missing:
             skipped += 1
             continue
         h, w = image_shape(img, csv_path)
-        pts = np.full((len(names), 2), np.nan)
+        pts = table.points(key)[pick]
         for k, p in enumerate(names):
-            try:
-                vx, vy = row[cols[(p, "x")]], row[cols[(p, "y")]]
-                if vx and vy and vx.lower() != "nan":
-                    pts[k] = float(vx), float(vy)
-            except (IndexError, ValueError):
-                raise DatasetError(
-                    f"{csv_path}: line {ri}: body part {p!r}: no number in its x/y columns"
-                ) from None
             if np.isfinite(pts[k]).all() and not (-1 <= pts[k, 0] <= w + 1 and -1 <= pts[k, 1] <= h + 1):
                 raise DatasetError(
-                    f"{csv_path}: line {ri}: body part {p!r} at {pts[k]} is outside the {w}x{h} image"
+                    f"{csv_path}: image {rel}: body part {p!r} at {pts[k]} is outside the {w}x{h} image"
                 )
         ds.items[img] = pts
     if skipped:

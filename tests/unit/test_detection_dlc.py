@@ -70,7 +70,10 @@ def test_written_as_pandas_writes_it_both_index_forms(tmp_path: Path) -> None:
     [
         ("a,b\n1,2\n", "not a DeepLabCut CollectedData CSV"),
         ("scorer,me,me\nindividuals,a,a\nbodyparts,s,s\ncoords,x,y\n", "multi-animal"),
-        ("scorer,me,me\nbodyparts,s,s\ncoords,x,y\nimg.png,1,zz\n", "line 4: a cell that is not a number"),
+        (
+            "scorer,me,me\nbodyparts,s,s\ncoords,x,y\nimg.png,1,zz\n",
+            "line 4: body part .s.: no number in its x/y columns",
+        ),
         ("scorer,me,me\nbodyparts,s,s\ncoords,x,y\nimg.png,1\n", "line 4: 2 cells, the header has 3"),
         (
             "scorer,me,me\nbodyparts,s,s\ncoords,x,y\ni.png,1,2\ni.png,1,2\n",
@@ -140,3 +143,24 @@ def test_point_session_refuses_mismatched_parts_and_bad_names(project: Path, tmp
         PointSession.open(frames, tmp_path / "CollectedData_me.csv")
     with pytest.raises(DatasetError, match=r"a \.csv"):
         PointSession.open(frames, tmp_path / "labels.txt", ["a"])
+
+
+def test_a_kept_split_sends_new_frames_to_train(tmp_path: Path) -> None:
+    """Retraining after mining: frames keep the split of the previous round's card (matched by
+    <video>/<image>, wherever the project now lies); newly labeled frames go to train."""
+    import json
+
+    from detection.datasets import carry_split
+
+    d = "/a/labeled-data/v"
+    old = {"train": [f"{d}/0.png", f"{d}/1.png"], "val": [f"{d}/2.png"], "test": [f"{d}/3.png", f"{d}/9.png"]}
+    card = tmp_path / "keypoints.json"
+    card.write_text(json.dumps({"splits": old}))
+    now = [Path("moved/labeled-data/v") / f"{i}.png" for i in (0, 1, 2, 3, 4, 5)]
+    sp, gone = carry_split(now, card)
+    names = {s: [p.name for p in v] for s, v in sp.items()}
+    assert names == {"train": ["0.png", "1.png", "4.png", "5.png"], "val": ["2.png"], "test": ["3.png"]}
+    assert gone == ["v/9.png"]
+    card.write_text(json.dumps({"confidence_threshold": 0.3}))
+    with pytest.raises(DatasetError, match="not a model card with 'splits'"):
+        carry_split(now, card)
