@@ -251,31 +251,89 @@ class PointSession:
         return write_dlc(self.table, self.out)
 
 
-class LabelWindow:
-    """pyqtgraph window over a :class:`LabelSession` (created lazily: Qt is imported here only)."""
+class _Window:
+    """What both labeling windows share: a pyqtgraph image view (Qt imported here only), clicks mapped to
+    image pixels, and the keys every mode has (N/right, P/left: next/previous image; Z/backspace: undo;
+    S: save; Q: save and close). A mode adds its own keys in :meth:`mode_key` and draws in
+    :meth:`draw`."""
 
-    def __init__(self, session: LabelSession, yolo_dir: str | Path | None = None):
+    title = "deepbehavior label"
+
+    def __init__(self, session: LabelSession | PointSession) -> None:
         import cv2
         import pyqtgraph as pg
         from pyqtgraph.Qt import QtCore, QtWidgets
 
-        self.s, self.yolo_dir, self._cv2, self._pg, self.QtCore = session, yolo_dir, cv2, pg, QtCore
+        self.session, self._cv2, self._pg, self.QtCore = session, cv2, pg, QtCore
         self.app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-        self.win = pg.GraphicsLayoutWidget(title="deepbehavior label")
+        self.win = pg.GraphicsLayoutWidget(title=self.title)
         self.plot = self.win.addPlot()
         self.plot.invertY(True)
         self.plot.setAspectLocked(True)
         self.img_item = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.img_item)
-        self.rects: list[Any] = []
+        self.setup()
         self.win.keyPressEvent = self.on_key
         self.plot.scene().sigMouseClicked.connect(self.on_mouse)
         self.show_current()
 
+    def setup(self) -> None:
+        """A mode's own plot items."""
+
+    def draw(self) -> None:
+        """A mode's labels on the current image, and the window title."""
+
+    def mode_key(self, k: Any, text: str) -> None:
+        """A mode's own keys."""
+
+    def save(self) -> None:
+        raise NotImplementedError
+
     def show_current(self) -> None:
-        im = self._cv2.imread(str(self.s.current), self._cv2.IMREAD_GRAYSCALE)
+        im = self._cv2.imread(str(self.session.current), self._cv2.IMREAD_GRAYSCALE)
         if im is not None:
             self.img_item.setImage(im, levels=(0, 255))
+        self.draw()
+
+    def on_mouse_at(self, x: float, y: float) -> None:
+        """A click at image pixel (x, y) (what a mouse click maps to)."""
+        self.session.click(x, y)
+        self.show_current()
+
+    def on_mouse(self, ev: Any) -> None:
+        p = self.img_item.mapFromScene(ev.scenePos())
+        self.on_mouse_at(float(p.x()), float(p.y()))
+
+    def on_key(self, ev: Any) -> None:
+        K = self.QtCore.Qt.Key
+        k, text = ev.key(), ev.text()
+        if k in (K.Key_N, K.Key_Right):
+            self.session.step(1)
+        elif k in (K.Key_P, K.Key_Left):
+            self.session.step(-1)
+        elif k in (K.Key_Z, K.Key_Backspace):
+            self.session.undo()
+        elif k == K.Key_S:
+            self.save()
+        elif k == K.Key_Q:
+            self.save()
+            self.win.close()
+            return
+        else:
+            self.mode_key(k, text)
+        self.show_current()
+
+
+class LabelWindow(_Window):
+    """Boxes over a :class:`LabelSession`: two clicks per box; digits pick the class, Esc drops a first
+    corner."""
+
+    def __init__(self, session: LabelSession, yolo_dir: str | Path | None = None):
+        self.s, self.yolo_dir = session, yolo_dir
+        self.rects: list[Any] = []
+        super().__init__(session)
+
+    def draw(self) -> None:
         for r in self.rects:
             self.plot.removeItem(r)
         self.rects = []
@@ -287,64 +345,31 @@ class LabelWindow:
         pos = f"{self.s.index + 1}/{len(self.s.images)}"
         self.win.setWindowTitle(f"{self.s.current.name} ({pos}) class {self.s.names[self.s.class_id]}")
 
-    def on_mouse_at(self, x: float, y: float) -> None:
-        """A click at image pixel (x, y) (what a mouse click maps to)."""
-        if self.s.click(x, y) is not None:
-            self.show_current()
-
-    def on_mouse(self, ev: Any) -> None:
-        p = self.img_item.mapFromScene(ev.scenePos())
-        self.on_mouse_at(float(p.x()), float(p.y()))
-
-    def on_key(self, ev: Any) -> None:
-        K = self.QtCore.Qt.Key
-        k, text = ev.key(), ev.text()
-        if k in (K.Key_N, K.Key_Right):
-            self.s.step(1)
-        elif k in (K.Key_P, K.Key_Left):
-            self.s.step(-1)
-        elif k in (K.Key_Z, K.Key_Backspace):
-            self.s.undo()
-        elif k == K.Key_Escape:
+    def mode_key(self, k: Any, text: str) -> None:
+        if k == self.QtCore.Qt.Key.Key_Escape:
             self.s.first_corner = None
         elif text.isdigit():
             self.s.set_class(int(text))
-        elif k == K.Key_S:
-            self.s.save(self.yolo_dir)
-        elif k == K.Key_Q:
-            self.s.save(self.yolo_dir)
-            self.win.close()
-            return
-        self.show_current()
+
+    def save(self) -> None:
+        self.s.save(self.yolo_dir)
 
 
-class PointWindow:
-    """pyqtgraph window over a :class:`PointSession`: the image, its labeled points (one colour per body
-    part, the selected part's name in the title)."""
+class PointWindow(_Window):
+    """Points over a :class:`PointSession`: the image, its labeled points (one colour per body part, the
+    selected part's name in the title); Tab or a digit picks the part, X/Delete clears it."""
+
+    title = "deepbehavior label (points)"
 
     def __init__(self, session: PointSession):
-        import cv2
-        import pyqtgraph as pg
-        from pyqtgraph.Qt import QtCore, QtWidgets
+        self.s = session
+        super().__init__(session)
 
-        self.s, self._cv2, self._pg, self.QtCore = session, cv2, pg, QtCore
-        self.app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-        self.win = pg.GraphicsLayoutWidget(title="deepbehavior label (points)")
-        self.plot = self.win.addPlot()
-        self.plot.invertY(True)
-        self.plot.setAspectLocked(True)
-        self.img_item = pg.ImageItem(axisOrder="row-major")
-        self.plot.addItem(self.img_item)
-        self.scatter = pg.ScatterPlotItem(size=9)
+    def setup(self) -> None:
+        self.scatter = self._pg.ScatterPlotItem(size=9)
         self.plot.addItem(self.scatter)
-        self.win.keyPressEvent = self.on_key
-        self.plot.scene().sigMouseClicked.connect(self.on_mouse)
-        self.show_current()
 
-    def show_current(self) -> None:
-        im = self._cv2.imread(str(self.s.current), self._cv2.IMREAD_GRAYSCALE)
-        if im is not None:
-            self.img_item.setImage(im, levels=(0, 255))
+    def draw(self) -> None:
         pts = self.s.points()
         n = len(self.s.names)
         spots = [
@@ -359,37 +384,17 @@ class PointWindow:
             f"{self.s.current.name} ({pos}) part {self.s.names[self.s.part]} ({done}/{n} labeled)"
         )
 
-    def on_mouse_at(self, x: float, y: float) -> None:
-        """A click at image pixel (x, y) (what a mouse click maps to)."""
-        self.s.click(x, y)
-        self.show_current()
-
-    def on_mouse(self, ev: Any) -> None:
-        p = self.img_item.mapFromScene(ev.scenePos())
-        self.on_mouse_at(float(p.x()), float(p.y()))
-
-    def on_key(self, ev: Any) -> None:
+    def mode_key(self, k: Any, text: str) -> None:
         K = self.QtCore.Qt.Key
-        k, text = ev.key(), ev.text()
-        if k in (K.Key_N, K.Key_Right):
-            self.s.step(1)
-        elif k in (K.Key_P, K.Key_Left):
-            self.s.step(-1)
-        elif k in (K.Key_Z, K.Key_Backspace):
-            self.s.undo()
-        elif k in (K.Key_X, K.Key_Delete):
+        if k in (K.Key_X, K.Key_Delete):
             self.s.clear()
         elif k == K.Key_Tab:
             self.s.set_part((self.s.part + 1) % len(self.s.names))
         elif text.isdigit():
             self.s.set_part(int(text))
-        elif k == K.Key_S:
-            self.s.save()
-        elif k == K.Key_Q:
-            self.s.save()
-            self.win.close()
-            return
-        self.show_current()
+
+    def save(self) -> None:
+        self.s.save()
 
 
 def main(argv: list[str] | None = None) -> int:
