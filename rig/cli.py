@@ -216,7 +216,11 @@ def cmd_reanalyze(args: argparse.Namespace) -> int:
     if model and not Path(model).is_file():
         raise UserError(f"--model {args.model}: no such file")
     options = Options(
-        detect=args.detect, model=model, analyses=not args.no_analyses, accept_partial=args.accept_partial
+        detect=args.detect or args.device != "cpu",
+        model=model,
+        analyses=not args.no_analyses,
+        accept_partial=args.accept_partial,
+        device=args.device,
     )
     bars = _ReanalysisProgress(len(args.sessions), quiet=args.quiet)
     try:
@@ -416,6 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--detect", action="store_true", help="re-detect from the videos with the session's detector settings"
     )
     ra.add_argument("--model", help="re-detect with this model file instead (implies --detect)")
+    ra.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "tensorrt"],
+        default="cpu",
+        help="where re-detection runs (implies --detect): cuda = ONNX Runtime's CUDA provider, tensorrt = "
+        "a TensorRT FP16 engine built from the ONNX model and cached beside it; videos decode on the GPU "
+        "where FFmpeg offers it (default cpu)",
+    )
     ra.add_argument("--no-analyses", action="store_true", help="3-D only, no task analyses")
     ra.add_argument("--force", action="store_true", help="redo sessions already reanalysed")
     ra.add_argument(
