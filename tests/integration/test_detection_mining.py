@@ -32,7 +32,8 @@ SHIFT_PX = 40.0
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    r, s = run_session(tmp_path_factory.mktemp("rec"), "--trials", "1")
+    # a fixed length (a trial's length varies: one trial sometimes ended before trigger 300)
+    r, s = run_session(tmp_path_factory.mktemp("rec"), "--set", "experiment.n_trials=null", "--duration", "4")
     assert r.returncode == 0, r.stderr[-2000:]
     assert s is not None
     return s.path
