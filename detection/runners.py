@@ -97,45 +97,9 @@ def decode(
     max_det: int = DEFAULT_MAX_DET,
 ) -> list[list[Det]]:
     """YOLO head output (B, 4 + nc, N) (cx, cy, w, h in input pixels, then class scores) -> boxes per
-    frame in that frame's pixels, class-aware NMS, clipped to the frame (H, W) in ``shapes``."""
-    if raw.ndim != 3 or raw.shape[1] < 5:
-        raise DetectionError(f"unexpected model output shape {raw.shape}; expected (B, 4 + classes, N)")
-    if raw.shape[1] == 5:  # one class (the paw models): its score is the confidence
-        cls_all = None
-        conf_all = raw[:, 4, :]
-    else:
-        cls_all = raw[:, 4:, :].argmax(1)  # (B, N)
-        conf_all = np.take_along_axis(raw[:, 4:, :], cls_all[:, None, :], 1)[:, 0, :]
-    out: list[list[Det]] = []
-    for b in range(raw.shape[0]):
-        sel = np.flatnonzero(conf_all[b] >= confidence)
-        if sel.size == 0:
-            out.append([])
-            continue
-        cx, cy, w, h = raw[b, :4][:, sel].astype(np.float64)
-        hh, ww = shapes[b]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * (1.0 / scales[b])
-        np.clip(boxes, 0, [ww, hh, ww, hh], out=boxes)
-        s = conf_all[b, sel]
-        c = np.zeros(sel.size, np.int64) if cls_all is None else cls_all[b, sel]
-        # class-aware NMS by offsetting classes apart
-        keep = nms(boxes if cls_all is None else boxes + c[:, None] * 1e5, s, iou)[:max_det]
-        bl, sl, cl = boxes.tolist(), s.tolist(), c.tolist()
-        out.append([Det(bl[k][0], bl[k][1], bl[k][2], bl[k][3], sl[k], cl[k]) for k in keep])
-    return out
-
-
-def decode_batched(
-    raw: np.ndarray,
-    scales: Sequence[float],
-    shapes: Sequence[tuple[int, int]],
-    confidence: float,
-    iou: float = DEFAULT_IOU,
-    max_det: int = DEFAULT_MAX_DET,
-) -> list[list[Det]]:
-    """:func:`decode` with the thresholding, box arithmetic and clipping done once over the whole batch
-    (only NMS runs per frame, on that frame's few candidates): the same boxes, in the same order, as
-    :func:`decode`, for a fraction of its per-frame cost on large batches of small crops."""
+    frame in that frame's pixels, class-aware NMS, clipped to the frame (H, W) in ``shapes``. The
+    thresholding, box arithmetic and clipping are done once over the whole batch; only NMS runs per frame,
+    on that frame's few candidates (a large batch of small crops costs little more than its NMS)."""
     if raw.ndim != 3 or raw.shape[1] < 5:
         raise DetectionError(f"unexpected model output shape {raw.shape}; expected (B, 4 + classes, N)")
     if raw.shape[1] == 5:
@@ -204,7 +168,7 @@ class YoloRunner(Runner):
 
     def infer_batched(self, images: Sequence[np.ndarray], batch: int = 64) -> list[list[Det]]:
         """:meth:`infer` for many frames of one shape, ``batch`` (at most :attr:`max_batch`) per network
-        call, boxes decoded by :func:`decode_batched`. Frames of one shape are letterboxed alone exactly
+        call, boxes decoded by :func:`decode`. Frames of one shape are letterboxed alone exactly
         as in a batch, so each frame's boxes are :meth:`infer`'s wherever the network's output does not
         depend on the batch (ONNX Runtime on the CPU: bit for bit; FP16 on a GPU: within its rounding)."""
         step = max(1, min(batch, self.max_batch or batch))
@@ -214,7 +178,7 @@ class YoloRunner(Runner):
             x, scales = preprocess(part, self.input_size)
             raw = self.run_raw(x)
             shapes = [im.shape[:2] for im in part]
-            out += decode_batched(raw, scales, shapes, self.confidence, self.iou, self.max_det)
+            out += decode(raw, scales, shapes, self.confidence, self.iou, self.max_det)
         return out
 
     @abc.abstractmethod

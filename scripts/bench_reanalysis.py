@@ -171,7 +171,6 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
         (runners, "preprocess"),
         (runners.OnnxRuntimeRunner, "run_raw"),
         (runners, "decode"),
-        (runners, "decode_batched"),
     ]
     saved = [(m, n, getattr(m, n)) for m, n in targets]
     clock.wrap_generator(ra, "_readable_frames", "decode video (PyAV) + Y plane copy")
@@ -188,7 +187,6 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     clock.wrap(runners, "preprocess", "letterbox (preprocess)")
     clock.wrap(runners.OnnxRuntimeRunner, "run_raw", "inference (ONNX Runtime, 1 thread)")
     clock.wrap(runners, "decode", "box decode + NMS")
-    clock.wrap(runners, "decode_batched", "box decode + NMS")
     ahead, was_batched = ra.DECODE_AHEAD, ra.BATCHED
     ra.DECODE_AHEAD = 0  # decode inline, so that its time is a stage of its own
     ra.BATCHED = batched
@@ -509,7 +507,7 @@ camera), or the GPU path (NVDEC decoding, batched inference).
 **What the batched path changes**: each camera's frames are cut into segments of {st["segment_frames"]}
 frames tracked side by side in {st["lanes"]} lanes per camera, all lanes' ROI crops (and all full-frame
 searches) in one network call (median {crops:.1f} crops per call, against 1-2 before), boxes decoded
-vectorised over the batch (`detection.runners.decode_batched`), detection rows built per frame without
+vectorised over the batch (`detection.runners.decode`), detection rows built per frame without
 per-box Python lists. A lane starts from a guessed track (the online run's recorded detections); its
 predecessor carries on into it until both tracks are equal, from where the lane's own boxes are the
 reference's: {100 * again:.1f} % of the frames were detected twice (median). Detections and 3-D of

@@ -8,13 +8,14 @@ lost / skipped-search branches. The GPU path (``device``) is checked against the
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from detection.base import Det
-from detection.runners import decode, decode_batched, gpu_visible
+from detection.base import Det, DetectionError
+from detection.runners import DEFAULT_IOU, DEFAULT_MAX_DET, decode, gpu_visible, nms
 from rig.errors import InputError, UserError
 from rig.reanalyze import Options, reanalyze_session, redetect, redetect_batched
 from rig.session import load_session
@@ -101,8 +102,44 @@ def test_reanalysis_records_the_batched_path(recorded, tmp_path):
         Options(device="gpu")
 
 
+def _reference_decode(
+    raw: np.ndarray,
+    scales: Sequence[float],
+    shapes: Sequence[tuple[int, int]],
+    confidence: float,
+    iou: float = DEFAULT_IOU,
+    max_det: int = DEFAULT_MAX_DET,
+) -> list[list[Det]]:
+    """The plain per-frame decoder (what detection.runners.decode replaced): the reference it must match."""
+    if raw.ndim != 3 or raw.shape[1] < 5:
+        raise DetectionError(f"unexpected model output shape {raw.shape}; expected (B, 4 + classes, N)")
+    if raw.shape[1] == 5:  # one class (the paw models): its score is the confidence
+        cls_all = None
+        conf_all = raw[:, 4, :]
+    else:
+        cls_all = raw[:, 4:, :].argmax(1)  # (B, N)
+        conf_all = np.take_along_axis(raw[:, 4:, :], cls_all[:, None, :], 1)[:, 0, :]
+    out: list[list[Det]] = []
+    for b in range(raw.shape[0]):
+        sel = np.flatnonzero(conf_all[b] >= confidence)
+        if sel.size == 0:
+            out.append([])
+            continue
+        cx, cy, w, h = raw[b, :4][:, sel].astype(np.float64)
+        hh, ww = shapes[b]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * (1.0 / scales[b])
+        np.clip(boxes, 0, [ww, hh, ww, hh], out=boxes)
+        s = conf_all[b, sel]
+        c = np.zeros(sel.size, np.int64) if cls_all is None else cls_all[b, sel]
+        # class-aware NMS by offsetting classes apart
+        keep = nms(boxes if cls_all is None else boxes + c[:, None] * 1e5, s, iou)[:max_det]
+        bl, sl, cl = boxes.tolist(), s.tolist(), c.tolist()
+        out.append([Det(bl[k][0], bl[k][1], bl[k][2], bl[k][3], sl[k], cl[k]) for k in keep])
+    return out
+
+
 @pytest.mark.parametrize("classes", [1, 3])
-def test_decode_batched_gives_decode_boxes(classes):
+def test_decode_gives_the_per_frame_reference_boxes(classes):
     """Random head outputs with many overlapping candidates per frame, some frames with none or one."""
     rng = np.random.default_rng(classes)
     b, n = 12, 300
@@ -116,8 +153,8 @@ def test_decode_batched_gives_decode_boxes(classes):
     scales = [1.0, 0.5] * (b // 2)
     shapes = [(64, 64), (40, 50)] * (b // 2)
     for conf, iou, max_det in ((0.25, 0.5, 10), (0.05, 0.3, 3), (0.5, 0.7, 300)):
-        want = decode(raw, scales, shapes, conf, iou, max_det)
-        got = decode_batched(raw, scales, shapes, conf, iou, max_det)
+        want = _reference_decode(raw, scales, shapes, conf, iou, max_det)
+        got = decode(raw, scales, shapes, conf, iou, max_det)
         assert got == want
         assert any(len(d) > 1 for d in want) and want[3] == [] and len(want[5]) == 1
         assert all(isinstance(d, Det) for dets in got for d in dets)
