@@ -139,31 +139,22 @@ def frames(ids: list[int], indices: list[int]) -> list[Frame]:
 def test_loopback_times_the_ttl_on_the_firmware_clock(firmware_built: None, jumper: bool) -> None:
     """With rig.arduino.loopback the check pulses the TTL and times it on D12 (the harness wires D6 to D12
     as the jumper); with the jumper missing on the board it fails naming it."""
-    import threading
-
     import rig.check
+    from rig.check import open_board
     from rig.config import ArduinoConfig
-    from rig.firmware_sim import FirmwareSim
-    from rig.serial_link import SerialLink
 
     cfg = ArduinoConfig(loopback=True)
-    with FirmwareSim(realtime=True) as sim:
-        link = SerialLink(sim.pty_path, watchdog_ms=0)
-        threading.Timer(0.2, sim.release).start()
-        link.open()
-        try:
-            link.configure(**cfg.firmware_config())
-            if jumper:
+    with open_board(cfg) as (link, sim):  # the check's own way to the simulated board
+        link.configure(**cfg.firmware_config())
+        if jumper:
+            result = check_loopback(Board(link, sim), cfg)
+        else:
+            mp = pytest.MonkeyPatch()
+            mp.setattr(rig.check, "fit_jumper", lambda sim: None)  # nobody fitted the jumper
+            try:
                 result = check_loopback(Board(link, sim), cfg)
-            else:
-                mp = pytest.MonkeyPatch()
-                mp.setattr(rig.check, "fit_jumper", lambda sim: None)  # nobody fitted the jumper
-                try:
-                    result = check_loopback(Board(link, sim), cfg)
-                finally:
-                    mp.undo()
-        finally:
-            link.close()
+            finally:
+                mp.undo()
     if not jumper:
         assert result.status == "FAIL" and "jumper from D6 to D12" in result.detail, result
         return
@@ -179,22 +170,13 @@ def test_frame_clock_is_heard_on_d8_and_its_rate_measured(firmware_built: None, 
     """With rig.arduino.frame_clock the check listens on D8: the simulated imaging clock (40 Hz, 2 % of
     its pulses missing) is heard with its rate on the firmware clock; declared but not driven (an
     unwired board) it fails naming the wiring."""
-    import threading
-
+    from rig.check import open_board
     from rig.config import ArduinoConfig, ImagingClockSimConfig, SimulatorConfig
-    from rig.firmware_sim import FirmwareSim
-    from rig.serial_link import SerialLink
 
     imaging = ImagingClockSimConfig(rate_hz=40.0, drop_permille=20, jitter_us=50) if wired else None
     cfg = ArduinoConfig(frame_clock=True, simulator=SimulatorConfig(imaging_clock=imaging))
-    with FirmwareSim(realtime=True) as sim:
-        link = SerialLink(sim.pty_path, watchdog_ms=0)
-        threading.Timer(0.2, sim.release).start()
-        link.open()
-        try:
-            result = check_frame_clock(Board(link, sim), cfg)
-        finally:
-            link.close()
+    with open_board(cfg) as (link, sim):
+        result = check_frame_clock(Board(link, sim), cfg)
     if not wired:
         assert result.status == "FAIL" and "wired to D8" in result.detail, result
         return
