@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchlib import machine, pct, write_block
 
 from rig.errors import UserError
-from rig.reanalyze import DEVICES, Options, run_batch
+from rig.reanalyze import Options, run_batch
+from rig.redetect import DEVICES
 
 
 def record(out: Path, n: int, trials: int) -> list[Path]:
@@ -64,7 +65,13 @@ def record(out: Path, n: int, trials: int) -> list[Path]:
 
 def _warm() -> None:
     """Imports a worker's first session would otherwise pay for."""
-    for mod in ("rig.reanalyze", "detection.online", "detection.runners", "analysis.tasks.reaching"):
+    for mod in (
+        "rig.reanalyze",
+        "rig.redetect",
+        "detection.online",
+        "detection.runners",
+        "analysis.tasks.reaching",
+    ):
         importlib.import_module(mod)
     from analysis.plotting import pyplot
 
@@ -153,16 +160,17 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     through ``redetect_batched`` (the default path), else the reference path (``redetect``, the online
     detector per stereo set). The stage ``cpu`` is the process CPU time of the whole session."""
     import rig.reanalyze as ra
+    import rig.redetect as rd
     from detection import online, runners
 
     clock = StageClock()
     targets = [
-        (ra, "_readable_frames"),
+        (rd, "_readable_frames"),
         (ra, "load_session"),
-        (ra, "redetect"),
-        (ra, "redetect_batched"),
-        (ra, "_track_camera_chunk"),
-        (ra._BatchedTracker, "infer"),
+        (rd, "redetect"),
+        (rd, "redetect_batched"),
+        (rd, "_track_camera_chunk"),
+        (rd._BatchedTracker, "infer"),
         (ra, "triangulate_sets"),
         (ra, "_write_table"),
         (ra, "run_analyses"),
@@ -173,12 +181,12 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
         (runners, "decode"),
     ]
     saved = [(m, n, getattr(m, n)) for m, n in targets]
-    clock.wrap_generator(ra, "_readable_frames", "decode video (PyAV) + Y plane copy")
+    clock.wrap_generator(rd, "_readable_frames", "decode video (PyAV) + Y plane copy")
     clock.wrap(ra, "load_session", "table I/O: load session")
-    clock.wrap(ra, "redetect", "_redetect")
-    clock.wrap(ra, "redetect_batched", "_redetect")
-    clock.wrap(ra, "_track_camera_chunk", "_detect")
-    clock.wrap(ra._BatchedTracker, "infer", "_infer")
+    clock.wrap(rd, "redetect", "_redetect")
+    clock.wrap(rd, "redetect_batched", "_redetect")
+    clock.wrap(rd, "_track_camera_chunk", "_detect")
+    clock.wrap(rd._BatchedTracker, "infer", "_infer")
     clock.wrap(ra, "triangulate_sets", "triangulation (PointTracker)")
     clock.wrap(ra, "_write_table", "table I/O: write CSVs")
     clock.wrap(ra, "run_analyses", "analyses (reaching, figures)")
@@ -187,14 +195,14 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     clock.wrap(runners, "preprocess", "letterbox (preprocess)")
     clock.wrap(runners.OnnxRuntimeRunner, "run_raw", "inference (ONNX Runtime, 1 thread)")
     clock.wrap(runners, "decode", "box decode + NMS")
-    ahead, was_batched = ra.DECODE_AHEAD, ra.BATCHED
-    ra.DECODE_AHEAD = 0  # decode inline, so that its time is a stage of its own
-    ra.BATCHED = batched
+    ahead, was_batched = rd.DECODE_AHEAD, rd.BATCHED
+    rd.DECODE_AHEAD = 0  # decode inline, so that its time is a stage of its own
+    rd.BATCHED = batched
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         summary = ra.reanalyze_session(path, force=True, options=Options(detect=True))
     finally:
-        ra.DECODE_AHEAD, ra.BATCHED = ahead, was_batched
+        rd.DECODE_AHEAD, rd.BATCHED = ahead, was_batched
         for m, n, fn in saved:
             setattr(m, n, fn)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -214,9 +222,9 @@ def video_bytes(path: Path) -> int:
 
 def _set_path(batched: bool) -> None:
     """In a worker: re-detect through ``redetect_batched`` (True) or the reference ``redetect``."""
-    import rig.reanalyze as ra
+    import rig.redetect as rd
 
-    ra.BATCHED = batched
+    rd.BATCHED = batched
 
 
 def serial_batch(
@@ -254,7 +262,7 @@ def floors(path: Path) -> dict[str, float]:
     import av
 
     from detection.runners import make_runner, preprocess
-    from rig.reanalyze import detector_config
+    from rig.redetect import detector_config
     from rig.session import load_session, y_plane
 
     s = load_session(path)
@@ -299,25 +307,25 @@ def redetection_only(paths: list[Path], repeats: int) -> dict[tuple[bool, bool],
     """Re-detection alone (decode + detect, no triangulation, analyses or files), per session: {(batched,
     decode thread): [(frames/s wall, frames per CPU s)]}, the four variants alternating. With the decode
     threads (one per camera, ``_decoded_ahead``) the process uses more than one core where it has them."""
-    import rig.reanalyze as ra
+    import rig.redetect as rd
     from rig.session import load_session
 
     out: dict[tuple[bool, bool], list[tuple[float, float]]] = {}
-    ahead = ra.DECODE_AHEAD
+    ahead = rd.DECODE_AHEAD
     try:
         for p in paths:
             s = load_session(p)
             for _ in range(repeats):
                 for thread in (False, True):
                     for batched in (False, True):
-                        ra.DECODE_AHEAD = ahead if thread else 0
+                        rd.DECODE_AHEAD = ahead if thread else 0
                         t, c = time.perf_counter(), time.process_time()
-                        d = ra.redetect_batched(s) if batched else ra.redetect(s)
+                        d = rd.redetect_batched(s) if batched else rd.redetect(s)
                         wall, cpu = time.perf_counter() - t, time.process_time() - c
                         n = len(set(zip(d["camera"].tolist(), d["seq"].tolist())))
                         out.setdefault((batched, thread), []).append((n / wall, n / cpu))
     finally:
-        ra.DECODE_AHEAD = ahead
+        rd.DECODE_AHEAD = ahead
     return out
 
 
@@ -479,7 +487,7 @@ def profile(args: argparse.Namespace, paths: list[Path], reused: int) -> str:
     m50, m99 = pct(mbps)
     return f"""## Reanalysis per worker after batching (issue 19): stages before/after, floors, 1 vs 2 workers
 
-**After this change** (`rig.reanalyze.redetect_batched`, the default re-detection path), compared with the
+**After this change** (`rig.redetect.redetect_batched`, the default re-detection path), compared with the
 path it replaces (`redetect`: the online detector per stereo set, kept as the reference) on the same
 sessions, alternating, in one process, one thread, decoding inline so that it is a stage of its own.
 The section "Reanalysis profile" above is the earlier measurement of the old path (at load ~8).
@@ -553,7 +561,7 @@ speedup at 2 | 16 | 64 | 256 workers: {amd}; a lab batch of 256 one-hour session
 def gpu(args: argparse.Namespace, paths: list[Path]) -> str:
     """Batched re-detection on the GPU (``--device``), session by session in this process: frames/s (wall,
     decoding included), and the boxes against the CPU path's (the reference: FP16 may move a box edge)."""
-    from rig.reanalyze import redetect_batched
+    from rig.redetect import redetect_batched
     from rig.session import load_session
 
     info = machine()

@@ -221,7 +221,7 @@ def test_detector_config_for_redetection(recorded, tmp_path):
     """The session's own model (a path relative to the config it ran from), or --model instead of it."""
     from rig.cli import main
     from rig.errors import InputError
-    from rig.reanalyze import detector_config
+    from rig.redetect import detector_config
 
     s = load_session(recorded)
     own = detector_config(s)
@@ -265,7 +265,7 @@ def test_decoding_ahead_keeps_order_errors_and_stops_when_left():
     frames are read, and ends (closing the reader) when detection stops early."""
     import threading
 
-    from rig.reanalyze import _decoded_ahead
+    from rig.redetect import _decoded_ahead
 
     closed = threading.Event()
 

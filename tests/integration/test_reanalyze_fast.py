@@ -1,4 +1,4 @@
-"""Batched re-detection (``rig.reanalyze.redetect_batched``, the default path of ``reanalyze --detect``)
+"""Batched re-detection (``rig.redetect.redetect_batched``, the default path of ``reanalyze --detect``)
 against the reference path (``redetect``: the online detector per stereo set) on a real simulated session
 (crf-12 video, the bundled ONNX model): the same boxes, bit for bit, however the frames are cut into lanes,
 whether the lanes start from the online run's detections or from nothing, and through the detector's
@@ -17,7 +17,8 @@ import pytest
 from detection.base import Det, DetectionError
 from detection.runners import DEFAULT_IOU, DEFAULT_MAX_DET, decode, gpu_visible, nms
 from rig.errors import InputError, UserError
-from rig.reanalyze import Options, reanalyze_session, redetect, redetect_batched
+from rig.reanalyze import Options, reanalyze_session
+from rig.redetect import redetect, redetect_batched
 from rig.session import load_session
 from tests.sessions import run_session
 
@@ -172,11 +173,11 @@ def test_gpu_device_without_a_gpu_is_one_clear_error(recorded):
 def test_gpu_decoding_gives_the_cpu_frames(recorded, caplog):
     """The GPU reader yields what ``Session.read_frames`` does: NVDEC where FFmpeg has a CUDA device (H.264
     decoding is exact), else (as here without a GPU) FFmpeg on the CPU, said in the log."""
-    from rig.reanalyze import _gpu_frames
+    from rig.redetect import _gpu_frames
 
     s = load_session(recorded)
     cam = next(iter(s.frames))
-    with caplog.at_level("INFO", logger="rig.reanalyze"):
+    with caplog.at_level("INFO", logger="rig.redetect"):
         got = list(_gpu_frames(s, cam))
     want = list(s.read_frames(cam))
     assert [r for r, _ in got] == [r for r, _ in want]
