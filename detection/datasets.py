@@ -13,8 +13,6 @@ Seed JSON (TensorBox style, what the seed's labeling tool wrote)::
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shutil
@@ -23,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from analysis.textfile import read_text, read_yaml
 from detection.base import DetectionError
@@ -330,66 +329,63 @@ def load_dlc_boxes(
     root: str | Path | None = None,
     skip_missing: bool = False,
 ) -> BoxDataset:
-    """DeepLabCut ``CollectedData_*.csv`` -> a box per group of body parts per image: the keypoints'
+    """DeepLabCut ``CollectedData_*.csv`` or ``.h5`` (read by :func:`detection.dlc.read_dlc`: either row
+    index form, single- or multi-animal) -> a box per group of body parts per image: the keypoints'
     bounding box grown by ``margin_px`` (at least ``min_size_px`` wide/high), clipped to the image.
     ``groups``: class name -> body parts (e.g. ``{"head": ["snout", "leftear", "rightear"]}``); the
-    class order is the dict order. Image paths in the CSV are relative to the project root (``root``;
-    default: two folders up from the CSV). Images where a group's parts are all unlabeled get no box
-    for that class. Multi-animal CSVs (an ``individuals`` header row) prefix the class with the animal:
-    a group ``"mouse1/head"`` takes ``mouse1``'s parts. A row whose image is missing is an error, or
-    with ``skip_missing`` a warning and the row is left out."""
+    class order is the dict order. Image paths in the table are relative to the project root (``root``;
+    default: two folders up from the table). Images where a group's parts are all unlabeled get no box
+    for that class. In a multi-animal table the class names the animal: a group ``"mouse1/head"`` takes
+    ``mouse1``'s parts (its class is ``head``). A row whose image is missing is an error, or with
+    ``skip_missing`` a warning and the row is left out."""
+    from detection.dlc import read_dlc
+
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent.parent.parent
-    try:
-        rows = list(csv.reader(io.StringIO(read_text(csv_path, "DeepLabCut CSV", DatasetError), newline="")))
-    except csv.Error as e:
-        raise DatasetError(f"{csv_path}: not a valid CSV: {e}") from None
-    header = {r[0]: r for r in rows[:4] if r and r[0] in ("scorer", "individuals", "bodyparts", "coords")}
-    if "bodyparts" not in header or "coords" not in header:
-        raise DatasetError(f"{csv_path}: not a DeepLabCut CollectedData CSV (no bodyparts/coords rows)")
-    ind = header.get("individuals")
-    cols: dict[tuple[str, str, str], int] = {}
-    for j in range(1, len(header["bodyparts"])):
-        who = ind[j] if ind else ""
-        cols[(who, header["bodyparts"][j], header["coords"][j])] = j
-    names = list(groups)
-    ds = BoxDataset(names=names)
-    n_header = len(header)
-    skipped: list[int] = []
-    for ri, row in enumerate(rows[n_header:], n_header + 1):
-        if not row or not row[0]:
-            continue
-        img = root / row[0]
+    table = read_dlc(csv_path)
+    what = "CSV" if csv_path.suffix.lower() == ".csv" else "table"
+    cols: list[list[tuple[int, int]]] = []  # per class: (x column, y column) of each part
+    for cname, parts in groups.items():
+        who, cn = cname.split("/", 1) if "/" in cname else (None, cname)
+        if table.individuals is not None and who is None:
+            animals = ", ".join(dict.fromkeys(table.individuals))
+            raise DatasetError(
+                f"{csv_path}: class {cn!r}: a multi-animal table (individuals {animals}); name the animal: "
+                f"--group {table.individuals[0]}/{cn}=..."
+            )
+        if table.individuals is None and who is not None:
+            raise DatasetError(
+                f"{csv_path}: class {cname!r}: a single-animal table has no individual {who!r}"
+            )
+        xy = []
+        for part in parts:
+            jx, jy = table.column(part, "x", who), table.column(part, "y", who)
+            if jx is None or jy is None:
+                raise DatasetError(f"{csv_path}: class {cn!r}: body part {part!r} not in the {what}")
+            xy.append((jx, jy))
+        cols.append(xy)
+    ds = BoxDataset(names=list(groups))
+    skipped: list[str] = []
+    for key, vals in table.rows.items():
+        img = root / table.rel_path(key)
         if skip_missing and not img.is_file():
-            skipped.append(ri)
+            skipped.append(table.rel_path(key))
             continue
         h, w = image_shape(img, csv_path)
         boxes = []
-        for ci, (cname, parts) in enumerate(groups.items()):
-            who, cn = cname.split("/", 1) if "/" in cname else ("", cname)
-            xs, ys = [], []
-            for part in parts:
-                kx, ky = (who, part, "x"), (who, part, "y")
-                if kx not in cols:
-                    raise DatasetError(f"{csv_path}: class {cn!r}: body part {part!r} not in the CSV")
-                try:
-                    vx, vy = row[cols[kx]], row[cols[ky]]
-                    if vx and vy and vx.lower() != "nan":
-                        xs.append(float(vx))
-                        ys.append(float(vy))
-                except (KeyError, IndexError, ValueError):
-                    raise DatasetError(
-                        f"{csv_path}: line {ri}: body part {part!r}: no number in its x/y columns"
-                    ) from None
-            if not xs:
+        for ci, xy in enumerate(cols):
+            pts = np.array([(vals[jx], vals[jy]) for jx, jy in xy], float).reshape(-1, 2)
+            pts = pts[np.isfinite(pts).all(1)]
+            if not len(pts):
                 continue
-            cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-            hw = max((max(xs) - min(xs)) / 2 + margin_px, min_size_px / 2)
-            hh = max((max(ys) - min(ys)) / 2 + margin_px, min_size_px / 2)
+            (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            hw = max((x1 - x0) / 2 + margin_px, min_size_px / 2)
+            hh = max((y1 - y0) / 2 + margin_px, min_size_px / 2)
             boxes.append(Box(max(cx - hw, 0), max(cy - hh, 0), min(cx + hw, w), min(cy + hh, h), ci))
         ds.items[img] = boxes
     if skipped:
-        log.warning("%s: %d rows (lines %d..%d) name missing images; skipped", csv_path, len(skipped),
+        log.warning("%s: %d rows name missing images (%s .. %s); skipped", csv_path, len(skipped),
                     skipped[0], skipped[-1])  # fmt: skip
     return ds.validate(csv_path)
 

@@ -10,9 +10,13 @@ The format (single animal), as pandas writes DeepLabCut's DataFrame:
   ``labeled-data,<video>,img0042.png`` (DeepLabCut >= 2.2's MultiIndex rows); the form read is the form
   written;
 * numbers as Python's shortest round-trip ``repr`` (pandas' default), an empty cell for an unlabeled part;
-* the ``.h5`` twin: pandas/PyTables, key ``df_with_missing``, ``format="table"``.
+* the ``.h5`` twin: pandas/PyTables, key ``df_with_missing``, ``format="table"`` (``"fixed"`` for three-part
+  row keys, which the table format cannot store with the column levels).
 
-A multi-animal table (an ``individuals`` header row) is refused with a clear message.
+A multi-animal table (maDeepLabCut) has a fourth header row, ``individuals``, between ``scorer`` and
+``bodyparts`` (column MultiIndex scorer/individuals/bodyparts/coords); it is read and written the same way
+(:attr:`DlcTable.individuals`). Point labeling and keypoint training are single-animal
+(:meth:`DlcTable.require_single_animal`); box conversion (``detect convert --from dlc``) reads both.
 """
 
 from __future__ import annotations
@@ -50,16 +54,34 @@ def h5_available() -> bool:
 @dataclass
 class DlcTable:
     """A CollectedData table: ``columns`` (bodypart, coord) in file order, ``rows`` index key -> values
-    (one float per column, NaN where empty), rows in file order."""
+    (one float per column, NaN where empty), rows in file order. ``individuals``: a multi-animal table's
+    animal of each column (``None`` for a single-animal table)."""
 
     scorer: str
     columns: list[tuple[str, str]]
     rows: dict[RowKey, np.ndarray] = field(default_factory=dict)
     index_levels: int = 1
+    individuals: list[str] | None = None
 
     @property
     def bodyparts(self) -> list[str]:
         return list(dict.fromkeys(p for p, _ in self.columns))
+
+    def require_single_animal(self, path: str | Path) -> None:
+        """DatasetError for a multi-animal table (what point labeling and keypoint training need)."""
+        if self.individuals is not None:
+            who = ", ".join(dict.fromkeys(self.individuals))
+            raise DatasetError(
+                f"{path}: a multi-animal table (individuals {who}); keypoint labels are single-animal "
+                "(boxes: detect convert --from dlc --group INDIVIDUAL/CLASS=parts)"
+            )
+
+    def column(self, part: str, coord: str, individual: str | None = None) -> int | None:
+        """The index of a column, or None; ``individual`` only in a multi-animal table."""
+        for j, c in enumerate(self.columns):
+            if c == (part, coord) and (self.individuals is None or self.individuals[j] == individual):
+                return j
+        return None
 
     @classmethod
     def empty(cls, scorer: str, bodyparts: list[str], index_levels: int = 1) -> DlcTable:
@@ -126,27 +148,35 @@ def read_dlc_csv(path: str | Path) -> DlcTable:
         rows = list(csv.reader(io.StringIO(read_text(path, "DeepLabCut CSV", DatasetError), newline="")))
     except csv.Error as e:
         raise DatasetError(f"{path}: not a valid CSV: {e}") from None
-    if len(rows) < 3 or [r[0] if r else "" for r in rows[:3]] != ["scorer", "bodyparts", "coords"]:
-        if any(r and r[0] == "individuals" for r in rows[:4]):
-            raise DatasetError(f"{path}: a multi-animal table (individuals row); single-animal labels only")
-        raise DatasetError(f"{path}: not a DeepLabCut CollectedData CSV (rows scorer, bodyparts, coords)")
-    sc, bp, co = rows[:3]
-    if not (len(sc) == len(bp) == len(co)):
-        raise DatasetError(f"{path}: the three header rows have different lengths")
+    first = [r[0] if r else "" for r in rows[:4]]
+    multi = first == ["scorer", "individuals", "bodyparts", "coords"]
+    if not multi and first[:3] != ["scorer", "bodyparts", "coords"]:
+        raise DatasetError(
+            f"{path}: not a DeepLabCut CollectedData CSV "
+            "(header rows scorer, [individuals,] bodyparts, coords)"
+        )
+    n_head = 4 if multi else 3
+    head = rows[:n_head]
+    sc, bp, co = head[0], head[-2], head[-1]
+    if len({len(r) for r in head}) != 1:
+        raise DatasetError(f"{path}: the {n_head} header rows have different lengths")
     levels = 1
     while levels < len(bp) and bp[levels] == "" and co[levels] == "":
         levels += 1
     columns = list(zip(bp[levels:], co[levels:], strict=True))
     if not columns or any(not p or not c for p, c in columns):
-        raise DatasetError(f"{path}: line 2-3: a column without a body part or coordinate name")
+        raise DatasetError(
+            f"{path}: line {n_head - 1}-{n_head}: a column without a body part or coordinate name"
+        )
+    individuals = head[1][levels:] if multi else None
+    if individuals is not None and not all(individuals):
+        raise DatasetError(f"{path}: line 2: a column without an individual")
     scorers = set(sc[levels:])
     if len(scorers) != 1:
         raise DatasetError(f"{path}: line 1: expected one scorer, got {sorted(scorers)}")
-    table = DlcTable(scorers.pop(), columns, {}, levels)
-    for p in table.bodyparts:
-        if (p, "x") not in columns or (p, "y") not in columns:
-            raise DatasetError(f"{path}: body part {p!r} has no x and y columns")
-    for n, row in enumerate(rows[3:], 4):
+    table = DlcTable(scorers.pop(), columns, {}, levels, individuals)
+    _check_xy(table, path)
+    for n, row in enumerate(rows[n_head:], n_head + 1):
         if not row or not any(row):
             continue
         if len(row) != len(bp):
@@ -165,11 +195,23 @@ def read_dlc_csv(path: str | Path) -> DlcTable:
     return table
 
 
+def _check_xy(table: DlcTable, path: str | Path) -> None:
+    """Every body part (of every individual) has an x and a y column."""
+    who: list[str | None] = [None] * len(table.columns)
+    if table.individuals is not None:
+        who = list(table.individuals)
+    for (p, _c), ind in zip(table.columns, who):
+        if table.column(p, "x", ind) is None or table.column(p, "y", ind) is None:
+            name = f"{ind}/{p}" if ind is not None else p
+            raise DatasetError(f"{path}: body part {name!r} has no x and y columns")
+
+
 def dlc_csv_text(table: DlcTable) -> str:
     """The CSV text DeepLabCut (pandas ``to_csv``) writes for this table."""
     pad = [""] * (table.index_levels - 1)
     lines = [
         ["scorer", *pad, *[table.scorer] * len(table.columns)],
+        *([["individuals", *pad, *table.individuals]] if table.individuals is not None else []),
         ["bodyparts", *pad, *[p for p, _ in table.columns]],
         ["coords", *pad, *[c for _, c in table.columns]],
     ]
@@ -183,9 +225,15 @@ def to_dataframe(table: DlcTable) -> Any:
     """The pandas DataFrame DeepLabCut holds (column MultiIndex scorer/bodyparts/coords)."""
     import pandas as pd
 
-    cols = pd.MultiIndex.from_tuples(
-        [(table.scorer, p, c) for p, c in table.columns], names=["scorer", "bodyparts", "coords"]
-    )
+    if table.individuals is None:
+        cols = pd.MultiIndex.from_tuples(
+            [(table.scorer, p, c) for p, c in table.columns], names=["scorer", "bodyparts", "coords"]
+        )
+    else:
+        cols = pd.MultiIndex.from_tuples(
+            [(table.scorer, i, p, c) for i, (p, c) in zip(table.individuals, table.columns)],
+            names=["scorer", "individuals", "bodyparts", "coords"],
+        )
     keys = list(table.rows)
     index = pd.MultiIndex.from_tuples(keys) if table.index_levels > 1 else pd.Index([k[0] for k in keys])
     data = np.array(list(table.rows.values()), float).reshape(len(keys), len(table.columns))
@@ -203,15 +251,17 @@ def read_dlc_h5(path: str | Path) -> DlcTable:
         df = pd.read_hdf(path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DatasetError(f"{path}: not a readable DeepLabCut .h5 table ({e})") from None
-    if df.columns.nlevels != 3 or list(df.columns.names) != ["scorer", "bodyparts", "coords"]:
-        names = list(df.columns.names)
-        raise DatasetError(f"{path}: columns are not scorer/bodyparts/coords (names {names})")
+    names = list(df.columns.names)
+    if names not in (["scorer", "bodyparts", "coords"], ["scorer", "individuals", "bodyparts", "coords"]):
+        raise DatasetError(f"{path}: columns are not scorer/[individuals/]bodyparts/coords (names {names})")
     scorers = sorted(set(df.columns.get_level_values(0)))
     if len(scorers) != 1:
         raise DatasetError(f"{path}: expected one scorer, got {scorers}")
-    columns = [(str(p), str(c)) for _, p, c in df.columns]
+    columns = [(str(c[-2]), str(c[-1])) for c in df.columns]
+    individuals = [str(c[1]) for c in df.columns] if len(names) == 4 else None
     levels = df.index.nlevels
-    table = DlcTable(str(scorers[0]), columns, {}, levels)
+    table = DlcTable(str(scorers[0]), columns, {}, levels, individuals)
+    _check_xy(table, path)
     vals = df.to_numpy(float)
     for i, key in enumerate(df.index):
         table.rows[tuple(str(k) for k in key) if levels > 1 else (str(key),)] = vals[i].copy()
@@ -239,7 +289,10 @@ def write_dlc(table: DlcTable, path: str | Path, h5: bool | None = None) -> list
     if h5:
         h5_path = base.with_name(base.name + ".h5")
         tmp = h5_path.with_name(h5_path.name + ".tmp")
-        to_dataframe(table).to_hdf(tmp, key=H5_KEY, format="table", mode="w")
+        # PyTables' "table" format (DeepLabCut's) cannot hold a row MultiIndex beside column levels: a
+        # table with three-part row keys is stored in pandas' "fixed" format (read_hdf reads both)
+        fmt = "table" if table.index_levels == 1 else "fixed"
+        to_dataframe(table).to_hdf(tmp, key=H5_KEY, format=fmt, mode="w")
         tmp.replace(h5_path)
         out.append(h5_path)
     return out

@@ -88,6 +88,7 @@ def load_dlc_points(
     csv_path = Path(csv_path)
     root = Path(root) if root is not None else csv_path.parent.parent.parent
     table = read_dlc(csv_path)
+    table.require_single_animal(csv_path)
     all_parts = table.bodyparts
     names = list(parts) if parts else all_parts
     for p in names:

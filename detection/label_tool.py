@@ -171,6 +171,7 @@ class PointSession:
         src = out if out.is_file() else (csv_path if csv_path.is_file() else h5_path)
         if src.is_file():
             table = read_dlc(src)
+            table.require_single_animal(src)
             if parts and parts != table.bodyparts:
                 raise DatasetError(
                     f"{src}: its body parts are {','.join(table.bodyparts)}; --points gave {','.join(parts)}"

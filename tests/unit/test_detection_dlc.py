@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detection.datasets import DatasetError
+from detection.datasets import DatasetError, load_dlc_boxes
 from detection.dlc import DlcTable, dlc_csv_text, h5_available, read_dlc, to_dataframe, write_dlc
 from detection.keypoints import load_dlc_points
 from detection.label_tool import PointSession
@@ -65,11 +65,80 @@ def test_written_as_pandas_writes_it_both_index_forms(tmp_path: Path) -> None:
         assert pd.read_csv(p, header=[0, 1, 2], index_col=list(range(levels))).shape == (2, 4)
 
 
+MULTI = (
+    "scorer,,,me,me,me,me,me,me\n"
+    "individuals,,,m1,m1,m1,m1,m2,m2\n"
+    "bodyparts,,,snout,snout,tail,tail,snout,snout\n"
+    "coords,,,x,y,x,y,x,y\n"
+    "labeled-data,v1,img0.png,10.0,20.0,30.0,40.0,100.0,120.0\n"
+    "labeled-data,v1,img1.png,,,,,50.0,60.0\n"
+)
+
+
+def _image(root: Path, rel: str, h: int = 200, w: int = 300) -> None:
+    import cv2
+
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(p), np.zeros((h, w), np.uint8))
+
+
+def test_multi_animal_table_read_written_and_boxed(tmp_path: Path) -> None:
+    """A maDeepLabCut table (individuals row; three-part row index) reads, writes back as pandas writes it,
+    converts to boxes per animal, and is refused with one line where single-animal labels are needed."""
+    src = tmp_path / "labeled-data" / "v1" / "CollectedData_me.csv"
+    src.parent.mkdir(parents=True)
+    src.write_text(MULTI)
+    t = read_dlc(src)
+    assert t.individuals == ["m1", "m1", "m1", "m1", "m2", "m2"] and t.index_levels == 3
+    assert t.column("snout", "x", "m2") == 4 and t.column("tail", "y", "m2") is None
+    assert dlc_csv_text(t) == MULTI
+    if h5_available():
+        import pandas as pd
+
+        assert dlc_csv_text(t) == to_dataframe(t).to_csv()
+        written = write_dlc(t, tmp_path / "out" / "CollectedData_me.csv")
+        back = read_dlc(written[1])
+        assert back.individuals == t.individuals and list(back.rows) == list(t.rows)
+        assert list(pd.read_hdf(written[1]).columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+    for rel in ("labeled-data/v1/img0.png", "labeled-data/v1/img1.png"):
+        _image(tmp_path, rel)
+    ds = load_dlc_boxes(src, {"m1/head": ["snout", "tail"], "m2/head": ["snout"]}, margin_px=5, min_size_px=4)
+    assert ds.names == ["m1/head", "m2/head"]
+    b0 = ds.items[tmp_path / "labeled-data/v1/img0.png"]
+    assert [(b.x1, b.y1, b.x2, b.y2, b.class_id) for b in b0] == [(5, 15, 35, 45, 0), (95, 115, 105, 125, 1)]
+    b1 = ds.items[tmp_path / "labeled-data/v1/img1.png"]  # m1 unlabeled there: m2's box only
+    assert [(b.x1, b.y1, b.x2, b.y2, b.class_id) for b in b1] == [(45, 55, 55, 65, 1)]
+    with pytest.raises(DatasetError, match=r"multi-animal table \(individuals m1, m2\); name the animal"):
+        load_dlc_boxes(src, {"head": ["snout"]})
+    with pytest.raises(DatasetError, match="class 'head': body part 'tail' not in the CSV"):
+        load_dlc_boxes(src, {"m2/head": ["tail"]})
+    with pytest.raises(
+        DatasetError, match=r"CollectedData_me.csv: a multi-animal table \(individuals m1, m2\)"
+    ):
+        load_dlc_points(src)
+
+
+def test_boxes_from_a_three_part_row_index(tmp_path: Path) -> None:
+    """DeepLabCut >= 2.2 writes the image path as three index columns; boxes come from them as from the
+    one-column form."""
+    for levels in (1, 3):
+        root = tmp_path / str(levels)
+        t = DlcTable.empty("me", ["snout", "tail"], index_levels=levels)
+        t.set_points(t.key("labeled-data/v1/img0.png"), np.array([[50.0, 60.0], [70.0, 90.0]]))
+        src = write_dlc(t, root / "labeled-data" / "v1" / "CollectedData_me.csv", h5=False)[0]
+        _image(root, "labeled-data/v1/img0.png")
+        ds = load_dlc_boxes(src, {"mouse": ["snout", "tail"]}, margin_px=2)
+        (b,) = ds.items[root / "labeled-data/v1/img0.png"]
+        assert (b.x1, b.y1, b.x2, b.y2, b.class_id) == (48, 58, 72, 92, 0)
+        with pytest.raises(DatasetError, match="single-animal table has no individual 'm1'"):
+            load_dlc_boxes(src, {"m1/mouse": ["snout"]})
+
+
 @pytest.mark.parametrize(
     ("text", "msg"),
     [
         ("a,b\n1,2\n", "not a DeepLabCut CollectedData CSV"),
-        ("scorer,me,me\nindividuals,a,a\nbodyparts,s,s\ncoords,x,y\n", "multi-animal"),
         (
             "scorer,me,me\nbodyparts,s,s\ncoords,x,y\nimg.png,1,zz\n",
             "line 4: body part .s.: no number in its x/y columns",
