@@ -354,7 +354,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--group",
             action="append",
             help="DLC: NAME=bodypart,bodypart, one box per group around its keypoints; required with dlc "
-            "labels, repeat for more classes (e.g. --group head=snout,leftear,rightear)",
+            "labels, repeat for more classes (e.g. --group head=snout,leftear,rightear); in a multi-animal "
+            "table name the animal: --group mouse1/head=snout,leftear",
         )
         q.add_argument("--margin", type=float, default=8.0, help="DLC: box margin around keypoints, px")
         q.add_argument(
