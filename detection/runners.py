@@ -317,9 +317,20 @@ class TensorRTUnavailable(DetectionError):
     """No tensorrt package or no CUDA GPU on this machine."""
 
 
-def engine_cache_path(onnx_path: Path, cache_dir: Path, gpu_name: str, trt_version: str, fp16: bool) -> Path:
-    """Cache file name keyed by the ONNX file's hash, the GPU and the TensorRT version."""
-    key = hashlib.sha256(f"{file_hash(onnx_path)}|{gpu_name}|{trt_version}|fp16={fp16}".encode()).hexdigest()
+def engine_cache_path(
+    onnx_path: Path,
+    cache_dir: Path,
+    gpu_name: str,
+    trt_version: str,
+    fp16: bool,
+    max_batch: int = 8,
+    max_hw: int = 640,
+) -> Path:
+    """Cache file name keyed by the ONNX file's hash, the GPU, the TensorRT version and what the engine is
+    built for (precision, batch and image size profile): an engine built for batch 8 is never reused
+    where batch 64 is asked for."""
+    what = f"{file_hash(onnx_path)}|{gpu_name}|{trt_version}|fp16={fp16}|batch={max_batch}|hw={max_hw}"
+    key = hashlib.sha256(what.encode()).hexdigest()
     return cache_dir / f"{onnx_path.stem}-{key[:16]}.engine"
 
 
@@ -358,7 +369,7 @@ class TensorRTRunner(YoloRunner):
         cache = Path(cache_dir) if cache_dir else self.path.parent / ".trt-cache"
         cache.mkdir(parents=True, exist_ok=True)
         gpu = torch.cuda.get_device_name(0)
-        self.engine_path = engine_cache_path(self.path, cache, gpu, trt.__version__, fp16)
+        self.engine_path = engine_cache_path(self.path, cache, gpu, trt.__version__, fp16, max_batch, max_hw)
         if not self.engine_path.is_file():
             self._build(fp16, max_batch, max_hw)
         runtime = trt.Runtime(self.logger)
@@ -464,7 +475,7 @@ def resolve_confidence(confidence: float | None, model: str | os.PathLike[str]) 
 def make_runner(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None = None) -> Runner:
     """Build the runner a detector's settings name: ``dc.runner``, ``dc.model`` (relative paths are resolved
     against ``base_dir``, the config file's folder), ``dc.confidence`` and ``dc.options`` (input_size,
-    threads, providers, iou, fp16, cache_dir, cpu_fallback, device; the ROI options are read by
+    threads, providers, iou, fp16, max_batch, cache_dir, cpu_fallback, device; the ROI options are read by
     :mod:`detection.online`). The rig's ``pipeline.detector`` config is a :class:`DetectorSettings`."""
     if not dc.model:
         raise DetectionError(f"runner {dc.runner!r} needs a 'model' file")
@@ -489,7 +500,9 @@ def make_runner(dc: DetectorSettings, base_dir: str | os.PathLike[str] | None = 
         return UltralyticsRunner(path, threads=opts.threads, device=opts.device, **common)
     if dc.runner == "tensorrt":
         try:
-            return TensorRTRunner(path, fp16=opts.fp16, cache_dir=opts.cache_dir, **common)
+            return TensorRTRunner(
+                path, fp16=opts.fp16, max_batch=opts.max_batch, cache_dir=opts.cache_dir, **common
+            )
         except TensorRTUnavailable as e:
             if not opts.cpu_fallback:
                 raise

@@ -33,8 +33,8 @@ class DetectorOptions(_Strict):
     """``pipeline.detector.options``: how the runner runs the model and how the online ROI logic crops.
 
     Runner keys apply to the runner named in ``runner`` (``providers`` to ONNX Runtime, ``device`` to
-    Ultralytics, ``fp16`` / ``cache_dir`` / ``cpu_fallback`` to TensorRT); the others are ignored by the
-    runners that have no such setting."""
+    Ultralytics, ``fp16`` / ``max_batch`` / ``cache_dir`` / ``cpu_fallback`` to TensorRT); the others are
+    ignored by the runners that have no such setting."""
 
     # -- the runner
     input_size: int | None = Field(
@@ -52,6 +52,9 @@ class DetectorOptions(_Strict):
     )
     device: str = Field("cpu", description="Ultralytics: torch device, e.g. 'cpu' or 'cuda:0'")
     fp16: bool = Field(True, description="TensorRT: build the engine in FP16")
+    max_batch: int = Field(
+        8, ge=1, le=1024, description="TensorRT: the most images one engine call takes (its build profile)"
+    )
     cache_dir: str | None = Field(
         None, description="TensorRT: where built engines are cached (default: .trt-cache next to the model)"
     )

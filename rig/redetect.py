@@ -584,11 +584,11 @@ def redetect_batched(
         raise InputError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
     if segment < 1 or (lanes is not None and lanes < 1):
         raise ValueError(f"lanes {lanes} and segment {segment}: expected at least 1 each")
-    dc = _device_settings(detector_config(session, model), device)
+    n_lanes = lanes or (LANES if device == "cpu" else 4 * LANES)
+    dc = _device_settings(detector_config(session, model), device, batch=2 * n_lanes)
     names = list(session.config["rig"]["cameras"])
     opts = OnlineOptions.from_options(dc.options)
     runner = make_runner(dc)
-    n_lanes = lanes or (LANES if device == "cpu" else 4 * LANES)
     bt = _BatchedTracker(OnlineDetector(runner, names, opts), runner, batch=2 * n_lanes)
     seeds = _seed_tracks(session, opts)
     carry = {c: Track() for c in names}
@@ -661,9 +661,10 @@ def _detection_rows(out: dict[str, list[Any]], base: list[Any], dets: list[Any])
         out[c].extend(getattr(d, attr) for d in dets)
 
 
-def _device_settings(dc: DetectorSettings, device: str) -> DetectorSettings:
+def _device_settings(dc: DetectorSettings, device: str, batch: int = 8) -> DetectorSettings:
     """The detector settings for ``device``: the session's on the CPU; ONNX Runtime with only the CUDA
-    provider, or the TensorRT runner (no CPU fallback), on the GPU. No CUDA: InputError saying so."""
+    provider, or the TensorRT runner (no CPU fallback, its engine built for ``batch`` images per call), on
+    the GPU. No CUDA: InputError saying so."""
     if device == "cpu":
         return dc
     from detection.runners import gpu_visible
@@ -679,5 +680,5 @@ def _device_settings(dc: DetectorSettings, device: str) -> DetectorSettings:
             )
         opts = dc.options.model_copy(update={"providers": ("CUDAExecutionProvider",)})
         return dc.model_copy(update={"runner": "onnxruntime", "options": opts})
-    opts = dc.options.model_copy(update={"cpu_fallback": False})
+    opts = dc.options.model_copy(update={"cpu_fallback": False, "max_batch": batch})
     return dc.model_copy(update={"runner": "tensorrt", "options": opts})

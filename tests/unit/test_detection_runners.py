@@ -179,3 +179,19 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path: Path) -> None:
                 assert box_iou((x.x1, x.y1, x.x2, x.y2), (y.x1, y.y1, y.x2, y.y2)) > 0.95  # FP16
     again = TensorRTRunner(MODEL.with_suffix(".onnx"), cache_dir=tmp_path)  # cached engine reused
     assert again.engine_path == trt.engine_path
+
+
+def test_tensorrt_engine_cache_is_keyed_by_what_it_was_built_for(tmp_path: Path) -> None:
+    """A cached engine is reused only for the same model, GPU, TensorRT, precision and build profile: an
+    engine built for batch 8 (the online detector) is not taken where re-detection asks for batch 64."""
+    from detection.runners import engine_cache_path
+
+    onnx = MODEL.with_suffix(".onnx")
+    base: dict = dict(gpu_name="NVIDIA H200", trt_version="10.0", fp16=True, max_batch=8, max_hw=640)
+    ref = engine_cache_path(onnx, tmp_path, **base)
+    assert ref == engine_cache_path(onnx, tmp_path, **base)
+    for change in ({"max_batch": 64}, {"max_hw": 1280}, {"fp16": False}, {"gpu_name": "A100"}):
+        assert engine_cache_path(onnx, tmp_path, **{**base, **change}) != ref, change
+    other = tmp_path / "copy.onnx"
+    other.write_bytes(onnx.read_bytes() + b"\0")
+    assert engine_cache_path(other, tmp_path, **base).name.split("-")[-1] != ref.name.split("-")[-1]
