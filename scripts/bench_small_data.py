@@ -147,6 +147,8 @@ def signlanguage_project(root: Path, a: argparse.Namespace) -> tuple[Path, dict[
     from detection.dlc import DlcTable, write_dlc
 
     video = SIGN / "du_wohn_wo.mp4"
+    if not video.is_file():
+        raise SystemExit(f"{video}: not found (set DEEPBEHAVIOR_SHARED_DATA)")
     cap = cv2.VideoCapture(str(video))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -338,8 +340,6 @@ def load(a: argparse.Namespace, tmp: Path) -> tuple[kp.PointDataset, tuple[kp.Po
             f"{len(te)} test"
         )
         return ds, (tr, va, te), text
-    if not (SIGN / "du_wohn_wo.mp4").is_file():
-        raise SystemExit(f"{SIGN / 'du_wohn_wo.mp4'}: not found (set DEEPBEHAVIOR_SHARED_DATA)")
     csv, sp, unsure = signlanguage_project(tmp / "project", a)
     ds = kp.load_dlc_points(csv)
     tr, va, te = (ds.subset(sp[s]) for s in ("train", "val", "test"))
