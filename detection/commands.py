@@ -134,8 +134,11 @@ def cmd_train_points(args: argparse.Namespace) -> int:
     import json
 
     from detection import keypoints as kp
-    from detection.datasets import carry_split, parse_fractions, split_keys
+    from detection.datasets import BLOCKS_PER_VIDEO, carry_split, parse_fractions, split_keys
     from detection.evaluate import write_point_report
+
+    if args.steps < 20:
+        raise DetectionError(f"--steps {args.steps}: train for at least 20 steps (default 600)")
 
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
     ds = kp.load_dlc_points(args.csv, parts, skip_missing=args.skip_missing)
@@ -145,9 +148,15 @@ def cmd_train_points(args: argparse.Namespace) -> int:
         if gone:
             print(f"  {len(gone)} frame(s) of that split are no longer labeled, e.g. {gone[0]}")
     else:
-        sp = split_keys(list(ds.items), parse_fractions(args.split), seed=args.seed)
+        labeled = [k for k, v in ds.items.items() if np.isfinite(v).any()]
+        sp = split_keys(list(ds.items), parse_fractions(args.split), seed=args.seed, labeled=labeled)
     tr, va, te = (ds.subset(sp[s]) for s in ("train", "val", "test"))
-    print(f"{len(ds)} labeled frames, parts {ds.names}: train {len(tr)}, val {len(va)}, test {len(te)}")
+    with_part = sum(bool(np.isfinite(v).any()) for v in ds.items.values())
+    print(
+        f"{len(ds)} frames ({with_part} with a labeled part), parts {', '.join(ds.names)}: train {len(tr)}, "
+        f"val {len(va)}, test {len(te)}"
+        + ("" if args.keep_split else f" (each video's frames in {BLOCKS_PER_VIDEO} runs of neighbours)")
+    )
     recipe = kp.Recipe(steps=args.steps, crop=args.crop, arch=args.arch)
     model = kp.train_keypoints(tr, recipe, seed=args.seed, threads=args.threads, progress=_say, search=True)
     runner = kp.TorchKeypointRunner(model, confidence=0.0)
@@ -185,7 +194,7 @@ def _runner(model: str, conf: float, imgsz: int | None) -> Any:
 def _evaluate_points(args: argparse.Namespace) -> int:
     """``detect evaluate`` of a keypoint model on DeepLabCut labels (:func:`keypoints.evaluate_points`)."""
     from detection import keypoints as kp
-    from detection.datasets import image_shape
+    from detection.datasets import card_splits, frame_key, image_shape
     from detection.evaluate import mm_per_px, write_point_report
     from detection.runners import resolve_confidence
 
@@ -193,6 +202,13 @@ def _evaluate_points(args: argparse.Namespace) -> int:
         raise DetectionError(f"{args.model} is a keypoint model: DATA is a DeepLabCut CollectedData CSV")
     runner = kp.KeypointOnnxRunner(args.model, confidence=0.0, input_size=args.imgsz)
     ds = kp.load_dlc_points(args.data, runner.names, skip_missing=args.skip_missing)
+    if args.split:
+        card = Path(args.model).with_name("keypoints.json")
+        splits = card_splits(card)
+        ds = ds.subset([k for k in ds.items if splits.get(frame_key(k)) == args.split])
+        if not len(ds):
+            raise DetectionError(f"{args.data}: none of its frames is in the {args.split} split of {card}")
+        print(f"{len(ds)} frames of the {args.split} split of {card}")
     scale, note = None, ""
     if args.calibration:
         widths = {image_shape(k, args.data)[1] for k in ds.items}
@@ -216,8 +232,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if is_keypoint_model(args.model):
         return _evaluate_points(args)
-    if args.calibration:
-        raise DetectionError("--calibration is for keypoint models")
+    if args.calibration or args.split:
+        raise DetectionError(
+            "--calibration and --split are for keypoint models (a box model's split is its images folder)"
+        )
     if args.labels and args.format != "yolo":
         raise DetectionError("--labels is for --format yolo (a YOLO labels folder)")
     ds = _load(args.format, args.data, args, "--format")
@@ -443,8 +461,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     q.add_argument(
         "--keep-split",
         metavar="KEYPOINTS_JSON",
-        help="retraining after mining: keep the previous round's split (its keypoints.json); frames labeled "
-        "since go to train, so val and test stay the same frames",
+        help="retraining after mining: keep the previous round's split (its keypoints.json, or any JSON "
+        'file {"splits": {"train": [...], "val": [...], "test": [...]}} of image paths, matched by '
+        "<video>/<image>); frames labeled since go to train, so val and test stay the same frames",
     )
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--steps", type=int, default=600, help="training steps (batches of 24 crops)")
@@ -455,7 +474,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "network is always trained beside it (whole frames run coarse to fine)",
     )  # fmt: skip
     q.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
-    q.add_argument("--radius", type=float, default=10.0, help="a hit: within this many px of the label")
+    q.add_argument("--radius", type=float, default=20.0, help="a hit: within this many px of the label")
     q.add_argument("--skip-missing", action="store_true", help="leave out rows whose image is missing")
     q.set_defaults(func=_safe(cmd_train_points))
 
@@ -495,6 +514,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "working distance (a point at depth Z has its error scaled by Z / distance) near the image centre",
     )
     q.add_argument("--camera", help="keypoint models: the calibrated camera that took the frames")
+    q.add_argument(
+        "--split", choices=["train", "val", "test"],
+        help="keypoint models: only the frames of this split of the model's training (the keypoints.json "
+        "beside the model), e.g. test: the frames train-points held out",
+    )  # fmt: skip
     q.add_argument(
         "--distance-mm", type=float,
         help="keypoint models: working distance from the camera along its axis, mm (default: the depth of "

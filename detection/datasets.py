@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -109,45 +111,85 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
 def split_dataset(
     ds: BoxDataset, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
 ) -> dict[str, BoxDataset]:
-    """Seeded train/val/test split, stratified by source video (:func:`source_of`): each video's frames are
-    shuffled with ``seed`` and dealt out in the given fractions (largest remainder), so every split sees
-    every video in proportion. No image is in two splits. Val (and test, when its fraction is > 0) get at
+    """Seeded train/val/test split, stratified by source video and cut in time (:func:`split_keys`): every
+    split sees every video in proportion, and frames next to each other in a video stay in one split. No
+    image is in two splits. Val (and test, when its fraction is > 0) get at
     least one image when the set has enough; DatasetError when it has fewer images than needed."""
-    return {s: ds.subset(k) for s, k in split_keys(list(ds.items), fractions, seed).items()}
+    labeled = [k for k, boxes in ds.items.items() if boxes]
+    return {s: ds.subset(k) for s, k in split_keys(list(ds.items), fractions, seed, labeled).items()}
+
+
+BLOCKS_PER_VIDEO = 10  # a video's frames are dealt out to the splits in this many runs of neighbours
+
+
+def _natural(p: Path) -> list[Any]:
+    """Sort key: ``img9`` before ``img10`` (frame numbers in names, padded or not)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
 
 
 def split_keys(
-    images: Sequence[Path], fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+    images: Sequence[Path],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    labeled: Collection[Path] | None = None,
 ) -> dict[str, list[Path]]:
-    """:func:`split_dataset` for a list of image paths (any label kind)."""
-    import numpy as np
-
+    """:func:`split_dataset` for a list of image paths (any label kind). Each source video's frames
+    (:func:`source_of`), in frame order, are cut into ``BLOCKS_PER_VIDEO`` runs of neighbouring frames; the
+    runs, shuffled with ``seed``, are dealt to train / val / test in the given fractions (counted in frames;
+    a split's shortfall carries over to the next video, so small videos still feed val and test).
+    Consecutive labeled frames are near-duplicates: split one by one, test frames would be neighbours of
+    training frames and the test figures optimistic. Frames spread through a video (as DeepLabCut's
+    extraction picks them) make runs of one or two frames, and the split is then as good as random.
+    ``labeled``: the frames with the object (a labeled part or box); runs holding any are dealt apart from
+    runs without, so every split gets frames with the object and frames without it in proportion."""
     fr = np.asarray(fractions, float)
     need = 2 + int(fr[2] > 0)
     if len(images) < need:
         raise DatasetError(f"{len(images)} labeled images: a train/val/test split needs at least {need}")
     rng = np.random.default_rng(seed)
     groups: dict[str, list[Path]] = {}
-    for k in sorted(images):
+    for k in sorted(images, key=_natural):
         groups.setdefault(source_of(k), []).append(k)
+    has = set(images if labeled is None else labeled)
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}
-    carry = np.zeros(3)
+    carry = {True: np.zeros(3), False: np.zeros(3)}  # per kind of run: with the object, without
     for g in sorted(groups):
-        keys = [groups[g][i] for i in rng.permutation(len(groups[g]))]
-        want = fr * len(keys) + carry  # remainders carry over to the next video: totals stay in proportion
-        n = np.floor(want).astype(int)
-        while n.sum() < len(keys):
-            n[int(np.argmax(want - n))] += 1
-        carry = want - n
-        a, b = n[0], n[0] + n[1]
-        out["train"] += keys[:a]
-        out["val"] += keys[a:b]
-        out["test"] += keys[b:]
+        keys = groups[g]
+        size = -(-len(keys) // BLOCKS_PER_VIDEO)
+        runs = [keys[i : i + size] for i in range(0, len(keys), size)]
+        for kind in (True, False):
+            mine = [r for r in runs if any(k in has for k in r) == kind]
+            want = fr * sum(map(len, mine)) + carry[kind]
+            have = np.zeros(3)
+            for i in rng.permutation(len(mine)):  # each run to the split furthest below its share, relatively
+                short = np.where(want > 0, (want - have) / np.maximum(want, 1e-9), -np.inf)
+                j = int(np.argmax(short))
+                out[SPLITS[j]] += mine[i]
+                have[j] += len(mine[i])
+            carry[kind] = np.maximum(want - have, 0)  # a shortfall is made up later, a surplus not taken back
     for s in ("val", "test"):  # a tiny set: take one image from the largest split
         if not out[s] and (s == "val" or fr[2] > 0):
             donor = max(SPLITS, key=lambda x: len(out[x]))
             out[s].append(out[donor].pop())
-    return out
+    return {s: sorted(v, key=_natural) for s, v in out.items()}
+
+
+def frame_key(img: str | Path) -> str:
+    """How a split names a frame: ``<video>/<image>``, its last two path parts (DeepLabCut's rows)."""
+    return "/".join(Path(img).parts[-2:])
+
+
+def card_splits(card: str | Path) -> dict[str, str]:
+    """A model card's split (``keypoints.json``, or any JSON ``{"splits": {"train": [paths], ...}}``):
+    :func:`frame_key` of each image -> its split. DatasetError naming the file when it has none."""
+    card = Path(card)
+    try:
+        old = json.loads(read_text(card, "model card", DatasetError))["splits"]
+        return {frame_key(p): s for s in SPLITS for p in old.get(s, [])}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DatasetError(
+            f"{card}: not a model card with 'splits' (train-points writes keypoints.json)"
+        ) from None
 
 
 def carry_split(images: Sequence[Path], card: str | Path) -> tuple[dict[str, list[Path]], list[str]]:
@@ -156,20 +198,11 @@ def carry_split(images: Sequence[Path], card: str | Path) -> tuple[dict[str, lis
     ``<video>/<image>``, as DeepLabCut's rows name it), a new one goes to ``train`` (a mined hard frame is
     for training), so validation and test stay the same frames from round to round. Returns the split and
     the previous split's images that are no longer labeled."""
-    import json
-
-    card = Path(card)
-    try:
-        old = json.loads(read_text(card, "model card", DatasetError))["splits"]
-        prev = {"/".join(Path(p).parts[-2:]): s for s in SPLITS for p in old.get(s, [])}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise DatasetError(
-            f"{card}: not a model card with 'splits' (train-points writes keypoints.json)"
-        ) from None
+    prev = card_splits(card)
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}
     seen = set()
     for img in sorted(images):
-        key = "/".join(img.parts[-2:])
+        key = frame_key(img)
         seen.add(key)
         out[prev.get(key, "train")].append(img)
     if not out["val"]:

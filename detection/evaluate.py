@@ -401,13 +401,20 @@ def point_worst_sheet(
 ) -> Path:
     """The keypoint model's ``n`` worst frames (largest error, misses first, then frames with a point
     reported for a part that is not labeled): labels green dots, reported points red dots with the
-    keypoint's index and a line to their label."""
+    keypoint's index and a line to their label. Each tile is the part of the frame around its worst
+    keypoint (label and report) at the frame's own scale where they fit in ``tile`` px, so an error of a
+    few pixels stays visible on a large frame."""
     names = [r.name for r in ev.parts]
     tiles = []
     for f in worst_frames(ev, n):
         k = Path(f.image)
         im = read_image(k)
-        r = max(2, round(max(im.shape[:2]) / 160))  # dots stay visible once the frame is shrunk
+        labeled = [(e, i) for i, e in enumerate(f.error_px) if e is not None]
+        j = max(labeled)[1] if labeled else None
+        focus = [truth.items[k][j]] if j is not None else []
+        focus += [p for i, p in enumerate(f.points) if p is not None and (j is None or i == j)]
+        x0, y0, side = _window(im.shape[:2], np.array([p for p in focus if np.isfinite(p).all()]), tile)
+        r = max(2, round(side / 120))  # dots stay visible where the window is shrunk into the tile
         for j, (lab, p) in enumerate(zip(truth.items[k], f.points)):
             if np.isfinite(lab).all():
                 cv2.circle(im, (round(lab[0]), round(lab[1])), r, (0, 200, 0), -1)
@@ -423,8 +430,23 @@ def point_worst_sheet(
         else:
             e, nm = max(worst)
             what = f"{nm} missed" if not math.isfinite(e) else f"{nm} {e:.1f} px"
-        tiles.append((im, f"{k.name[:18]} {what}"))
+        tiles.append((im[y0 : y0 + side, x0 : x0 + side], f"{k.name[:18]} {what}"))
     return picture_sheet(tiles, out_png, tile)
+
+
+def _window(hw: tuple[int, ...], pts: np.ndarray, tile: int, margin: int = 24) -> tuple[int, int, int]:
+    """(x0, y0, side) of a square window of a (H, W) frame holding ``pts`` (with ``margin``): ``tile``
+    px where they fit (the frame's own scale in the sheet), larger where not, the whole frame's short
+    side at most; centred on them, inside the frame. No points: the frame from its top left."""
+    h, w = int(hw[0]), int(hw[1])
+    if not len(pts):
+        return 0, 0, max(h, w)
+    lo, hi = pts.min(0) - margin, pts.max(0) + margin
+    side = int(min(max(tile, *(hi - lo)), h, w))
+    cx, cy = (lo + hi) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return x0, y0, side
 
 
 def write_point_report(ev: PointEvaluation, truth: PointDataset, out_dir: str | Path) -> Path:

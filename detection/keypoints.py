@@ -317,7 +317,9 @@ def train_keypoints(
     images = [(read_bgr(k), v) for k, v in sorted(ds.items.items())]
     net = build_net(len(ds.names), recipe.width, recipe.arch)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=0.1)
+    # warm-up over 10 % of the steps, at least 2 (OneCycleLR divides by the warm-up's length)
+    warm = max(0.1, 2.5 / recipe.steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe.lr, total_steps=recipe.steps, pct_start=warm)
     net.train()
     t0 = time.monotonic()
     every = max(recipe.steps // 10, 1)
@@ -801,11 +803,16 @@ class PointEvaluation:
         ]
         for r in self.parts:
             mm = f" ({_mm(r.median_mm)} / {_mm(r.p90_mm)})" if self.mm_per_px is not None else ""
+            fp = (
+                f"false positives on {r.fp_absent}/{r.n_absent} frames without it, "
+                f"{r.fp_negative}/{r.n_negative} crops without a labeled part"
+            )
+            if not r.n:  # nothing to measure an error or a recall on
+                lines.append(f"{r.name:>12}: not labeled in any of these frames  {fp}")
+                continue
             lines.append(
                 f"{r.name:>12}: hits {r.hits}/{r.n}  error median {_px(r.median_px)} "
-                f"p90 {_px(r.p90_px)}{mm}  "
-                f"P {r.precision:.3f} R {r.recall:.3f}  false positives on {r.fp_absent}/{r.n_absent} "
-                f"frames without it, {r.fp_negative}/{r.n_negative} crops without the animal"
+                f"p90 {_px(r.p90_px)}{mm}  P {r.precision:.3f} R {r.recall:.3f}  {fp}"
             )
         if self.mm_per_px is not None:
             lines.append(f"mm: {self.mm_note}")

@@ -193,7 +193,17 @@ def test_train_points_and_evaluate_give_the_same_numbers(
         if isinstance(p["median_px"], float):
             assert p["median_mm"] == pytest.approx(p["median_px"] * scale)
 
+    # --split test: the frames train-points held out, and the same numbers as its own report
+    rc = cli(["detect", "evaluate", str(out / "keypoints.onnx"), str(dlc), str(tmp_path / "t"), "--split",
+              "test", "--skip-missing", "--radius", "10"])  # fmt: skip
+    assert rc == 0 and f"{len(card['splits']['test'])} frames of the test split" in capsys.readouterr().out
+    held = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert [f["image"] for f in held["frames"]] == [f["image"] for f in own["frames"]]
+    assert held["parts"] == own["parts"]
+
     # mistakes: one line naming what is wrong, exit 2
+    rc = cli(["detect", "train-points", str(dlc), str(tmp_path / "x"), "--steps", "10"])
+    assert rc == 2 and "--steps 10: train for at least 20 steps" in capsys.readouterr().err
     rc = cli(["detect", "evaluate", str(out / "keypoints.onnx"), str(dlc.parent), str(ev_dir)])
     err = capsys.readouterr().err
     assert (

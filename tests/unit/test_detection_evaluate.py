@@ -151,6 +151,28 @@ def test_split_is_seeded_disjoint_and_stratified(dlc: Path, tmp_path: Path) -> N
         d.parse_fractions("0.8,0.2")
 
 
+def test_split_keeps_neighbouring_frames_together() -> None:
+    """Consecutive labeled frames of a video are cut into runs that stay in one split (frame order by the
+    number in the name, padded or not), so test frames are not the neighbours of training frames."""
+    frames = [Path(f"labeled-data/v1/img{i}.png") for i in range(100)]  # unpadded: img9 before img10
+    other = [Path(f"labeled-data/v2/img{i:04d}.png") for i in range(0, 400, 20)]
+    sp = d.split_keys(frames + other, (0.7, 0.15, 0.15), seed=4)
+    where = {k: s for s, ks in sp.items() for k in ks}
+    assert sorted(where) == sorted(frames + other)
+    for run in range(10):  # 100 frames in 10 runs of 10
+        assert len({where[frames[10 * run + i]] for i in range(10)}) == 1, run
+    for s, frac in zip(d.SPLITS, (0.7, 0.15, 0.15)):
+        assert len(sp[s]) == pytest.approx(frac * 120, abs=10), s
+        assert any(k.parent.name == "v2" for k in sp[s]), s  # every video in every split
+    assert d.split_keys(frames + other, (0.7, 0.15, 0.15), seed=4) == sp
+    # the object in view in two stretches only (40 frames of 120): every split gets frames with it
+    labeled = frames[:20] + frames[60:80]
+    for seed in range(5):
+        sp = d.split_keys(frames, (0.7, 0.15, 0.15), seed=seed, labeled=labeled)
+        for s in d.SPLITS:
+            assert any(k in labeled for k in sp[s]) and any(k not in labeled for k in sp[s]), (seed, s)
+
+
 def test_convert_writes_separate_splits(dlc: Path, tmp_path: Path) -> None:
     out = tmp_path / "y"
     assert cli(["detect", "convert", "--from", "dlc", str(dlc), "--to", "yolo", str(out), "--group",
@@ -295,3 +317,11 @@ def test_keypoint_worst_frames_and_report(dlc: Path, tmp_path: Path) -> None:
     assert doc["threshold"] == 0.5 and [p["name"] for p in doc["parts"]] == ["snout", "tailbase"]
     im = cv2.imread(str(tmp_path / "r" / "worst.png"))
     assert im is not None and im.shape[:2] == (2 * (240 + 18), 4 * 240)
+    # a tile is the frame around its worst keypoint at the frame's own scale (not the frame shrunk)
+    from detection.evaluate import _window
+
+    snout = sub.items[keys[2]][0]
+    x0, y0, side = _window((480, 640), snout[None], 240)
+    assert side == 240 and x0 <= snout[0] - 24 and snout[0] + 24 <= x0 + 240
+    frame2 = cv2.imread(str(keys[2]))[y0 : y0 + 240, x0 : x0 + 240]
+    assert (np.abs(im[18 : 18 + 240, :240].astype(int) - frame2).max(2) <= 2).mean() > 0.95
