@@ -161,13 +161,13 @@ def cmd_train_points(args: argparse.Namespace) -> int:
     model = kp.train_keypoints(tr, recipe, seed=args.seed, threads=args.threads, progress=_say, search=True)
     runner = kp.TorchKeypointRunner(model, confidence=0.0)
     ev, cv, _ = kp.point_errors(runner, va)
-    neg_v = kp.negative_confidences(runner, kp.negative_crops(va, args.crop, seed=args.seed))
+    neg_v = kp.negative_confidences(runner, kp.negative_crops(va, args.crop))
     model.confidence = kp.pick_point_threshold(ev, cv, neg_v, args.radius)
     out = Path(args.out)
     onnx = kp.export_keypoints_onnx(model, out / "keypoints.onnx")
     ds_eval, which = (te, "test") if len(te) else (va, "val")
     res = kp.evaluate_points(kp.KeypointOnnxRunner(onnx, threads=args.threads), ds_eval, model.confidence,
-                             args.radius, crop_px=args.crop, seed=args.seed + 1)  # fmt: skip
+                             args.radius, crop_px=args.crop)  # fmt: skip
     rep = write_point_report(res, ds_eval, out / "report")
     card = {"confidence_threshold": model.confidence, "threshold_picked_on": f"val ({len(va)} frames)",
             "train_s": round(model.train_s, 1), "splits": {s: sorted(map(str, sp[s])) for s in sp},
@@ -573,11 +573,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m detection.commands ...``) until the lead wires ``register``."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ap = argparse.ArgumentParser(prog="deepbehavior")
-    register(ap.add_subparsers(dest="cmd", required=True))
-    args = ap.parse_args(argv)
-    return int(args.func(args))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(console)
+    try:
+        ap = argparse.ArgumentParser(prog="deepbehavior")
+        register(ap.add_subparsers(dest="cmd", required=True))
+        args = ap.parse_args(argv)
+        return int(args.func(args))
+    finally:  # called again in one process (tests): no handler left on a stale stderr
+        root.removeHandler(console)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import math
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -682,10 +683,12 @@ def point_errors(
 
 def negative_crops(ds: PointDataset, size: int, n_per_image: int = 4, seed: int = 0) -> list[np.ndarray]:
     """Crops of ``size`` px from ``ds``'s frames that contain no labeled part (with a margin): the frames
-    without the object for the false-positive count."""
-    rng = np.random.default_rng(seed)
+    without the object for the false-positive count. A frame's crops depend only on the frame (its folder
+    and file name) and ``seed``, not on the other frames evaluated with it: ``train-points``' test report,
+    ``evaluate`` and ``evaluate --split test`` count the same crops."""
     out = []
     for k in sorted(ds.items):
+        rng = np.random.default_rng([seed, zlib.crc32(f"{Path(k).parent.name}/{Path(k).name}".encode())])
         im = read_bgr(k)
         lab = ds.items[k][np.isfinite(ds.items[k]).all(1)]
         h, w = im.shape[:2]
@@ -833,17 +836,16 @@ def evaluate_points(
     threshold: float,
     radius_px: float,
     crop_px: int = 128,
-    seed: int = 0,
     mm_per_px: float | None = None,
     mm_note: str = "",
 ) -> PointEvaluation:
     """Run ``runner`` on ``ds``'s whole frames and on ``crop_px`` crops of them with no labeled part (4 per
-    frame, ``seed``), and score it at ``threshold`` (:class:`PointResult`). The one evaluation of a
-    keypoint model: ``detect train-points`` (its test split) and ``detect evaluate`` both call it."""
+    frame, :func:`negative_crops`), and score it at ``threshold`` (:class:`PointResult`). The one evaluation
+    of a keypoint model: ``detect train-points`` (its test split) and ``detect evaluate`` both call it."""
     pts, conf, keys = predict_frames(runner, ds)
     labels = np.stack([ds.items[k] for k in keys]) if keys else np.zeros((0, len(ds.names), 2))
     err = np.hypot(*(pts - labels).transpose(2, 0, 1))
-    neg = negative_confidences(runner, negative_crops(ds, crop_px, seed=seed))
+    neg = negative_confidences(runner, negative_crops(ds, crop_px))
     parts = summarize_points(ds.names, err, conf, neg, threshold, radius_px, mm_per_px)
     frames = []
     for i, k in enumerate(keys):

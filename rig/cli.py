@@ -518,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:  # called again in one process (tests, a notebook): no second handler on a stale stderr
+        root.removeHandler(console)
 
 
 if __name__ == "__main__":

@@ -117,10 +117,13 @@ def test_tiny_training_run_moves_evaluation_the_right_way(
     ckpt = REPO / "detection" / "models" / "paw-yolo11p-96.pt"
     fast = {"imgsz": 320, "batch": 8, "threads": 2, "close_mosaic": 0, "seed": 0}
     lines: list[str] = []
-    tuned = train(data, ckpt, tmp_path / "runs", epochs=30, name="transfer", progress=lines.append, **fast)
-    assert len(lines) == 30 and lines[-1].startswith("transfer: epoch 30/30") and "val mAP50" in lines[-1], (
-        lines[-3:]
-    )
+    # 80 epochs: on this split by time (test frames a run the model never saw) 30-45 epochs left the held-out
+    # IoU at or below the checkpoint's chance matches; 60-75 measured well above it (0.52-0.55 vs 0.28)
+    epochs = 80
+    tuned = train(data, ckpt, tmp_path / "runs", epochs=epochs, name="transfer", progress=lines.append,
+                  **fast)  # fmt: skip
+    assert len(lines) == epochs and lines[-1].startswith(f"transfer: epoch {epochs}/{epochs}"), lines[-3:]
+    assert "val mAP50" in lines[-1]
     scratch = train(data, REPO / "detection" / "models" / "paw-yolo11p.yaml", tmp_path / "runs", epochs=3,
                     name="scratch", **fast)  # fmt: skip
     curves = read_curves(tuned.results_csv)
