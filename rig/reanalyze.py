@@ -11,7 +11,8 @@ For each session, the same code the online pipeline runs, over what the session 
    are missing, unless ``accept_partial``: then what is there is reanalysed and ``summary.json`` says
    ``frames_missing_from_video`` per camera and ``partial: true``.
 2. **3-D.** Every stereo set, in trigger order, through :class:`analysis.tracking.PointTracker` with the
-   session's calibration and triangulator settings (the online triangulator's code).
+   session's calibration and triangulator settings (the online triangulator's code; ``solve_many``
+   triangulates all sets at once, the same numbers bit for bit).
 3. **Analyses.** For a reaching session: every trial scored again by the task's own outcome rule on the
    offline 3-D (:func:`classify_trials`: trials recorded without 3-D, ``pellet_removed`` /
    ``pellet_not_taken``, get their outcome here), then :func:`analysis.tasks.reaching.analyze_reaching`
@@ -158,9 +159,10 @@ def triangulate_sets(
             if k >= 0:
                 t_trigger[k] = min(t_trigger.get(k, t), t)
     out: dict[str, list[Any]] = {c: [] for c in OFFLINE_POINT_COLUMNS}
-    for k in sorted(sets) if order is None else order:
-        cams_boxes = sets.get(k, {})
-        r = tracker.solve(k, [cams_boxes.get(n, np.zeros((0, 5))) for n in names])
+    keys = sorted(sets) if order is None else list(order)
+    none = np.zeros((0, 5))
+    found = tracker.solve_many(keys, [[sets.get(k, {}).get(n, none) for n in names] for k in keys])
+    for k, r in zip(keys, found):
         row = [
             k,
             tc.point_name,

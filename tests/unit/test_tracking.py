@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.camera import camera_ring
-from analysis.tracking import PointTracker, best_point
+from analysis.tracking import PointResult, PointTracker, best_point
 
 CAMS = camera_ring(3)
 TRUTH = np.array([5.0, -8.0, 310.0])
@@ -60,3 +60,48 @@ def test_tracker_gates_on_reprojection_and_keeps_filtering_through_gaps():
     assert np.isnan(r.xyz).all() and np.linalg.norm(r.xyz_filtered - TRUTH) < 0.5
     r = tr.solve(21, _boxes([], [_box(1, TRUTH, 0.9)]))
     assert not r.valid and r.reason == "fewer than 2 views" and np.isfinite(r.xyz_predicted).all()
+
+
+def _same(a: PointResult, b: PointResult) -> bool:
+    return (
+        np.array_equal(a.xyz, b.xyz, equal_nan=True)
+        and np.array_equal(a.xyz_filtered, b.xyz_filtered, equal_nan=True)
+        and np.array_equal(a.xyz_predicted, b.xyz_predicted, equal_nan=True)
+        and np.array_equal(a.reproj_error_px, b.reproj_error_px, equal_nan=True)
+        and (a.valid, a.cameras, a.reason) == (b.valid, b.cameras, b.reason)
+    )
+
+
+def test_solve_many_is_solve_set_by_set_bit_for_bit():
+    """Offline reanalysis triangulates all sets at once; its 3-D must be the online tracker's exactly: one box
+    per view (grouped by which cameras see it), decoys (the per-set path), missing views, low confidence,
+    a non-finite box, points refused by the reprojection gate, a lens with tangential distortion."""
+    rng = np.random.default_rng(7)
+    cams = camera_ring(3, distortion=(-0.1, 0.02, 0.001, -0.002, 0.01))
+    n = 400
+    truth = np.c_[rng.normal(0, 10, n), rng.normal(0, 10, n), 300 + rng.normal(0, 10, n)]
+    sets = []
+    for xyz in truth:
+        per_cam = []
+        for cam in cams:
+            u, v = cam.project(xyz)[0] + rng.normal(0, 3.0, 2)
+            b = np.array([[u - 20, v - 20, u + 20, v + 20, rng.uniform(0.1, 1)]])
+            r = rng.random()
+            if r < 0.15:
+                b = np.zeros((0, 5))
+            elif r < 0.25:
+                b = np.vstack([b, b + rng.normal(0, 15, 5)])
+            elif r < 0.27:
+                b[:, 0] = np.nan
+            per_cam.append(b)
+        sets.append(per_cam)
+    keys = list(range(0, 2 * n, 2))
+    one = PointTracker(cams, 124.0, 0.25, 8.0, (2000.0, 0.5), predict_s=0.02)
+    many = PointTracker(cams, 124.0, 0.25, 8.0, (2000.0, 0.5), predict_s=0.02)
+    expected = [one.solve(k, s) for k, s in zip(keys, sets)]
+    got = many.solve_many(keys, sets)
+    assert all(_same(a, b) for a, b in zip(expected, got))
+    # the draw covers every path: valid points, refused ones, single views, and more than one group
+    reasons = {r.reason.split(" ")[0] for r in expected}
+    assert sum(r.valid for r in expected) > n // 2 and {"", "reprojection", "fewer"} <= reasons
+    assert len({tuple(r.cameras) for r in expected if r.valid}) >= 3
