@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -161,10 +162,12 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     detector per stereo set). The stage ``cpu`` is the process CPU time of the whole session."""
     import rig.reanalyze as ra
     import rig.redetect as rd
+    from analysis.tracking import PointTracker
     from detection import online, runners
 
     clock = StageClock()
     targets = [
+        (PointTracker, "solve_many"),
         (rd, "_readable_frames"),
         (ra, "load_session"),
         (rd, "redetect"),
@@ -188,6 +191,8 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     clock.wrap(rd, "_track_camera_chunk", "_detect")
     clock.wrap(rd._BatchedTracker, "infer", "_infer")
     clock.wrap(ra, "triangulate_sets", "triangulation (PointTracker)")
+    if not batched:  # the old offline 3-D: the online tracker's solve, one stereo set at a time
+        PointTracker.solve_many = _solve_one_by_one  # type: ignore[method-assign]
     clock.wrap(ra, "_write_table", "table I/O: write CSVs")
     clock.wrap(ra, "run_analyses", "analyses (reaching, figures)")
     clock.wrap(online.OnlineDetector, "detect", "_detect")
@@ -211,6 +216,11 @@ def profile_session(path: Path, batched: bool = False) -> tuple[dict[str, float]
     for k, v in derive_stages(clock.c, cpu).items():
         out[f"cpu: {k}"] = v
     return out, summary
+
+
+def _solve_one_by_one(self: Any, keys: Any, sets: Any) -> list[Any]:
+    """``PointTracker.solve`` set by set: how reanalysis triangulated before ``solve_many``."""
+    return [self.solve(k, s) for k, s in zip(keys, sets)]
 
 
 def video_bytes(path: Path) -> int:
@@ -458,6 +468,7 @@ def profile(args: argparse.Namespace, paths: list[Path], reused: int) -> str:
     dec_a = per_frame(True, "cpu: decode video (PyAV) + Y plane copy")
     inf_a = per_frame(True, "cpu: inference (ONNX Runtime, 1 thread)")
     tri_a = per_frame(True, "cpu: triangulation (PointTracker)")
+    tri_b = per_frame(False, "cpu: triangulation (PointTracker)")
     stage_table = table(
         [
             "stage",
@@ -487,9 +498,10 @@ def profile(args: argparse.Namespace, paths: list[Path], reused: int) -> str:
     m50, m99 = pct(mbps)
     return f"""## Reanalysis per worker after batching (issue 19): stages before/after, floors, 1 vs 2 workers
 
-**After this change** (`rig.redetect.redetect_batched`, the default re-detection path), compared with the
-path it replaces (`redetect`: the online detector per stereo set, kept as the reference) on the same
-sessions, alternating, in one process, one thread, decoding inline so that it is a stage of its own.
+**After** (`rig.redetect.redetect_batched`, the default re-detection path, and 3-D by
+`PointTracker.solve_many`, all stereo sets at once), compared with the path they replace (`redetect`: the
+online detector per stereo set, kept as the reference, and `PointTracker.solve` one set at a time) on the
+same sessions, alternating, in one process, one thread, decoding inline so that it is a stage of its own.
 The section "Reanalysis profile" above is the earlier measurement of the old path (at load ~8).
 
 Command: `{" ".join(["python", "scripts/bench_reanalysis.py", *sys.argv[1:]])}`
@@ -529,8 +541,9 @@ Per stage, microseconds per camera frame (median over sessions), before (referen
 Where a worker's CPU time goes now: decoding {100 * dec_a / cpu_a:.0f} % ({dec_a:.0f} us per frame, its
 floor being {1e6 / dec:.0f}); the network {inf_a:.0f} us per frame, {inf_a / crop64:.1f}x its batch-64
 floor (frames detected twice at lane boundaries, smaller batches where segments end); triangulation
-(`analysis.tracking.PointTracker`, the online code, one stereo set at a time) {tri_a:.0f} us, the largest
-cost left outside decoding and the network. The CPU time per frame fell {cpu_b / cpu_a:.2f}x, not the 3x
+{tri_a:.0f} us (`PointTracker.solve_many`: the online tracker's arithmetic for all sets at once, then its
+Kalman filter set by set; before, `solve` per set: {tri_b:.0f} us).
+The CPU time per frame fell {cpu_b / cpu_a:.2f}x, not the 3x
 the issue hoped for: the old path's time was decoding and the network, not per-frame Python (~10 %).
 
 Re-detection alone (decode + detect; `redetect` / `redetect_batched` on each session, medians; load
