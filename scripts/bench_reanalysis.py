@@ -231,10 +231,12 @@ def video_bytes(path: Path) -> int:
 
 
 def _set_path(batched: bool) -> None:
-    """In a worker: re-detect through ``redetect_batched`` (True) or the reference ``redetect``."""
+    """In a worker: re-detect through ``redetect_batched`` (True) or the reference ``redetect``, decoding
+    inline (a single-threaded worker: decoding ahead would take a second core per worker)."""
     import rig.redetect as rd
 
     rd.BATCHED = batched
+    rd.DECODE_AHEAD = 0
 
 
 def serial_batch(
@@ -563,10 +565,9 @@ Batch on a local Dask cluster, timed from before the cluster starts to the last 
 
 {batch_table}
 
-Speedup 1 -> 2 workers: reference {speed[False]:.2f}x, batched {speed[True]:.2f}x. Workers decode ahead in a
-thread per camera (the default), so one worker already keeps both of this machine's cores busy and two
-workers share them: this 1 -> 2 figure says little about a cluster whose workers each get their own CPUs
-(the serial fraction below does). Batched, serial part with 1 worker
+Speedup 1 -> 2 workers: reference {speed[False]:.2f}x, batched {speed[True]:.2f}x. The workers here are
+single-threaded (decoding inline, not ahead in a thread per camera as by default: that would give each
+worker both of this machine's cores). Batched, serial part with 1 worker
 {serial[(True, 1)]:.1f} s of {wall1[(True, 1)]:.1f} s: serial fraction {f:.3f} for this short batch; Amdahl,
 speedup at 2 | 16 | 64 | 256 workers: {amd}; a lab batch of 256 one-hour sessions
 ({hour_s / 60:.0f} worker-minutes each at the batched rate; serial fraction {f_lab:.5f}): {amd_lab}.
