@@ -565,7 +565,8 @@ Batch on a local Dask cluster, timed from before the cluster starts to the last 
 
 {batch_table}
 
-Speedup 1 -> 2 workers: reference {speed[False]:.2f}x, batched {speed[True]:.2f}x. The workers here are
+Speedup 1 -> 2 workers: reference {speed[False]:.2f}x, batched {speed[True]:.2f}x ({len(paths)} sessions on 2
+workers: at most {len(paths) / -(-len(paths) // 2):.2f}x). The workers here are
 single-threaded (decoding inline, not ahead in a thread per camera as by default: that would give each
 worker both of this machine's cores). Batched, serial part with 1 worker
 {serial[(True, 1)]:.1f} s of {wall1[(True, 1)]:.1f} s: serial fraction {f:.3f} for this short batch; Amdahl,
